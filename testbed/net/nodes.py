@@ -1,0 +1,113 @@
+"""Mininet nodes of the testbed.
+
+Each node is a Mininet host (a shell in its own network namespace) whose
+namespace is also published as ``/run/netns/tb-<name>``: researchers can use
+``ip netns exec tb-edge1 ...``, and ``testbed clean`` finds everything the
+testbed made by that prefix alone, even after the run that made it was killed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from mininet.node import Host
+
+NETNS_PREFIX = "tb-"
+
+# Applied in every node namespace: routers forward, nothing filters or
+# rewrites our traffic behind our back, and no IPv6 chatter crosses the links.
+COMMON_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+    "net.ipv4.tcp_no_metrics_save": "1",
+}
+
+
+def netns_name(node_name: str) -> str:
+    return NETNS_PREFIX + node_name
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, check=False)
+
+
+def kill_netns(name: str) -> int:
+    """Kill every process in the named namespace and delete it; return how many were killed."""
+    pids = _run(["ip", "netns", "pids", name]).stdout.split()
+    for pid in pids:
+        _run(["kill", "-9", pid])
+    _run(["ip", "netns", "delete", name])
+    return len(pids)
+
+
+class TestbedNode(Host):
+    """A Mininet host with a published namespace and the testbed's sysctls.
+
+    ``forwarding`` makes it a router; ``congestion_control`` sets the TCP
+    algorithm of everything that runs in it (recorded with every run).
+    """
+
+    forwarding = False
+
+    def __init__(self, name, congestion_control="cubic", **params):
+        self.congestion_control = congestion_control
+        self.netns = netns_name(name)
+        super().__init__(name, **params)
+
+    def startShell(self, mnopts=None):
+        super().startShell(mnopts)
+        result = _run(["ip", "netns", "attach", self.netns, str(self.pid)])
+        if result.returncode != 0:
+            raise RuntimeError(f"cannot publish namespace {self.netns}: {result.stderr.strip()} "
+                               "(a previous run may have been killed: run `testbed clean`)")
+        sysctls = dict(COMMON_SYSCTLS)
+        sysctls["net.ipv4.ip_forward"] = "1" if self.forwarding else "0"
+        sysctls["net.ipv4.tcp_congestion_control"] = self.congestion_control
+        settings = " ".join(f"{key}={value}" for key, value in sysctls.items())
+        out = self.cmd(f"sysctl -q -w {settings} 2>&1; ip link set lo up")
+        if out.strip():
+            raise RuntimeError(f"{self.name}: sysctl failed: {out.strip()}")
+
+    def run(self, command: str) -> str:
+        """Run a shell command in the node; raise with its output if it fails."""
+        out = self.cmd(f"{command} 2>&1; echo __rc=$?")
+        body, _, rc = out.rpartition("__rc=")
+        if rc.strip() != "0":
+            raise RuntimeError(f"{self.name}: `{command}` failed: {body.strip()}")
+        return body
+
+    def terminate(self):
+        super().terminate()
+        kill_netns(self.netns)
+
+
+class ServerHost(TestbedNode):
+    """Cloud or edge server: routes traffic and hosts service containers."""
+
+    forwarding = True
+
+
+class AccessPointHost(TestbedNode):
+    """Base station: the first hop of the mobile user's traffic."""
+
+    forwarding = True
+
+
+class MobileUserHost(TestbedNode):
+    """The virtual mobile user: one radio interface per base station, one up at a time."""
+
+
+class WireNode(TestbedNode):
+    """The private namespace in which a delay line joins the two halves of a link."""
+
+    forwarding = False
+
+
+ROLE_CLASSES = {
+    "cloud": ServerHost,
+    "edge": ServerHost,
+    "ap": AccessPointHost,
+    "mu": MobileUserHost,
+}
