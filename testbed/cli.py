@@ -1,0 +1,108 @@
+"""The ``testbed`` command: run, doctor, clean, images, net, figures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from testbed.config import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Emulated MEC testbed: network, services, migration, mobile user.")
+images_app = typer.Typer(no_args_is_help=True, help="Build the service images (no registry).")
+net_app = typer.Typer(no_args_is_help=True, help="Build a topology's network on its own.")
+app.add_typer(images_app, name="images")
+app.add_typer(net_app, name="net")
+console = Console()
+
+
+def fail(message: str, code: int = 2):
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
+    """List what this host has and lacks, with a one-line fix for each gap."""
+    from testbed.doctor import as_json as dump, run_checks
+
+    checks = run_checks()
+    if as_json:
+        print(dump(checks))
+    else:
+        table = Table(title="testbed doctor")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column, overflow="fold")
+        for check in checks:
+            status = "[green]ok[/green]" if check.ok else ("[red]MISSING[/red]" if check.required
+                                                         else "[yellow]absent[/yellow]")
+            table.add_row(check.name, status, check.detail, "" if check.ok else check.fix)
+        console.print(table)
+    if any(not c.ok and c.required for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def clean():
+    """Remove every namespace, link, container and helper process the testbed created."""
+    from testbed.net.clean import clean_all
+
+    report = clean_all()
+    console.print(report.summary())
+
+
+@images_app.command("build")
+def images_build(apps: list[str] = typer.Argument(None, help="apps to build (default: all)"),
+                 force: bool = typer.Option(False, help="rebuild even if up to date")):
+    """Build the base image and the service images (cached by content hash)."""
+    from testbed import images
+
+    try:
+        results = images.build_all(apps or None, force=force, log=lambda m: console.print(m))
+    except images.ImageBuildError as exc:
+        fail(str(exc), 1)
+    for name, status in results.items():
+        console.print(f"{images.image_name(name)}: {status}")
+
+
+@net_app.command("check")
+def net_check(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override")):
+    """Build a topology, ping every server pair once, tear it down."""
+    from testbed.config import load_topology
+    from testbed.net.network import MecNetwork
+    from testbed.net.probe import ping_rtt
+
+    try:
+        spec = load_topology(topology, set_)
+    except ConfigError as exc:
+        fail(str(exc))
+    with MecNetwork(spec) as net:
+        console.print(f"up in {net.timings['start_s']:.2f} s, backend {net.backend} ({net.backend_reason})")
+        servers = spec.nodes_with_role("cloud", "edge")
+        table = Table(title=f"{spec.name}: RTT between servers")
+        table.add_column("pair")
+        table.add_column("configured ms", justify="right")
+        table.add_column("measured ms", justify="right")
+        for i, a in enumerate(servers):
+            for b in servers[i + 1:]:
+                expected = 2e3 * net.plan.one_way_delay(a, b)
+                rtts = ping_rtt(net.node(a), net.address(b), count=5)
+                table.add_row(f"{a}-{b}", f"{expected:.1f}", f"{sorted(rtts)[len(rtts) // 2]:.2f}")
+        console.print(table)
+    console.print(f"down in {net.timings['stop_s']:.2f} s")
+
+
+def main():
+    try:
+        app()
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Build the service images locally, with no registry.
+
+* The base image is a Debian ``minbase`` root filesystem made by debootstrap and
+  imported into Docker (``mec-testbed/base:bookworm``): it plays the "base
+  layer" of seed 001 and is present on every emulated server.
+* Each service image is built FROM it out of ``apps/<name>/``.  The build
+  context also receives the protocol module, the shared serve loop, a
+  wheelhouse (Python wheels downloaded on the host, installed in the image with
+  ``--no-index``) and any model or data files the app lists.
+* An image records a hash of its whole context as a label; if the hash has not
+  changed, nothing is rebuilt (a second set-up costs a second, not minutes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+APPS_DIR = PROJECT_ROOT / "apps"
+CACHE = Path(os.environ.get("MEC_CACHE", "/var/cache/mec-testbed"))
+BASE_IMAGE = "mec-testbed/base:bookworm"
+IMAGE_PREFIX = "mec-testbed/"
+HASH_LABEL = "org.mec-testbed.context-hash"
+DEBIAN_MIRROR = os.environ.get("MEC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+class ImageBuildError(RuntimeError):
+    pass
+
+
+def docker_client():
+    import docker
+
+    return docker.from_env(timeout=600)
+
+
+def image_name(app: str) -> str:
+    return f"{IMAGE_PREFIX}{app}:latest"
+
+
+def app_names() -> list[str]:
+    return sorted(p.name for p in APPS_DIR.iterdir() if (p / "Dockerfile").exists())
+
+
+def _image_label(client, name: str, label: str) -> str | None:
+    import docker
+
+    try:
+        return client.images.get(name).labels.get(label)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def ensure_base(client, log=print) -> str:
+    """Import the debootstrapped base image unless it is already there."""
+    import docker
+
+    try:
+        client.images.get(BASE_IMAGE)
+        return "present"
+    except docker.errors.ImageNotFound:
+        pass
+    rootfs = CACHE / "rootfs-bookworm"
+    if not (rootfs / "usr/bin/python3").exists():
+        shutil.rmtree(rootfs, ignore_errors=True)
+        rootfs.parent.mkdir(parents=True, exist_ok=True)
+        log(f"debootstrap bookworm (minbase + python3) into {rootfs}")
+        result = subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+             "bookworm", str(rootfs), DEBIAN_MIRROR], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ImageBuildError(f"debootstrap failed: {result.stderr[-2000:]}")
+    # Keep the image small and reproducible: no apt lists or caches.
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for item in (rootfs / junk).glob("*"):
+            if item.is_file():
+                item.unlink()
+    log(f"importing {rootfs} as {BASE_IMAGE}")
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    imported = subprocess.run(["docker", "import", "--change", "CMD [\"python3\"]", "-", BASE_IMAGE],
+                              stdin=tar.stdout, capture_output=True, text=True)
+    tar.wait()
+    if imported.returncode != 0:
+        raise ImageBuildError(f"docker import failed: {imported.stderr.strip()}")
+    return "built"
+
+
+def _app_manifest(app: str) -> dict:
+    path = APPS_DIR / app / "build.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def wheelhouse(app: str, requirements: Path, log=print) -> Path:
+    """Download the app's wheels on the host (pip knows the host's proxy and CA)."""
+    target = CACHE / "wheels" / app
+    stamp = target / ".requirements"
+    wanted = requirements.read_text()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    log(f"{app}: downloading wheels for {requirements.name}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+         "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+         "--platform", "manylinux_2_17_x86_64", "--platform", "linux_x86_64",
+         "--dest", str(target), "-r", str(requirements)],
+        capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ImageBuildError(f"{app}: pip download failed: {result.stderr[-3000:]}")
+    stamp.write_text(wanted)
+    return target
+
+
+def _stage_context(app: str, log=print) -> Path:
+    """Assemble apps/<app> + shared files + wheels + assets into one build context."""
+    source = APPS_DIR / app
+    context = CACHE / "build" / app
+    shutil.rmtree(context, ignore_errors=True)
+    shutil.copytree(source, context, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(PROJECT_ROOT / "testbed" / "protocol.py", context / "protocol.py")
+    shutil.copy2(APPS_DIR / "common" / "mecserve.py", context / "mecserve.py")
+    requirements = source / "requirements.txt"
+    (context / "wheels").mkdir(exist_ok=True)
+    if requirements.exists():
+        for wheel in wheelhouse(app, requirements, log).glob("*.whl"):
+            os.link(wheel, context / "wheels" / wheel.name)
+    manifest = _app_manifest(app)
+    if manifest.get("assets"):
+        from testbed import assets
+
+        (context / "assets").mkdir(exist_ok=True)
+        for name in manifest["assets"]:
+            path = assets.fetch(name, log=log)
+            shutil.copy2(path, context / "assets" / path.name)
+    return context
+
+
+def context_hash(context: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(context)).encode())
+        stat = path.stat()
+        if path.suffix in (".whl",):  # wheels are immutable: name and size suffice
+            digest.update(f"{stat.st_size}".encode())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_app(app: str, client=None, force: bool = False, log=print) -> str:
+    client = client or docker_client()
+    if not (APPS_DIR / app / "Dockerfile").exists():
+        raise ImageBuildError(f"unknown app {app!r} (known: {', '.join(app_names())})")
+    ensure_base(client, log)
+    context = _stage_context(app, log)
+    wanted = context_hash(context)
+    name = image_name(app)
+    if not force and _image_label(client, name, HASH_LABEL) == wanted:
+        return "up to date"
+    log(f"{app}: docker build -> {name}")
+    result = subprocess.run(
+        ["docker", "build", "--quiet", "--tag", name, "--label", f"{HASH_LABEL}={wanted}",
+         "--build-arg", f"BASE={BASE_IMAGE}", str(context)],
+        capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ImageBuildError(f"{app}: docker build failed:\n{result.stderr[-4000:]}")
+    return "built"
+
+
+def build_all(apps: list[str] | None = None, force: bool = False, log=print) -> dict[str, str]:
+    client = docker_client()
+    return {app: build_app(app, client, force, log) for app in (apps or app_names())}

@@ -1,0 +1,56 @@
+"""Measurements on a running network: ping RTTs and iperf3 throughput.
+
+Used by ``testbed net check``, the link tests and the link benchmark, so all
+three measure the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+_RTT = re.compile(r"time=([0-9.]+) ms")
+
+
+def ping_rtt(node, address: str, count: int = 10, interval: float = 0.2) -> list[float]:
+    """RTTs in ms of ``count`` pings from ``node`` (after one warm-up ping for ARP)."""
+    node.cmd(f"ping -c 1 -W 5 {address}")
+    out = node.cmd(f"ping -n -c {count} -i {interval} -W 5 {address}")
+    rtts = [float(value) for value in _RTT.findall(out)]
+    if not rtts:
+        raise RuntimeError(f"{node.name}: no reply from {address}: {out.strip()[-300:]}")
+    return rtts
+
+
+def iperf3_mbps(client, server, address: str, seconds: float = 10, omit: float = 2,
+                window: str | None = None, port: int = 5201) -> dict:
+    """TCP throughput client -> server in Mbit/s (receiver side, after ``omit`` seconds)."""
+    proc = server.popen(["iperf3", "-s", "-1", "-p", str(port), "-B", address])
+    try:
+        deadline = time.monotonic() + 5
+        while f":{port}" not in server.cmd(f"ss -ltn sport = :{port}"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("iperf3 server did not start")
+            time.sleep(0.05)
+        args = f"iperf3 -J -c {address} -p {port} -t {seconds} -O {omit}"
+        if window:
+            args += f" -w {window}"
+        out = client.cmd(args)
+        try:
+            report = json.loads(out[out.index("{"):])
+        except ValueError as exc:
+            raise RuntimeError(f"iperf3 failed: {out.strip()[-500:]}") from exc
+        if "error" in report:
+            raise RuntimeError(f"iperf3: {report['error']}")
+        end = report["end"]
+        return {
+            "received_mbps": end["sum_received"]["bits_per_second"] / 1e6,
+            "sent_mbps": end["sum_sent"]["bits_per_second"] / 1e6,
+            "retransmits": end["sum_sent"].get("retransmits", 0),
+            "seconds": end["sum_received"]["seconds"],
+        }
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
