@@ -13,9 +13,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 
-from testbed.net.nodes import NETNS_PREFIX, kill_netns
-
-CONTAINER_LABEL = "org.mec-testbed"
+from testbed.net.namespaces import CONTAINER_LABEL, NETNS_PREFIX, kill_netns
 
 
 @dataclass

@@ -17,6 +17,7 @@ from mininet.net import Mininet
 
 from testbed.config import TopologySpec
 from testbed.net import addressing
+from testbed.net.namespaces import CONTAINER_BRIDGE
 from testbed.net.links import DelayLineLink, choose_backend, link_class_for
 from testbed.net.nodes import ROLE_CLASSES, TestbedNode
 
@@ -161,6 +162,11 @@ class MecNetwork:
                 intf = self._intf(link, name)
                 commands.append(f"ip addr add {link.address(name)}/{link.subnet.prefixlen} dev {intf}")
                 commands.append(f"ip link set {intf} up")
+            if name in self.plan.container_subnets:
+                subnet = self.plan.container_subnets[name]
+                commands += [f"ip link add {CONTAINER_BRIDGE} type bridge",
+                             f"ip addr add {next(subnet.hosts())}/{subnet.prefixlen} dev {CONTAINER_BRIDGE}",
+                             f"ip link set {CONTAINER_BRIDGE} up"]
             node.run(" && ".join(commands))
         for mu in self.spec.nodes_with_role("mu"):
             self.detach(mu)

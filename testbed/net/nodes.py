@@ -12,7 +12,7 @@ import subprocess
 
 from mininet.node import Host
 
-NETNS_PREFIX = "tb-"
+from testbed.net.namespaces import kill_netns, netns_name
 
 # Applied in every node namespace: routers forward, nothing filters or
 # rewrites our traffic behind our back, and no IPv6 chatter crosses the links.
@@ -25,21 +25,8 @@ COMMON_SYSCTLS = {
 }
 
 
-def netns_name(node_name: str) -> str:
-    return NETNS_PREFIX + node_name
-
-
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, check=False)
-
-
-def kill_netns(name: str) -> int:
-    """Kill every process in the named namespace and delete it; return how many were killed."""
-    pids = _run(["ip", "netns", "pids", name]).stdout.split()
-    for pid in pids:
-        _run(["kill", "-9", pid])
-    _run(["ip", "netns", "delete", name])
-    return len(pids)
 
 
 class TestbedNode(Host):

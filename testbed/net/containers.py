@@ -1,0 +1,203 @@
+"""Docker containers wired into the emulated servers, as Containernet does.
+
+A service container runs with Docker's ``none`` network; the testbed then
+plugs its network namespace into the server it runs on: a veth pair whose
+outer end joins the server's bridge ``svc0`` (gateway ``172.16.<j>.1``) and
+whose inner end becomes the container's ``eth0``.  Requests and migration
+transfers therefore cross the shaped links of the topology like any traffic.
+
+Everything here addresses a server by its published namespace ``tb-<host>``,
+so it works from the runner or from an agent running inside the server.
+Containers carry the label ``org.mec-testbed`` (``testbed clean`` finds them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import docker
+
+from testbed.net.namespaces import CONTAINER_BRIDGE, CONTAINER_LABEL, netns_name
+
+HOST_LABEL = "org.mec-testbed.host"
+SERVICE_LABEL = "org.mec-testbed.service"
+APP_LABEL = "org.mec-testbed.app"
+IP_LABEL = "org.mec-testbed.ip"
+STATE_ROOT = Path(os.environ.get("MEC_STATE", "/var/lib/mec-testbed"))
+OFFLOADS_OFF = "tx off rx off sg off tso off gso off gro off"
+
+
+class ContainerError(RuntimeError):
+    pass
+
+
+def _run(args: list[str], check: bool = True) -> str:
+    result = subprocess.run(args, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise ContainerError(f"`{' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+@dataclass
+class Limits:
+    """Resource quota of one service container (seed 004's application profile)."""
+
+    cpus: float = 1.0
+    memory_mb: int = 2048
+
+
+@dataclass
+class Instance:
+    """One running container of a service on one server."""
+
+    service: str
+    app: str
+    host: str
+    container_id: str
+    name: str
+    ip: str
+    port: int
+    pid: int
+
+    def endpoint(self) -> tuple[str, int]:
+        return self.ip, self.port
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+class HostContainers:
+    """The containers of one emulated server: create, wire, checkpoint, restore."""
+
+    def __init__(self, host: str, subnet: str, client: docker.DockerClient | None = None,
+                 congestion_control: str = "cubic"):
+        self.host = host
+        self.netns = netns_name(host)
+        self.subnet = ipaddress.IPv4Network(subnet)
+        self.gateway = str(next(self.subnet.hosts()))
+        self.client = client or docker.from_env(timeout=120)
+        self.congestion_control = congestion_control
+        self.state_dir = STATE_ROOT / "hosts" / host
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- addresses ------------------------------------------------------------
+    def _containers(self) -> list:
+        return self.client.containers.list(all=True, filters={"label": f"{HOST_LABEL}={self.host}"})
+
+    def _free_ip(self) -> str:
+        used = {c.labels.get(IP_LABEL) for c in self._containers()}
+        for address in list(self.subnet.hosts())[1:]:
+            if str(address) not in used:
+                return str(address)
+        raise ContainerError(f"{self.host}: no free address in {self.subnet}")
+
+    # -- lifecycle ----------------------------------------------------------
+    def create(self, service: str, app: str, image: str, port: int, limits: Limits,
+               env: dict | None = None):
+        """Create (not start) a container of ``service`` on this server."""
+        ip = self._free_ip()
+        name = f"tb-{service}-{self.host}-{int(time.time() * 1000) % 10**9}"
+        return self.client.containers.create(
+            image, name=name, detach=True, network_mode="none",
+            labels={CONTAINER_LABEL: "1", HOST_LABEL: self.host, SERVICE_LABEL: service,
+                    APP_LABEL: app, IP_LABEL: ip},
+            environment={"MEC_PORT": str(port), **(env or {})},
+            nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
+        )
+
+    def start(self, service: str, app: str, image: str, port: int, limits: Limits,
+              env: dict | None = None) -> Instance:
+        container = self.create(service, app, image, port, limits, env)
+        container.start()
+        return self.wire(container, port)
+
+    def wire(self, container, port: int) -> Instance:
+        """Plug a running container's namespace into this server's bridge."""
+        container.reload()
+        pid = container.attrs["State"]["Pid"]
+        if not pid:
+            raise ContainerError(f"{container.name} is not running: {container.attrs['State']}")
+        ip = container.labels[IP_LABEL]
+        outer, inner = f"c{container.id[:10]}", f"p{container.id[:10]}"
+        _run(["ip", "-n", self.netns, "link", "add", outer, "type", "veth", "peer", "name", inner,
+              "netns", str(pid)])
+        _run(["ip", "netns", "exec", self.netns, "ethtool", "-K", outer, *OFFLOADS_OFF.split()])
+        _run(["ip", "-n", self.netns, "link", "set", outer, "master", CONTAINER_BRIDGE, "up"])
+        inside = ["nsenter", f"--net=/proc/{pid}/ns/net"]
+        script = (f"ip link set {inner} name eth0 && ethtool -K eth0 {OFFLOADS_OFF} && "
+                  f"ip addr add {ip}/{self.subnet.prefixlen} dev eth0 && ip link set eth0 up && "
+                  f"ip link set lo up && ip route replace default via {self.gateway} && "
+                  f"sysctl -q -w net.ipv4.tcp_congestion_control={self.congestion_control} "
+                  f"net.ipv6.conf.all.disable_ipv6=1")
+        _run(inside + ["sh", "-c", script])
+        return Instance(service=container.labels[SERVICE_LABEL], app=container.labels[APP_LABEL],
+                        host=self.host, container_id=container.id, name=container.name, ip=ip,
+                        port=port, pid=pid)
+
+    def remove(self, instance: Instance) -> None:
+        try:
+            self.client.containers.get(instance.container_id).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        _run(["ip", "-n", self.netns, "link", "delete", f"c{instance.container_id[:10]}"], check=False)
+
+    # -- checkpoint / restore --------------------------------------------------
+    def docker_root(self) -> Path:
+        if not hasattr(self, "_docker_root"):
+            self._docker_root = Path(self.client.info()["DockerRootDir"])
+        return self._docker_root
+
+    def checkpoint_dir(self, service: str) -> Path:
+        path = self.state_dir / "checkpoints" / service
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def checkpoint(self, instance: Instance, name: str, leave_running: bool) -> Path:
+        """``docker checkpoint create`` into this server's state directory."""
+        target = self.checkpoint_dir(instance.service)
+        shutil.rmtree(target / name, ignore_errors=True)
+        api = self.client.api
+        response = api.post(api._url("/containers/{0}/checkpoints", instance.container_id),
+                            json={"CheckpointID": name, "CheckpointDir": str(target),
+                                  "Exit": not leave_running})
+        if response.status_code >= 300:
+            raise ContainerError(f"checkpoint of {instance.name} failed: {_docker_message(response)}")
+        return target / name
+
+    def restore(self, service: str, app: str, image: str, port: int, limits: Limits,
+                images_dir: Path, env: dict | None = None) -> Instance:
+        """Create a container here and start it from the CRIU images in ``images_dir``."""
+        container = self.create(service, app, image, port, limits, env)
+        container.reload()
+        name = images_dir.name
+        slot = self.docker_root() / "containers" / container.id / "checkpoints" / name
+        slot.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(images_dir, slot)
+        except OSError:
+            shutil.copytree(images_dir, slot)
+        # Docker 20.10 uploads the images to containerd's content store, where the
+        # identical upload of a recent "checkpoint create" may linger until GC
+        # ("content ... already exists", moby#42900): a nonce makes ours unique.
+        (slot / "mec-testbed-restore.nonce").write_text(uuid.uuid4().hex)
+        api = self.client.api
+        response = api.post(api._url("/containers/{0}/start", container.id), params={"checkpoint": name})
+        if response.status_code >= 300:
+            message = _docker_message(response)
+            container.remove(force=True)
+            raise ContainerError(f"restore of {service} on {self.host} failed: {message}")
+        return self.wire(container, port)
+
+
+def _docker_message(response) -> str:
+    try:
+        return response.json().get("message", response.text)
+    except ValueError:
+        return response.text
