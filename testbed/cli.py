@@ -96,7 +96,36 @@ def net_check(topology: Path, set_: list[str] = typer.Option([], "--set", help="
     console.print(f"down in {net.timings['stop_s']:.2f} s")
 
 
+@net_app.command("up")
+def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
+           hold: float = typer.Option(0, help="seconds to keep it up (0: until Ctrl-C)")):
+    """Build a topology and keep it up; use `ip netns exec tb-<node> ...` meanwhile."""
+    import time
+
+    from testbed.config import load_topology
+    from testbed.net.network import MecNetwork
+
+    spec = load_topology(topology, set_)
+    with MecNetwork(spec) as net:
+        console.print(f"{spec.name} up in {net.timings['start_s']:.2f} s (backend {net.backend}); "
+                      "namespaces: " + " ".join(f"tb-{n}" for n in spec.nodes), highlight=False)
+        deadline = time.monotonic() + hold if hold else None
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            console.print("stopping")
+    console.print(f"down in {net.timings['stop_s']:.2f} s")
+
+
+def _terminate_as_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 def main():
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         app()
     except ConfigError as exc:

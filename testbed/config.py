@@ -201,7 +201,12 @@ def format_validation_error(source: str, error: ValidationError) -> str:
         elif item["type"] == "extra_forbidden":
             message = "unknown field"
         for part in message.split("; "):
-            lines.append(f"  {where}: {part}")
+            # Cross-field checks name their own field ("connections.1.b: ...").
+            head = part.split(": ", 1)[0]
+            if re.fullmatch(r"[A-Za-z_][\w.-]*", head) and ": " in part:
+                lines.append(f"  {head if not item['loc'] else where + '.' + head}: {part.split(': ', 1)[1]}")
+            else:
+                lines.append(f"  {where}: {part}")
     return "\n".join(lines)
 
 

@@ -7,20 +7,27 @@ three measure the same way.
 from __future__ import annotations
 
 import json
-import re
+import sys
 import time
 
-_RTT = re.compile(r"time=([0-9.]+) ms")
+
+def icmp_echo(node, address: str, count: int = 10, interval: float = 0.2, timeout: float = 3.0) -> dict:
+    """ICMP echo from ``node`` with microsecond RTTs: {"sent", "received", "rtts_ms"}."""
+    out = node.cmd(f"{sys.executable} -m testbed.net.pinger {address} --count {count} "
+                   f"--interval {interval} --timeout {timeout}")
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise RuntimeError(f"{node.name}: pinger failed: {out.strip()[-300:]}") from exc
 
 
 def ping_rtt(node, address: str, count: int = 10, interval: float = 0.2) -> list[float]:
     """RTTs in ms of ``count`` pings from ``node`` (after one warm-up ping for ARP)."""
-    node.cmd(f"ping -c 1 -W 5 {address}")
-    out = node.cmd(f"ping -n -c {count} -i {interval} -W 5 {address}")
-    rtts = [float(value) for value in _RTT.findall(out)]
-    if not rtts:
-        raise RuntimeError(f"{node.name}: no reply from {address}: {out.strip()[-300:]}")
-    return rtts
+    icmp_echo(node, address, count=1, timeout=5)
+    result = icmp_echo(node, address, count=count, interval=interval)
+    if not result["rtts_ms"]:
+        raise RuntimeError(f"{node.name}: no reply from {address}")
+    return result["rtts_ms"]
 
 
 def iperf3_mbps(client, server, address: str, seconds: float = 10, omit: float = 2,

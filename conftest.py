@@ -1,0 +1,97 @@
+"""Fixtures and markers for tests and short experiments on the real stack.
+
+Markers (see pyproject.toml): ``network`` (root + Mininet), ``docker``,
+``criu``, ``models``, ``experiment``, ``slow`` (excluded by default).  A test
+whose requirement is missing is skipped with the reason printed; nothing is
+faked.  Every fixture that creates something removes it again, and
+``no_leftovers`` checks that after each test that built a network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _missing_for(marker: str) -> str | None:
+    if marker in ("network", "docker", "criu", "models", "experiment") and os.geteuid() != 0:
+        return "needs root (network namespaces, tc, Docker, CRIU)"
+    if marker in ("network", "criu", "models", "experiment") and not shutil.which("mnexec"):
+        return "Mininet is not installed: run ./setup.sh"
+    if marker in ("docker", "criu", "models", "experiment"):
+        from testbed.doctor import docker_info
+
+        if docker_info() is None:
+            return "no Docker engine answers: run ./setup.sh"
+    if marker in ("criu", "experiment"):
+        if not shutil.which("criu"):
+            return "criu is not installed: run ./setup.sh"
+    return None
+
+
+def pytest_runtest_setup(item):
+    for marker in ("network", "docker", "criu", "models", "experiment"):
+        if item.get_closest_marker(marker):
+            reason = _missing_for(marker)
+            if reason:
+                pytest.skip(f"[{marker}] {reason}")
+
+
+@pytest.fixture(scope="session")
+def paper_spec():
+    from testbed.config import load_topology
+
+    return load_topology(ROOT / "topologies" / "paper.yaml")
+
+
+@pytest.fixture
+def no_leftovers():
+    """Fail the test if it leaves testbed namespaces, links or containers behind."""
+    yield
+    from testbed.net.clean import testbed_containers, testbed_namespaces, testbed_root_interfaces
+
+    left = (testbed_namespaces(), testbed_root_interfaces(), testbed_containers())
+    if any(left):
+        from testbed.net.clean import clean_all
+
+        clean_all()
+        pytest.fail(f"left behind: namespaces={left[0]} interfaces={left[1]} containers={left[2]}")
+
+
+@pytest.fixture
+def network_factory(tmp_path, no_leftovers):
+    """Build MecNetworks from specs; every one is stopped at the end of the test."""
+    from testbed.net.network import MecNetwork
+
+    built = []
+
+    def build(spec, **kwargs):
+        net = MecNetwork(spec, workdir=tmp_path / f"net{len(built)}", **kwargs)
+        built.append(net)
+        return net.start()
+
+    yield build
+    for net in reversed(built):
+        net.stop()
+
+
+@pytest.fixture
+def paper_network(network_factory, paper_spec):
+    return network_factory(paper_spec)
+
+
+def run_testbed(*args, timeout=300, check=False) -> subprocess.CompletedProcess:
+    """Run the ``testbed`` command the way a researcher does."""
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "testbed"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, check=check, cwd=ROOT)
+
+
+@pytest.fixture
+def testbed_cli():
+    return run_testbed

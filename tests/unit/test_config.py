@@ -1,0 +1,92 @@
+"""The one schema: good files load, bad ones are rejected naming file, field and reason."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed.config import ConfigError, apply_overrides, load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER = ROOT / "topologies" / "paper.yaml"
+
+
+def paper_dict():
+    return yaml.safe_load(PAPER.read_text())
+
+
+def write(tmp_path, data) -> Path:
+    path = tmp_path / "topo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_paper_topology_reproduces_seed_002(paper_spec):
+    assert paper_spec.nodes_with_role("cloud") == ["cloud"]
+    assert paper_spec.nodes_with_role("edge") == ["edge1", "edge2", "edge3"]
+    assert paper_spec.nodes_with_role("ap") == ["ap1", "ap2", "ap3"]
+    assert paper_spec.nodes_with_role("mu") == ["mu"]
+    edge_edge = paper_spec.links["edge_edge"]
+    assert (edge_edge.bandwidth, edge_edge.delay) == (100.0, pytest.approx(0.050))
+    edge_cloud = paper_spec.links["edge_cloud"]
+    assert (edge_cloud.bandwidth, edge_cloud.delay) == (75.0, pytest.approx(0.150))
+    pairs = {frozenset((c.a, c.b)): c.link_class for c in paper_spec.connections}
+    assert pairs[frozenset(("edge1", "edge2"))] == "edge_edge"
+    assert pairs[frozenset(("edge2", "edge3"))] == "edge_edge"
+    for edge in ("edge1", "edge2", "edge3"):
+        assert pairs[frozenset((edge, "cloud"))] == "edge_cloud"
+    assert frozenset(("edge1", "edge3")) not in pairs  # a chain, as in Fig. 3
+
+
+@pytest.mark.parametrize("mutate,field,reason", [
+    (lambda d: d["nodes"]["edge2"].pop("role"), "nodes.edge2.role", "field required"),
+    (lambda d: d["links"]["edge_edge"].update(bandwidth="-5Mbps"), "links.edge_edge.bandwidth",
+     "greater than 0"),
+    (lambda d: d["connections"][0].update({"class": "fibre"}), "connections.0.class",
+     "unknown link class 'fibre'"),
+    (lambda d: d["connections"][1].update(b="edge9"), "connections.1.b", "unknown node 'edge9'"),
+    (lambda d: d["nodes"].pop("edge3"), "connections.1.b", "unknown node 'edge3'"),
+    (lambda d: d["links"]["edge_edge"].update(delay=50), "links.edge_edge.delay", "needs a unit"),
+    (lambda d: d["links"]["wireless"].update(jitter="5ms"), "links.wireless", "jitter"),
+    (lambda d: d["nodes"]["ap1"].pop("position"), "nodes.ap1", "needs a position"),
+    (lambda d: d["nodes"].update({"Edge-4": {"role": "edge"}}), "nodes", "Edge-4"),
+    (lambda d: d.update(colour="blue"), "colour", "unknown field"),
+    (lambda d: d["network"].update(backend="tachyon"), "network.backend", "netem"),
+])
+def test_bad_topology_names_file_field_and_reason(tmp_path, mutate, field, reason):
+    data = paper_dict()
+    mutate(data)
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as caught:
+        load_topology(path)
+    message = str(caught.value)
+    assert str(path) in message
+    line = next((l for l in message.splitlines() if l.strip().startswith(field)), None)
+    assert line is not None, message
+    assert reason in line, message
+
+
+def test_unreadable_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nlinks: {a: [1, 2}\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: line 2"):
+        load_topology(path)
+
+
+def test_overrides_apply_before_validation():
+    spec = load_topology(PAPER, ["links.edge_edge.delay=30ms", "connections.edge3-cloud.delay=100ms",
+                                 "network.backend=delayline"])
+    assert spec.links["edge_edge"].delay == pytest.approx(0.030)
+    conn = next(c for c in spec.connections if {c.a, c.b} == {"edge3", "cloud"})
+    assert spec.link_params(conn).delay == pytest.approx(0.100)
+    assert spec.link_params(conn).bandwidth == 75.0  # the rest of the class stays
+    assert spec.network.backend == "delayline"
+
+
+def test_override_errors_name_the_key():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["links.edge_edge.delay"])
+    with pytest.raises(ConfigError, match="no item 'edge7-cloud'"):
+        apply_overrides(paper_dict(), ["connections.edge7-cloud.delay=1ms"])
+    with pytest.raises(ConfigError, match="links.edge_edge.bandwidth"):
+        load_topology(PAPER, ["links.edge_edge.bandwidth=0"])
