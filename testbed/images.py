@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -179,3 +180,41 @@ def build_app(app: str, client=None, force: bool = False, log=print) -> str:
 def build_all(apps: list[str] | None = None, force: bool = False, log=print) -> dict[str, str]:
     client = docker_client()
     return {app: build_app(app, client, force, log) for app in (apps or app_names())}
+
+
+LAYER_MARKER = ".complete"
+
+
+def export_app_layer(app: str, client=None) -> Path:
+    """The image's own layers above the base image (seed 001's application layer).
+
+    Exported once per image build into ``$MEC_CACHE/layers/<app>/<image id>/``
+    as the layer tarballs of ``docker save``; a marker file says it is complete.
+    """
+    import tarfile
+
+    client = client or docker_client()
+    image = client.images.get(image_name(app))
+    target = CACHE / "layers" / app / image.id.split(":")[-1][:16]
+    if (target / LAYER_MARKER).exists():
+        return target
+    base_layers = client.images.get(BASE_IMAGE).attrs["RootFS"]["Layers"]
+    app_layers = image.attrs["RootFS"]["Layers"]
+    if app_layers[: len(base_layers)] != base_layers:
+        raise ImageBuildError(f"{app}: image is not built on {BASE_IMAGE}")
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    saved = target / "image.tar"
+    with open(saved, "wb") as handle:
+        for chunk in image.save(named=False):
+            handle.write(chunk)
+    with tarfile.open(saved) as archive:
+        manifest = json.loads(archive.extractfile("manifest.json").read())
+        layer_paths = manifest[0]["Layers"]
+        for index, member in enumerate(layer_paths[len(base_layers):]):
+            data = archive.extractfile(member)
+            with open(target / f"layer-{index:02d}.tar", "wb") as out:
+                shutil.copyfileobj(data, out)
+    saved.unlink()
+    (target / LAYER_MARKER).write_text(image.id)
+    return target

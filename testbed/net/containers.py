@@ -17,7 +17,7 @@ import ipaddress
 import os
 import shutil
 import subprocess
-import time
+import threading
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,13 +77,18 @@ class HostContainers:
     """The containers of one emulated server: create, wire, checkpoint, restore."""
 
     def __init__(self, host: str, subnet: str, client: docker.DockerClient | None = None,
-                 congestion_control: str = "cubic"):
+                 congestion_control: str = "cubic", inside: bool = False):
+        """``inside``: this process already runs in the server's namespace (an agent).
+        Mininet nodes have their own mount namespace, in which /run/netns is stale,
+        so from inside, commands run directly rather than through ``ip -n``."""
         self.host = host
         self.netns = netns_name(host)
+        self._in_host = [] if inside else ["ip", "netns", "exec", self.netns]
         self.subnet = ipaddress.IPv4Network(subnet)
         self.gateway = str(next(self.subnet.hosts()))
         self.client = client or docker.from_env(timeout=120)
         self.congestion_control = congestion_control
+        self._lock = threading.Lock()
         self.state_dir = STATE_ROOT / "hosts" / host
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
@@ -99,11 +104,15 @@ class HostContainers:
         raise ContainerError(f"{self.host}: no free address in {self.subnet}")
 
     # -- lifecycle ----------------------------------------------------------
-    def create(self, service: str, app: str, image: str, port: int, limits: Limits,
-               env: dict | None = None):
-        """Create (not start) a container of ``service`` on this server."""
+    def reserve(self, service: str, app: str, image: str, port: int, limits: Limits,
+                env: dict | None = None):
+        """Create (not start) a container of ``service`` here; its address is fixed now."""
+        with self._lock:
+            return self._create(service, app, image, port, limits, env)
+
+    def _create(self, service, app, image, port, limits, env):
         ip = self._free_ip()
-        name = f"tb-{service}-{self.host}-{int(time.time() * 1000) % 10**9}"
+        name = f"tb-{service}-{self.host}-{uuid.uuid4().hex[:6]}"
         return self.client.containers.create(
             image, name=name, detach=True, network_mode="none",
             labels={CONTAINER_LABEL: "1", HOST_LABEL: self.host, SERVICE_LABEL: service,
@@ -112,9 +121,8 @@ class HostContainers:
             nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
         )
 
-    def start(self, service: str, app: str, image: str, port: int, limits: Limits,
-              env: dict | None = None) -> Instance:
-        container = self.create(service, app, image, port, limits, env)
+    def start(self, container, port: int) -> Instance:
+        """Start a reserved container from its image (a fresh service, no state)."""
         container.start()
         return self.wire(container, port)
 
@@ -126,10 +134,10 @@ class HostContainers:
             raise ContainerError(f"{container.name} is not running: {container.attrs['State']}")
         ip = container.labels[IP_LABEL]
         outer, inner = f"c{container.id[:10]}", f"p{container.id[:10]}"
-        _run(["ip", "-n", self.netns, "link", "add", outer, "type", "veth", "peer", "name", inner,
-              "netns", str(pid)])
-        _run(["ip", "netns", "exec", self.netns, "ethtool", "-K", outer, *OFFLOADS_OFF.split()])
-        _run(["ip", "-n", self.netns, "link", "set", outer, "master", CONTAINER_BRIDGE, "up"])
+        _run(self._in_host + ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner,
+                              "netns", str(pid)])
+        _run(self._in_host + ["ethtool", "-K", outer, *OFFLOADS_OFF.split()])
+        _run(self._in_host + ["ip", "link", "set", outer, "master", CONTAINER_BRIDGE, "up"])
         inside = ["nsenter", f"--net=/proc/{pid}/ns/net"]
         script = (f"ip link set {inner} name eth0 && ethtool -K eth0 {OFFLOADS_OFF} && "
                   f"ip addr add {ip}/{self.subnet.prefixlen} dev eth0 && ip link set eth0 up && "
@@ -141,12 +149,25 @@ class HostContainers:
                         host=self.host, container_id=container.id, name=container.name, ip=ip,
                         port=port, pid=pid)
 
-    def remove(self, instance: Instance) -> None:
+    def remove(self, container_id: str) -> None:
         try:
-            self.client.containers.get(instance.container_id).remove(force=True)
+            self.client.containers.get(container_id).remove(force=True)
         except docker.errors.NotFound:
             pass
-        _run(["ip", "-n", self.netns, "link", "delete", f"c{instance.container_id[:10]}"], check=False)
+        _run(self._in_host + ["ip", "link", "delete", f"c{container_id[:10]}"], check=False)
+
+    def stop(self, container_id: str) -> None:
+        """Kill a service container (its state is not needed any more)."""
+        try:
+            self.client.containers.get(container_id).kill()
+        except docker.errors.APIError:
+            pass
+
+    def is_running(self, container_id: str) -> bool:
+        try:
+            return self.client.containers.get(container_id).status == "running"
+        except docker.errors.NotFound:
+            return False
 
     # -- checkpoint / restore --------------------------------------------------
     def docker_root(self) -> Path:
@@ -154,29 +175,21 @@ class HostContainers:
             self._docker_root = Path(self.client.info()["DockerRootDir"])
         return self._docker_root
 
-    def checkpoint_dir(self, service: str) -> Path:
-        path = self.state_dir / "checkpoints" / service
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def checkpoint(self, instance: Instance, name: str, leave_running: bool) -> Path:
-        """``docker checkpoint create`` into this server's state directory."""
-        target = self.checkpoint_dir(instance.service)
-        shutil.rmtree(target / name, ignore_errors=True)
+    def checkpoint(self, instance: Instance, target: Path, leave_running: bool) -> Path:
+        """``docker checkpoint create`` into ``target`` (a fresh directory); return it."""
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         api = self.client.api
         response = api.post(api._url("/containers/{0}/checkpoints", instance.container_id),
-                            json={"CheckpointID": name, "CheckpointDir": str(target),
+                            json={"CheckpointID": target.name, "CheckpointDir": str(target.parent),
                                   "Exit": not leave_running})
         if response.status_code >= 300:
             raise ContainerError(f"checkpoint of {instance.name} failed: {_docker_message(response)}")
-        return target / name
+        return target
 
-    def restore(self, service: str, app: str, image: str, port: int, limits: Limits,
-                images_dir: Path, env: dict | None = None) -> Instance:
-        """Create a container here and start it from the CRIU images in ``images_dir``."""
-        container = self.create(service, app, image, port, limits, env)
-        container.reload()
-        name = images_dir.name
+    def restore(self, container, images_dir: Path, port: int) -> Instance:
+        """Start a reserved container from the CRIU images in ``images_dir`` (moved, not copied)."""
+        name = f"restore-{uuid.uuid4().hex[:8]}"
         slot = self.docker_root() / "containers" / container.id / "checkpoints" / name
         slot.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -190,10 +203,23 @@ class HostContainers:
         api = self.client.api
         response = api.post(api._url("/containers/{0}/start", container.id), params={"checkpoint": name})
         if response.status_code >= 300:
-            message = _docker_message(response)
-            container.remove(force=True)
-            raise ContainerError(f"restore of {service} on {self.host} failed: {message}")
+            raise ContainerError(f"restore of {container.name} on {self.host} failed: "
+                                 f"{_docker_message(response)}")
         return self.wire(container, port)
+
+    # -- the container's own files (its writable layer) --------------------------
+    def upper_dir(self, container_id: str) -> Path:
+        data = self.client.api.inspect_container(container_id)["GraphDriver"]["Data"]
+        return Path(data["UpperDir"])
+
+    def export_rw_layer(self, container_id: str, tar_path: Path) -> int:
+        """Archive what the container wrote to its root filesystem (overlay upper dir)."""
+        tar_path.parent.mkdir(parents=True, exist_ok=True)
+        _run(["tar", "--xattrs", "-C", str(self.upper_dir(container_id)), "-cf", str(tar_path), "."])
+        return tar_path.stat().st_size
+
+    def import_rw_layer(self, container, tar_path: Path) -> None:
+        _run(["tar", "--xattrs", "-C", str(self.upper_dir(container.id)), "-xf", str(tar_path)])
 
 
 def _docker_message(response) -> str:

@@ -1,0 +1,178 @@
+"""The migration engine: what every mode shares.
+
+A migration runs in the *source* server's agent and talks to the destination
+server's agent over the emulated network.  A mode (one file each in this
+package) implements two hooks:
+
+* ``pre(m)``: work done while the service keeps running (pre-migration);
+* ``final(m)``: the downtime phase; it must leave the service running at the
+  destination and return the new ``Instance``.
+
+``Migration`` times every phase, counts every byte, and makes failure safe: if
+the destination cannot take over, the service is restored at the source from
+the state that was just checkpointed, and the error is reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from testbed.net.containers import Instance, Limits
+
+
+@dataclass
+class ServiceSpec:
+    """Everything needed to create a container of a service on any server."""
+
+    service: str
+    app: str
+    image: str
+    port: int = 7000
+    limits: Limits = field(default_factory=Limits)
+    env: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ServiceSpec":
+        data = dict(data)
+        data["limits"] = Limits(**data.get("limits", {}))
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MigrationMode(ABC):
+    """One way of moving a service.  Register new modes in ``testbed.migration.MODES``."""
+
+    name: ClassVar[str]
+    carries_state: ClassVar[bool] = True
+
+    def pre(self, m: "Migration") -> None:
+        """Pre-migration, while the service runs at the source (default: nothing)."""
+
+    @abstractmethod
+    def final(self, m: "Migration") -> Instance:
+        """Downtime phase: stop at the source, start at the destination."""
+
+
+class Migration:
+    """One migration of one service from this agent's server to ``dest``."""
+
+    def __init__(self, agent, spec: ServiceSpec, instance: Instance, dest: str, mode: MigrationMode,
+                 migration_id: str | None = None):
+        self.agent = agent
+        self.spec = spec
+        self.source_instance = instance
+        self.dest = dest
+        self.mode = mode
+        self.id = migration_id or uuid.uuid4().hex[:10]
+        self.workdir = agent.state_dir / "outgoing" / spec.service / self.id
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.peer = agent.peer(dest)
+        self.reserved = None          # the destination's answer to "prepare"
+        self.pre_done = False
+        self.base_images: Path | None = None   # what the destination already holds
+        self.final_images: Path | None = None  # set once the source has stopped
+        self.record: dict = {
+            "migration": self.id, "service": spec.service, "app": spec.app, "mode": mode.name,
+            "source": agent.host, "dest": dest, "carries_state": mode.carries_state,
+            "phases": {}, "bytes": {}, "sizes": {}, "ok": None,
+        }
+
+    # -- bookkeeping used by modes ---------------------------------------------
+    def phase(self, name: str):
+        """Context manager timing one phase: ``with m.phase("final_transfer"): ...``."""
+        return _Phase(self, name)
+
+    def count(self, key: str, nbytes: int) -> None:
+        self.record["bytes"][key] = self.record["bytes"].get(key, 0) + int(nbytes)
+
+    def size(self, key: str, nbytes: int) -> None:
+        self.record["sizes"][key] = int(nbytes)
+
+    @property
+    def containers(self):
+        return self.agent.containers
+
+    def prepare_destination(self) -> dict:
+        """Reserve a container (and so the new address) at the destination."""
+        if self.reserved is None:
+            with self.phase("prepare"):
+                self.reserved = self.peer.call("prepare", spec=self.spec.to_dict(), migration=self.id)
+            self.record["dest_endpoint"] = [self.reserved["ip"], self.reserved["port"]]
+            self.agent.events.emit("migration.prepared", migration=self.id, service=self.spec.service,
+                                   dest=self.dest, endpoint=self.record["dest_endpoint"])
+        return self.reserved
+
+    # -- the two phases ------------------------------------------------------------
+    def run_pre(self) -> dict:
+        self.prepare_destination()
+        with self.phase("pre_migration"):
+            self.mode.pre(self)
+        self.pre_done = True
+        self.agent.events.emit("migration.pre_done", **self._summary())
+        return self.record
+
+    def run_final(self) -> tuple[dict, Instance]:
+        """Move the service; on any failure resume it at the source.  Never raises."""
+        if not self.pre_done:
+            self.run_pre()
+        instance = None
+        try:
+            with self.phase("migration"):
+                instance = self.mode.final(self)
+            self.record["ok"] = True
+            self.record["new_endpoint"] = [instance.ip, instance.port]
+            self.agent.forget_source(self.spec.service, self.source_instance)
+        except Exception as exc:
+            self.record["ok"] = False
+            self.record["error"] = f"{type(exc).__name__}: {exc}"
+            self.record["trace"] = traceback.format_exc(limit=6)
+            instance = self._resume_at_source()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.agent.events.emit("migration.done", **self._summary())
+        return self.record, instance
+
+    def _resume_at_source(self) -> Instance:
+        try:
+            self.peer.call("abort", service=self.spec.service, migration=self.id, timeout=30)
+        except Exception as exc:  # destination unreachable: fence its container ourselves
+            self.record["abort_error"] = str(exc)
+            self.agent.fence(self.dest, self.spec.service)
+        with self.phase("resume_at_source"):
+            instance = self.agent.resume(self.spec, self.source_instance, self.final_images)
+        self.record["fallback"] = True
+        self.record["new_endpoint"] = [instance.ip, instance.port]
+        return instance
+
+    def _summary(self) -> dict:
+        return {key: value for key, value in self.record.items() if key != "trace"}
+
+
+class _Phase:
+    def __init__(self, migration: Migration, name: str):
+        self.migration = migration
+        self.name = name
+
+    def __enter__(self):
+        self.start = time.time()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        end = time.time()
+        self.migration.record["phases"][self.name] = {"start": self.start, "end": end,
+                                                      "seconds": round(end - self.start, 6),
+                                                      "ok": exc_type is None}
+        return False
+
+
+def checkpoint_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

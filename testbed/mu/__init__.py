@@ -1,0 +1,1 @@
+"""The virtual mobile user: radio, mobility, handover, Local Monitor and offloading client."""

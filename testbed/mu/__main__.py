@@ -1,0 +1,5 @@
+import sys
+
+from testbed.mu.process import main
+
+sys.exit(main())

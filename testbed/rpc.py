@@ -1,0 +1,178 @@
+"""JSON-lines RPC over TCP between controller, agents and the mobile user.
+
+Orders and reports cross the emulated network like any traffic, so an order
+from the cloud to an edge really takes the 150 ms of that link.  Connections
+are persistent (no handshake per call) and multiplexed: each call carries an
+id, each request is served in its own thread, so a slow order (a migration)
+does not hold up a quick one (a report) on the same connection.
+
+    server = RpcServer(("10.255.0.2", 7100), handler_object)   # public methods
+    client = RpcClient(("10.255.0.2", 7100)); client.call("ping", x=1)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import socketserver
+import threading
+import traceback
+
+
+class RpcError(Exception):
+    """The remote method raised, or the call could not be delivered."""
+
+    def __init__(self, message: str, kind: str = "remote"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _send(sock: socket.socket, lock: threading.Lock, message: dict) -> None:
+    data = (json.dumps(message, separators=(",", ":"), default=str) + "\n").encode()
+    with lock:
+        sock.sendall(data)
+
+
+class _Connection(socketserver.StreamRequestHandler):
+    target: object
+
+    def handle(self):
+        if self.connection.family != socket.AF_UNIX:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lock = threading.Lock()
+        for line in self.rfile:
+            try:
+                message = json.loads(line)
+                rid, method, params = message["id"], message["method"], message.get("params", {})
+            except (ValueError, KeyError, TypeError):
+                continue
+            threading.Thread(target=self._serve, args=(rid, method, params, lock), daemon=True).start()
+
+    def _serve(self, rid, method, params, lock):
+        func = getattr(self.target, method, None) if not method.startswith("_") else None
+        try:
+            if func is None:
+                raise RpcError(f"unknown method {method!r}")
+            reply = {"id": rid, "result": func(**params)}
+        except Exception as exc:  # the caller gets the error; the server keeps serving
+            reply = {"id": rid, "error": f"{type(exc).__name__}: {exc}",
+                     "trace": traceback.format_exc(limit=5)}
+        try:
+            _send(self.connection, lock, reply)
+        except OSError:
+            pass
+
+
+class _ServeInThread:
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        thread.start()
+        return thread
+
+
+class _TcpServer(_ServeInThread, socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class _UnixServer(_ServeInThread, socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+
+def RpcServer(address: tuple[str, int] | str, target: object):  # noqa: N802 (a class-like factory)
+    """Serve ``target``'s public methods on a TCP (host, port) or a Unix socket path."""
+    handler = type("BoundConnection", (_Connection,), {"target": target})
+    if isinstance(address, str):
+        if os.path.exists(address):
+            os.unlink(address)
+        return _UnixServer(address, handler)
+    return _TcpServer(tuple(address), handler)
+
+
+class RpcClient:
+    """Calls on a persistent connection; reconnects after a failure."""
+
+    def __init__(self, address: tuple[str, int] | str, timeout: float = 60.0, connect_timeout: float = 5.0):
+        self.address = address if isinstance(address, str) else tuple(address)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._pending: dict[int, dict] = {}
+        self._events: dict[int, threading.Event] = {}
+
+    def _connection(self) -> socket.socket:
+        with self._lock:
+            if self._sock is None:
+                if isinstance(self.address, str):
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(self.connect_timeout)
+                    sock.connect(self.address)
+                else:
+                    sock = socket.create_connection(self.address, timeout=self.connect_timeout)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(None)
+                self._sock = sock
+                threading.Thread(target=self._reader, args=(sock,), daemon=True).start()
+            return self._sock
+
+    def _reader(self, sock: socket.socket) -> None:
+        try:
+            for line in sock.makefile("rb"):
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                rid = message.get("id")
+                with self._lock:
+                    if rid in self._events:
+                        self._pending[rid] = message
+                        self._events[rid].set()
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                if self._sock is sock:
+                    self._sock = None
+                for rid, event in self._events.items():
+                    self._pending.setdefault(rid, {"id": rid, "error": "connection lost", "lost": True})
+                    event.set()
+
+    def call(self, method: str, timeout: float | None = None, **params):
+        rid = next(self._ids)
+        event = threading.Event()
+        with self._lock:
+            self._events[rid] = event
+        try:
+            try:
+                sock = self._connection()
+                _send(sock, self._send_lock, {"id": rid, "method": method, "params": params})
+            except OSError as exc:
+                self.close()
+                raise RpcError(f"{method} to {self.address}: {exc}", "unreachable") from exc
+            if not event.wait(timeout or self.timeout):
+                raise RpcError(f"{method} to {self.address}: no answer in {timeout or self.timeout} s",
+                               "timeout")
+            with self._lock:
+                reply = self._pending.pop(rid)
+        finally:
+            with self._lock:
+                self._events.pop(rid, None)
+                self._pending.pop(rid, None)
+        if "error" in reply:
+            raise RpcError(f"{method}: {reply['error']}", "lost" if reply.get("lost") else "remote")
+        return reply["result"]
+
+    def close(self) -> None:
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
