@@ -26,7 +26,8 @@ import docker
 from testbed import images, migration
 from testbed.events import EventLog
 from testbed.migration.base import Migration, ServiceSpec
-from testbed.migration.transfer import FileReceiver, apply_batch, rsync_push, rsyncd_config, start_rsyncd
+from testbed.migration.delta import encoder
+from testbed.migration.transfer import DataChannel, FileReceiver, rsync_push, rsyncd_config, start_rsyncd
 from testbed.net.containers import SERVICE_LABEL, HOST_LABEL, HostContainers, Instance
 from testbed.rpc import RpcClient, RpcServer
 
@@ -104,6 +105,7 @@ class Agent:
         self.migrations: dict[str, Migration] = {}
         self.arrived_by: dict[str, str] = {}                # service -> migration that brought it
         self._peer_clients: dict[str, RpcClient] = {}
+        self._channels: dict[str, DataChannel] = {}
         self._lock = threading.RLock()
 
     # -- plumbing for migrations ----------------------------------------------------
@@ -115,8 +117,18 @@ class Agent:
                 self._peer_clients[host] = RpcClient((self.peers[host], RPC_PORT), timeout=300)
             return self._peer_clients[host]
 
-    def data_address(self, host: str) -> tuple[str, int]:
-        return self.peers[host], DATA_PORT
+    def channel(self, host: str) -> DataChannel:
+        """The kept-open data connection(s) to ``host``'s receiver."""
+        with self._lock:
+            if host not in self._channels:
+                self._channels[host] = DataChannel((self.peers[host], DATA_PORT))
+            return self._channels[host]
+
+    def on_arrival(self, order: dict):
+        """An order that travelled with pushed state (only restoring is allowed)."""
+        if order.get("method") != "restore":
+            raise ValueError(f"unsupported order on arrival: {order.get('method')!r}")
+        return self.restore(**order["params"])
 
     def instance_from(self, record: dict) -> Instance:
         return Instance(**record)
@@ -203,15 +215,16 @@ class Agent:
 
     # -- RPC: migration, source side -------------------------------------------------
     def migrate(self, service: str, dest: str, mode: str, phase: str = "all",
-                migration_id: str | None = None) -> dict:
-        """Move ``service`` to ``dest``: phase 'pre', 'final' or 'all' (both)."""
+                migration_id: str | None = None, options: dict | None = None) -> dict:
+        """Move ``service`` to ``dest``: phase 'pre', 'final' or 'all' (both).
+        ``options``: e.g. {"delta": "pages" | "rsync"} for precopy-delta."""
         with self._lock:
             current = self.migrations.get(service)
             if current is None or current.dest != dest or current.mode.name != mode:
                 if service not in self.instances:
                     raise RuntimeError(f"{service} does not run on {self.host}")
                 current = Migration(self, self.specs[service], self.instances[service], dest,
-                                    migration.mode(mode), migration_id)
+                                    migration.mode(mode), migration_id, options)
                 self.migrations[service] = current
         self.events.emit("migration.order", migration=current.id, service=service, dest=dest, mode=mode,
                          phase=phase)
@@ -226,11 +239,10 @@ class Agent:
                 self._register(current.spec, instance)
         return record
 
-    def probe_checkpoints(self, service: str) -> dict:
+    def probe_checkpoints(self, service: str, delta: str = "pages") -> dict:
         """Seed 002's estimate at t0: two checkpoints in a row (service keeps running);
-        the first's size is the pre-migration size, their rsync delta the migration size."""
+        the first's size is the pre-migration size, their delta the migration size."""
         from testbed.migration.base import checkpoint_size
-        from testbed.migration.transfer import delta_batch
 
         instance = self.instances[service]
         workdir = self.state_dir / "probe" / service
@@ -241,7 +253,7 @@ class Agent:
             started = time.monotonic()
             second = self.containers.checkpoint(instance, workdir / "second", leave_running=True)
             second_seconds = time.monotonic() - started
-            delta = delta_batch(second, first, workdir / "batch" / "batch")
+            delta = encoder(delta).encode(second, first, workdir / "delta" / "delta")
             result = {"service": service, "host": self.host, "full_bytes": checkpoint_size(first),
                       "delta_bytes": delta["bytes"], "checkpoint_seconds": [first_seconds, second_seconds]}
         finally:
@@ -271,12 +283,16 @@ class Agent:
                 raise RuntimeError(f"no container reserved here for {service} (migration {migration})")
             return entry[1]
 
-    def restore(self, service: str, migration: str, slot: str, delta_slot: str | None = None) -> dict:
+    def restore(self, service: str, migration: str, slot: str, base_slot: str | None = None,
+                delta_encoder: str = "pages") -> dict:
+        """Start the reserved container from the state in ``slot`` (or, if ``base_slot``
+        is given, from that base with the delta in ``slot`` applied)."""
         container = self._take_reserved(service, migration)
         images_dir = self.inbox / service / slot
-        if delta_slot is not None:
-            apply_batch(self.inbox / service / delta_slot / "batch", images_dir)
-            shutil.rmtree(self.inbox / service / delta_slot, ignore_errors=True)
+        if base_slot is not None:
+            encoder(delta_encoder).apply(images_dir / "delta", self.inbox / service / base_slot)
+            shutil.rmtree(images_dir, ignore_errors=True)
+            images_dir = self.inbox / service / base_slot
         rw_layer = images_dir / "rootfs-diff.tar"
         if rw_layer.exists():
             self.containers.import_rw_layer(container, rw_layer)
@@ -357,7 +373,7 @@ def main(argv=None) -> int:
                   client=docker.from_env(timeout=300))
     rpc = RpcServer((args.address, RPC_PORT), agent)
     management = RpcServer(management_socket(args.host), agent)
-    receiver = FileReceiver((args.address, DATA_PORT), agent.inbox)
+    receiver = FileReceiver((args.address, DATA_PORT), agent.inbox, on_arrival=agent.on_arrival)
     config = rsyncd_config(agent.state_dir / "rsyncd.conf", agent.layers_dir)
     rsyncd = start_rsyncd(config, args.address, RSYNC_PORT)
     stop = threading.Event()

@@ -14,8 +14,10 @@ and an empty payload.  ``proc_ms`` is the service's own processing time, so the
 client can split its end-to-end delay into processing and transmission.
 
 A request whose ``id`` equals the last one served for the same ``client`` is
-answered from a cache without being processed again (``"replayed": true``):
-a client may always retry after a timeout without a task being counted twice.
+answered from a cache without being processed again (``"replayed": true``),
+and one with a lower ``id`` is refused (error ``stale``): a client may always
+retry after a timeout, even in parallel, without a task being counted twice.
+Ids of one client must increase.
 """
 
 from __future__ import annotations

@@ -52,11 +52,13 @@ class Stack:
         return False
 
     # -- agents -------------------------------------------------------------------
-    def start_agents(self, controller: str | None = None, monitor_period: float = 5.0) -> dict[str, RpcClient]:
+    def start_agents(self, controller: str | None = None, monitor_period: float = 5.0,
+                     only: list[str] | None = None) -> dict[str, RpcClient]:
         spec = self.net.spec
         servers = spec.nodes_with_role("cloud", "edge")
         addresses = {s: self.net.address(s) for s in servers}
-        for server in servers:
+        self._agent_options = (controller, monitor_period)
+        for server in only or servers:
             args = [PYTHON, "-m", "testbed.agent", "--host", server, "--address", addresses[server],
                     "--subnet", str(self.net.plan.container_subnets[server]),
                     "--peers", json.dumps({p: a for p, a in addresses.items() if p != server}),
@@ -68,9 +70,16 @@ class Stack:
             self.processes[f"agent:{server}"] = self.net.node(server).popen(
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self.agents[server] = RpcClient(agent_module.management_socket(server), timeout=600)
-        for server in servers:
+        for server in only or servers:
             _wait_for(self.agents[server], f"agent:{server}", self.processes[f"agent:{server}"])
         return self.agents
+
+    def kill_agent(self, server: str) -> None:
+        """SIGKILL a server's agent (fault injection); ``start_agents(only=[server])`` revives it."""
+        process = self.processes.pop(f"agent:{server}")
+        process.kill()
+        process.wait()
+        self.agents.pop(server).close()
 
     # -- mobile users ----------------------------------------------------------------
     def user_config(self, user: str, services: list[dict], initial_ap: str | None, **extra) -> dict:
@@ -93,6 +102,20 @@ class Stack:
         _wait_for(client, f"mu:{user}", self.processes[f"mu:{user}"])
         self.users[user] = client
         return client
+
+    def stop_user(self, user: str) -> None:
+        client = self.users.pop(user)
+        try:
+            client.call("stop", timeout=10)
+        except (RpcError, OSError):
+            pass
+        client.close()
+        process = self.processes.pop(f"mu:{user}")
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     # -- teardown ----------------------------------------------------------------------
     def stop(self) -> None:

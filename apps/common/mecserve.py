@@ -90,6 +90,10 @@ class State:
             cached = self.last.get(client)
             if cached is not None and cached[0] == rid:
                 return dict(cached[1], replayed=True)
+            if cached is not None and rid < cached[0]:
+                # A late copy of a retried request (the client has moved on): never count it.
+                return protocol.error_reply(rid, self.service.name, self.counter, "stale",
+                                            f"request {rid} is older than {cached[0]}, already served")
             if op == "state":
                 return {"id": rid, "ok": True, "service": self.service.name,
                         "counter": self.counter, "proc_ms": 0.0,

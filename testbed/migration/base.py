@@ -66,8 +66,9 @@ class Migration:
     """One migration of one service from this agent's server to ``dest``."""
 
     def __init__(self, agent, spec: ServiceSpec, instance: Instance, dest: str, mode: MigrationMode,
-                 migration_id: str | None = None):
+                 migration_id: str | None = None, options: dict | None = None):
         self.agent = agent
+        self.options = dict(options or {})
         self.spec = spec
         self.source_instance = instance
         self.dest = dest
@@ -100,6 +101,38 @@ class Migration:
     @property
     def containers(self):
         return self.agent.containers
+
+    def send(self, phase: str, slot: str, root: Path, files: list[Path] | None = None,
+             counter: str = "before_downtime") -> dict:
+        """Push state to the destination (timed as ``phase``, bytes counted under ``counter``)."""
+        with self.phase(phase):
+            sent = self.agent.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files)
+        self.count(counter, sent["bytes"])
+        return sent
+
+    def send_and_restore(self, slot: str, root: Path, files: list[Path] | None = None, **restore) -> Instance:
+        """Push the last state with the order to restore on arrival: one WAN crossing.
+
+        Phases ``final_transfer`` (until the destination has the files) and
+        ``restore`` (until the service runs there) use the destination's clock,
+        which is the source's: all servers are emulated on one host."""
+        started = time.time()
+        order = {"method": "restore", "params": {"service": self.spec.service, "migration": self.id,
+                                                 "slot": f"{self.id}-{slot}", **restore}}
+        try:
+            sent = self.agent.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
+                                                      then=order)
+        except Exception:
+            self.record["phases"]["final_transfer"] = {"start": started, "end": time.time(),
+                                                       "seconds": round(time.time() - started, 6), "ok": False}
+            raise
+        reply = sent["reply"]
+        self.record["phases"]["final_transfer"] = {"start": started, "end": reply["arrived"],
+                                                   "seconds": round(reply["arrived"] - started, 6), "ok": True}
+        self.record["phases"]["restore"] = {"start": reply["arrived"], "end": reply["done"],
+                                            "seconds": round(reply["done"] - reply["arrived"], 6), "ok": True}
+        self.count("during_downtime", sent["bytes"])
+        return self.agent.instance_from(reply["result"])
 
     def prepare_destination(self) -> dict:
         """Reserve a container (and so the new address) at the destination."""

@@ -1,7 +1,6 @@
 """Cold migration: checkpoint (the container stops), transfer everything, restore."""
 
 from testbed.migration.base import Migration, MigrationMode, checkpoint_size
-from testbed.migration.transfer import push_files
 
 
 def checkpoint_instance_layer(m: Migration, name: str, leave_running: bool):
@@ -21,10 +20,4 @@ class Cold(MigrationMode):
         with m.phase("final_checkpoint"):
             images = checkpoint_instance_layer(m, "final", leave_running=False)
         m.size("final_checkpoint", checkpoint_size(images))
-        with m.phase("final_transfer"):
-            sent = push_files(m.agent.data_address(m.dest), m.spec.service, m.id + "-final", images)
-        m.count("during_downtime", sent["bytes"])
-        with m.phase("restore"):
-            result = m.peer.call("restore", service=m.spec.service, migration=m.id,
-                                 slot=m.id + "-final", timeout=300)
-        return m.agent.instance_from(result)
+        return m.send_and_restore("final", images)

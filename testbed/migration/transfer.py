@@ -1,14 +1,11 @@
 """Moving migration state between servers, across the emulated WAN.
 
-* ``push_files``/``FileReceiver``: one TCP stream per transfer carrying a JSON
-  manifest and then the bytes of every file (checkpoints, delta batches,
-  instance layers) from the source agent to the destination agent.
-* ``delta_batch``/``apply_batch``: rsync's delta algorithm in batch mode.  The
-  source keeps a copy of what the destination already holds (the pre-migration
-  checkpoint), lets rsync write the instructions that turn it into the new
-  checkpoint (``--only-write-batch``), ships that one file, and the destination
-  replays it (``--read-batch``).  One transfer, no rsync round trips on the WAN
-  while the service is down.
+* ``DataChannel``/``FileReceiver``: kept-open TCP streams carrying a JSON
+  manifest and then the bytes of every file (checkpoints, deltas, instance
+  layers) from the source agent to the destination agent, optionally with the
+  order to act on them on arrival (restore).
+* deltas between checkpoints are made by ``testbed.migration.delta`` and
+  shipped with ``DataChannel.push`` as one file: no round trips while the service is down.
 * ``rsync_push``: plain rsync to the destination's rsync daemon, for seed 001's
   application layer (incremental file sync: nothing is sent when the layer is
   already there).
@@ -38,10 +35,6 @@ class TransferError(RuntimeError):
     pass
 
 
-def directory_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
     parts = []
     while size:
@@ -53,65 +46,120 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(parts)
 
 
-def push_files(address: tuple[str, int], service: str, slot: str, root: Path, files: list[Path] | None = None,
-               clear: bool = True, timeout: float = 600.0) -> dict:
-    """Send ``files`` (default: everything under ``root``) to the receiver at ``address``.
+class DataChannel:
+    """Kept-open TCP connections from one server's agent to another's receiver.
 
-    They land in the receiver's ``incoming/<service>/<slot>/`` with the same
-    relative paths.  Returns bytes sent and the transfer time.
+    A push carries a manifest and the files; it may also carry ``then``: an
+    order the receiver executes as soon as the files are in place (e.g.
+    restore), so state and order cross the WAN together.  Idle connections are
+    reused (no handshake per transfer); parallel pushes get their own.
     """
-    root = Path(root)
-    files = files if files is not None else sorted(p for p in root.rglob("*") if p.is_file())
-    entries = [{"path": str(Path(f).relative_to(root)), "size": Path(f).stat().st_size} for f in files]
-    manifest = json.dumps({"service": service, "slot": slot, "clear": clear, "files": entries}).encode()
-    started = time.monotonic()
-    total = sum(e["size"] for e in entries)
-    with socket.create_connection(address, timeout=30) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(_LEN.pack(len(manifest)) + manifest)
-        for path in files:
-            with open(path, "rb") as handle:
-                sock.sendfile(handle)
-        reply = json.loads(_recv_exact(sock, _LEN.unpack(_recv_exact(sock, _LEN.size))[0]))
-    if not reply.get("ok"):
-        raise TransferError(f"receiver refused: {reply.get('error')}")
-    return {"bytes": total, "files": len(entries), "seconds": time.monotonic() - started}
+
+    def __init__(self, address: tuple[str, int], timeout: float = 600.0):
+        self.address = tuple(address)
+        self.timeout = timeout
+        self._idle: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def _take(self) -> tuple[socket.socket, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        sock = socket.create_connection(self.address, timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, False
+
+    def push(self, service: str, slot: str, root: Path, files: list[Path] | None = None,
+             then: dict | None = None, clear: bool = True) -> dict:
+        """Send ``files`` (default: all under ``root``) into the receiver's
+        ``incoming/<service>/<slot>/``; return bytes, seconds and the receiver's reply."""
+        root = Path(root)
+        files = files if files is not None else sorted(p for p in root.rglob("*") if p.is_file())
+        entries = [{"path": str(Path(f).relative_to(root)), "size": Path(f).stat().st_size} for f in files]
+        manifest = json.dumps({"service": service, "slot": slot, "clear": clear, "files": entries,
+                               "then": then}).encode()
+        total = sum(e["size"] for e in entries)
+        for attempt in (1, 2):
+            sock, reused = self._take()
+            started = time.monotonic()
+            try:
+                sock.settimeout(self.timeout)
+                sock.sendall(_LEN.pack(len(manifest)) + manifest)
+                for path in files:
+                    with open(path, "rb") as handle:
+                        sock.sendfile(handle)
+                reply = json.loads(_recv_exact(sock, _LEN.unpack(_recv_exact(sock, _LEN.size))[0]))
+            except (OSError, TransferError):
+                sock.close()
+                if reused and attempt == 1:
+                    continue  # the kept connection had gone stale: one fresh try
+                raise
+            with self._lock:
+                self._idle.append(sock)
+            break
+        if not reply.get("ok"):
+            raise TransferError(f"receiver at {self.address[0]}: {reply.get('error')}")
+        return {"bytes": total, "files": len(entries), "seconds": time.monotonic() - started,
+                "reply": reply}
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock in idle:
+            sock.close()
 
 
 class _Receive(socketserver.BaseRequestHandler):
     inbox: Path
+    on_arrival = None
 
     def handle(self):
         sock = self.request
-        sock.settimeout(600)
-        try:
-            manifest = json.loads(_recv_exact(sock, _LEN.unpack(_recv_exact(sock, _LEN.size))[0]))
-            target = self.inbox / _safe(manifest["service"]) / _safe(manifest["slot"])
-            if manifest.get("clear"):
-                shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True, exist_ok=True)
-            for entry in manifest["files"]:
-                relative = Path(entry["path"])
-                if relative.is_absolute() or ".." in relative.parts:
-                    raise TransferError(f"refusing path {relative}")
-                destination = target / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                remaining = int(entry["size"])
-                with open(destination, "wb") as handle:
-                    while remaining:
-                        chunk = sock.recv(min(remaining, CHUNK))
-                        if not chunk:
-                            raise TransferError("sender closed the stream early")
-                        handle.write(chunk)
-                        remaining -= len(chunk)
-            reply = {"ok": True}
-        except Exception as exc:  # tell the sender; keep receiving other transfers
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        data = json.dumps(reply).encode()
-        try:
-            sock.sendall(_LEN.pack(len(data)) + data)
-        except OSError:
-            pass
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            try:
+                sock.settimeout(None)
+                header = sock.recv(_LEN.size, socket.MSG_WAITALL)
+                if len(header) < _LEN.size:
+                    return
+                sock.settimeout(600)
+                manifest = json.loads(_recv_exact(sock, _LEN.unpack(header)[0]))
+            except (OSError, ValueError, TransferError):
+                return
+            try:
+                self._store(sock, manifest)
+                arrived = time.time()
+                reply = {"ok": True, "arrived": arrived}
+                if manifest.get("then") and self.on_arrival is not None:
+                    reply["result"] = self.on_arrival(manifest["then"])
+                    reply["done"] = time.time()
+            except Exception as exc:  # tell the sender; keep the connection for the next push
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            data = json.dumps(reply, default=str).encode()
+            try:
+                sock.sendall(_LEN.pack(len(data)) + data)
+            except OSError:
+                return
+
+    def _store(self, sock, manifest: dict) -> None:
+        target = self.inbox / _safe(manifest["service"]) / _safe(manifest["slot"])
+        if manifest.get("clear"):
+            shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in manifest["files"]:
+            relative = Path(entry["path"])
+            remaining = int(entry["size"])
+            if relative.is_absolute() or ".." in relative.parts:
+                raise TransferError(f"refusing path {relative}")
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with open(destination, "wb") as handle:
+                while remaining:
+                    chunk = sock.recv(min(remaining, CHUNK))
+                    if not chunk:
+                        raise TransferError("sender closed the stream early")
+                    handle.write(chunk)
+                    remaining -= len(chunk)
 
 
 def _safe(name: str) -> str:
@@ -121,43 +169,21 @@ def _safe(name: str) -> str:
 
 
 class FileReceiver(socketserver.ThreadingTCPServer):
+    """Receives pushes into ``inbox``; runs ``on_arrival(order)`` for pushes that carry one."""
+
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], inbox: Path):
+    def __init__(self, address: tuple[str, int], inbox: Path, on_arrival=None):
         inbox.mkdir(parents=True, exist_ok=True)
-        handler = type("BoundReceive", (_Receive,), {"inbox": inbox})
+        handler = type("BoundReceive", (_Receive,), {"inbox": inbox,
+                                                     "on_arrival": staticmethod(on_arrival) if on_arrival else None})
         super().__init__(address, handler)
 
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         thread.start()
         return thread
-
-
-def delta_batch(new: Path, base: Path, batch: Path) -> dict:
-    """Write the rsync batch that turns directory ``base`` into ``new`` (``base`` unchanged)."""
-    batch.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in (batch, batch.with_name(batch.name + ".sh")):
-        leftover.unlink(missing_ok=True)
-    started = time.monotonic()
-    result = subprocess.run(
-        ["rsync", "-a", "--no-whole-file", "--delete", f"--only-write-batch={batch}",
-         f"{new}/", f"{base}/"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise TransferError(f"rsync --only-write-batch failed: {result.stderr.strip()}")
-    batch.with_name(batch.name + ".sh").unlink(missing_ok=True)
-    return {"bytes": batch.stat().st_size, "seconds": time.monotonic() - started}
-
-
-def apply_batch(batch: Path, target: Path) -> float:
-    """Replay an rsync batch onto ``target`` (which must hold the batch's base)."""
-    started = time.monotonic()
-    result = subprocess.run(["rsync", "-a", "--delete", f"--read-batch={batch}", f"{target}/"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise TransferError(f"rsync --read-batch failed: {result.stderr.strip()}")
-    return time.monotonic() - started
 
 
 def rsync_push(source: Path, address: str, module: str, relative: str, port: int) -> dict:

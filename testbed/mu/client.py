@@ -212,6 +212,8 @@ class OffloadingClient(threading.Thread):
                     break
         except (OSError, AttributeError, protocol.ConnectionClosed, protocol.ProtocolError) as exc:
             self._drop_connection()
+            if self._stop.is_set():
+                return True  # we hung up ourselves: not an outage
             kind = "timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
             self._failure(endpoint, started, f"{kind}: {exc}", recovery=False)
             return False

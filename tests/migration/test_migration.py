@@ -1,0 +1,237 @@
+"""Live migration on the real stack: Mininet, Docker engine, CRIU, agents over the emulated WAN."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from testbed.config import load_topology
+from testbed.net.network import MecNetwork
+from testbed.records import counter_breaks, outages, read_jsonl, requests_frame
+from testbed.stack import Stack
+
+pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
+ROOT = Path(__file__).resolve().parents[2]
+COUNTER = {"app": "counter", "image": "mec-testbed/counter:latest", "port": 7000,
+           "limits": {"cpus": 1.0, "memory_mb": 512}}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from conftest import _missing_for
+
+    for marker in ("network", "criu"):
+        reason = _missing_for(marker)
+        if reason:
+            pytest.skip(f"[{marker}] {reason}")
+    run_dir = tmp_path_factory.mktemp("migration")
+    net = MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net").start()
+    stack = Stack(net, run_dir)
+    try:
+        stack.start_agents()
+        yield stack
+    finally:
+        stack.stop()
+        net.stop()
+
+
+class Session:
+    """One service used by the mobile user during one test."""
+
+    def __init__(self, stack: Stack, service: str, host: str, ap: str):
+        self.stack = stack
+        self.service = service
+        self.log = stack.run_dir / f"requests-mu.jsonl"
+        self.log.unlink(missing_ok=True)
+        instance = stack.agents[host].call("deploy", spec={"service": service, **COUNTER})
+        self.host = host
+        self.user = stack.start_user("mu", [{"service": service, "endpoint": [instance["ip"], instance["port"]]}],
+                                     initial_ap=ap)
+
+    def migrate(self, dest: str, mode: str, **options) -> dict:
+        source = self.stack.agents[self.host]
+        pre = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="pre", options=options)
+        self.user.call("set_endpoints", service=self.service, pending=[pre["dest_endpoint"]])
+        time.sleep(0.5)
+        record = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="final",
+                             options=options)
+        if record["ok"]:
+            self.host = dest
+        return record
+
+    def finish(self) -> list[dict]:
+        self.stack.stop_user("mu")
+        self.stack.agents[self.host].call("remove", service=self.service)
+        return [r for r in read_jsonl(self.log) if r["service"] == self.service]
+
+
+def served(rows):
+    return [r for r in rows if r["ok"]]
+
+
+@pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered"])
+def test_stateful_modes_continue_the_counter(env, mode):
+    session = Session(env, "svc", "edge1", ap="ap2")
+    time.sleep(1.5)
+    record = session.migrate("edge2", mode)
+    time.sleep(1.5)
+    rows = session.finish()
+    assert record["ok"], record.get("error")
+    assert record["carries_state"] is True
+    ok_rows = served(rows)
+    before = [r for r in ok_rows if r["endpoint"][0] != record["new_endpoint"][0]]
+    after = [r for r in ok_rows if r["endpoint"][0] == record["new_endpoint"][0]]
+    assert len(before) > 10 and len(after) > 10
+    assert ok_rows[0]["counter"] == 1
+    assert counter_breaks(rows) == []                 # no lost, no repeated increments
+    assert after[0]["counter"] == before[-1]["counter"] + 1
+    assert len(outages(rows)) == 1
+    for phase in ("final_checkpoint", "final_transfer", "restore"):
+        assert record["phases"][phase]["ok"]
+    assert record["bytes"]["during_downtime"] > 0
+
+
+def test_stateless_restarts_from_zero_and_says_so(env):
+    session = Session(env, "svc", "edge1", ap="ap2")
+    time.sleep(1.0)
+    record = session.migrate("edge2", "stateless")
+    time.sleep(1.0)
+    rows = session.finish()
+    assert record["ok"], record.get("error")
+    assert record["carries_state"] is False
+    after = [r for r in served(rows) if r["endpoint"][0] == record["new_endpoint"][0]]
+    before = [r for r in served(rows) if r["endpoint"][0] != record["new_endpoint"][0]]
+    assert before[-1]["counter"] > 5
+    assert after[0]["counter"] == 1
+    assert counter_breaks(rows) == [(before[-1]["counter"], 1)]
+
+
+def test_delta_is_at_most_one_percent_for_the_counter(env):
+    session = Session(env, "svc", "edge1", ap="ap1")
+    time.sleep(1.0)
+    record = session.migrate("edge2", "precopy-delta")
+    session.finish()
+    assert record["ok"], record.get("error")
+    full, delta = record["sizes"]["pre_checkpoint"], record["sizes"]["delta"]
+    assert full > 1_000_000
+    assert delta <= 0.01 * full, (delta, full)
+    assert record["bytes"]["during_downtime"] == delta
+
+
+def slow_start_seconds(size: float, mbps: float, rtt: float, mss: int = 1448, initial_window: int = 10) -> float:
+    """Idealised TCP transfer time: slow start from IW10 until the path is full, then line rate."""
+    rate = mbps * 1e6 / 8
+    window, sent, elapsed = initial_window * mss, 0.0, rtt  # handshake (new connection)
+    while sent + window < size and window < rate * rtt:
+        sent += window
+        window *= 2
+        elapsed += rtt
+    return elapsed + (size - sent) / rate + rtt / 2
+
+
+def test_full_checkpoint_transfer_slows_down_on_the_cloud_path(env):
+    session = Session(env, "svc", "edge1", ap="ap1")
+    time.sleep(1.0)
+    to_edge = session.migrate("edge2", "cold")          # 100 Mbps / 50 ms
+    time.sleep(1.0)
+    to_cloud = session.migrate("cloud", "cold")          # same container, 75 Mbps / 150 ms
+    session.finish()
+    assert to_edge["ok"] and to_cloud["ok"], (to_edge.get("error"), to_cloud.get("error"))
+    t_edge = to_edge["phases"]["final_transfer"]["seconds"]
+    t_cloud = to_cloud["phases"]["final_transfer"]["seconds"]
+    expect_edge = slow_start_seconds(to_edge["sizes"]["final_checkpoint"], 100, 0.100)
+    expect_cloud = slow_start_seconds(to_cloud["sizes"]["final_checkpoint"], 75, 0.300)
+    assert t_cloud > 1.8 * t_edge, (t_edge, t_cloud)
+    assert 0.5 * expect_edge <= t_edge <= 2.0 * expect_edge, (t_edge, expect_edge)
+    assert 0.5 * expect_cloud <= t_cloud <= 2.0 * expect_cloud, (t_cloud, expect_cloud)
+
+
+def test_failed_restore_resumes_at_the_source_with_its_counter(env):
+    """The destination's copy of the pre-migration state is damaged: CRIU cannot restore."""
+    session = Session(env, "svc", "edge1", ap="ap1")
+    time.sleep(1.0)
+    source = env.agents["edge1"]
+    pre = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="pre")
+    inbox = Path("/var/lib/mec-testbed/hosts/edge2/incoming/svc") / f"{pre['migration']}-base"
+    for pages in inbox.glob("pages-*.img"):
+        pages.write_bytes(b"\0" * 4096)
+    record = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="final")
+    time.sleep(1.5)
+    rows = session.finish()
+    assert record["ok"] is False and record["fallback"] is True
+    assert record["error"]
+    assert record["new_endpoint"][0] == rows[0]["endpoint"][0]       # back where it was
+    assert counter_breaks(rows) == []
+    assert served(rows)[-1]["counter"] > 50
+    assert not docker.from_env().containers.list(all=True, filters={"label": ["org.mec-testbed.host=edge2",
+                                                                              "org.mec-testbed.service=svc"]})
+
+
+def test_destination_killed_mid_migration_resumes_at_the_source(env):
+    """The destination's agent dies (SIGKILL) once the source has stopped the service."""
+    session = Session(env, "svc", "edge1", ap="ap1")
+    time.sleep(1.0)
+    source = env.agents["edge1"]
+    container = docker.from_env().containers.list(filters={"label": ["org.mec-testbed.host=edge1",
+                                                                     "org.mec-testbed.service=svc"]})[0]
+    client = docker.from_env()
+    events = client.events(decode=True, filters={"container": container.id, "event": "die"})
+    killer = threading.Thread(target=lambda: (next(iter(events)), env.kill_agent("edge2")), daemon=True)
+    pre = source.call("migrate", service="svc", dest="edge2", mode="cold", phase="pre")
+    killer.start()
+    record = source.call("migrate", service="svc", dest="edge2", mode="cold", phase="final")
+    killer.join(timeout=30)
+    events.close()
+    time.sleep(1.5)
+    rows = session.finish()
+    env.start_agents(only=["edge2"])
+    assert pre["dest_endpoint"]
+    assert record["ok"] is False and record["fallback"] is True, record
+    assert counter_breaks(rows) == []
+    assert served(rows)[-1]["endpoint"][0] == rows[0]["endpoint"][0]
+    assert served(rows)[-1]["counter"] > 50
+
+
+def test_parallel_migrations(env):
+    services = ["svc1", "svc2", "svc3"]
+    endpoints = {}
+    for service in services:
+        instance = env.agents["edge1"].call("deploy", spec={"service": service, **COUNTER})
+        endpoints[service] = [instance["ip"], instance["port"]]
+    log = env.run_dir / "requests-mu.jsonl"
+    log.unlink(missing_ok=True)
+    user = env.start_user("mu", [{"service": s, "endpoint": endpoints[s]} for s in services], initial_ap="ap2")
+    time.sleep(1.0)
+    records = {}
+
+    def move(service):
+        source = env.agents["edge1"]
+        pre = source.call("migrate", service=service, dest="edge2", mode="precopy-delta", phase="pre")
+        user.call("set_endpoints", service=service, pending=[pre["dest_endpoint"]])
+        records[service] = source.call("migrate", service=service, dest="edge2", mode="precopy-delta",
+                                       phase="final")
+
+    threads = [threading.Thread(target=move, args=(s,)) for s in services]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    time.sleep(1.0)
+    env.stop_user("mu")
+    for service in services:
+        env.agents["edge2"].call("remove", service=service)
+    rows = read_jsonl(log)
+    assert sorted(records) == services
+    for service in services:
+        record = records[service]
+        assert record["ok"], record.get("error")
+        mine = [r for r in rows if r["service"] == service]
+        assert counter_breaks(mine) == []
+        assert served(mine)[-1]["endpoint"] == record["new_endpoint"]
+    # they really ran at the same time
+    finals = [records[s]["phases"]["migration"] for s in services]
+    assert max(f["start"] for f in finals) < min(f["end"] for f in finals)
