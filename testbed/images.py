@@ -98,25 +98,33 @@ def _app_manifest(app: str) -> dict:
     return yaml.safe_load(path.read_text()) if path.exists() else {}
 
 
-def wheelhouse(app: str, requirements: Path, log=print) -> Path:
-    """Download the app's wheels on the host (pip knows the host's proxy and CA)."""
+PIP_TARGET = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+              "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+              "--platform", "manylinux_2_17_x86_64", "--platform", "linux_x86_64"]
+
+
+def wheelhouse(app: str, log=print) -> Path:
+    """Download the app's wheels on the host (pip knows the host's proxy and CA).
+
+    ``requirements.txt`` is resolved with dependencies; ``requirements-nodeps.txt``
+    (packages whose declared dependencies must not be installed, e.g. a GUI
+    OpenCV) without.  Both are pinned, for reproducible images."""
+    source = APPS_DIR / app
+    files = [source / name for name in ("requirements.txt", "requirements-nodeps.txt") if (source / name).exists()]
     target = CACHE / "wheels" / app
     stamp = target / ".requirements"
-    wanted = requirements.read_text()
+    wanted = "\n".join(f.read_text() for f in files)
     if stamp.exists() and stamp.read_text() == wanted:
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    log(f"{app}: downloading wheels for {requirements.name}")
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-         "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
-         "--platform", "manylinux_2_17_x86_64", "--platform", "linux_x86_64",
-         "--dest", str(target), "-r", str(requirements)],
-        capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ImageBuildError(f"{app}: pip download failed: {result.stderr[-3000:]}")
+    for path in files:
+        log(f"{app}: downloading wheels for {path.name}")
+        extra = ["--no-deps"] if path.name.endswith("nodeps.txt") else []
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", *PIP_TARGET, *extra,
+                                 "--dest", str(target), "-r", str(path)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ImageBuildError(f"{app}: pip download failed: {result.stderr[-3000:]}")
     stamp.write_text(wanted)
     return target
 
@@ -129,16 +137,15 @@ def _stage_context(app: str, log=print) -> Path:
     shutil.copytree(source, context, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(PROJECT_ROOT / "testbed" / "protocol.py", context / "protocol.py")
     shutil.copy2(APPS_DIR / "common" / "mecserve.py", context / "mecserve.py")
-    requirements = source / "requirements.txt"
     (context / "wheels").mkdir(exist_ok=True)
-    if requirements.exists():
-        for wheel in wheelhouse(app, requirements, log).glob("*.whl"):
+    if (source / "requirements.txt").exists():
+        for wheel in wheelhouse(app, log).glob("*.whl"):
             os.link(wheel, context / "wheels" / wheel.name)
     manifest = _app_manifest(app)
+    (context / "assets").mkdir(exist_ok=True)
     if manifest.get("assets"):
         from testbed import assets
 
-        (context / "assets").mkdir(exist_ok=True)
         for name in manifest["assets"]:
             path = assets.fetch(name, log=log)
             shutil.copy2(path, context / "assets" / path.name)

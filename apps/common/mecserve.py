@@ -128,7 +128,10 @@ class Handler(socketserver.BaseRequestHandler):
         while True:
             try:
                 header, payload = protocol.read_frame(sock, service.max_payload)
-            except protocol.ConnectionClosed:
+            except protocol.ConnectionClosed as closed:
+                if closed.partial:  # the sender stopped mid-frame: say so before hanging up
+                    self._send(protocol.error_reply(None, service.name, self.state.counter, "truncated",
+                                                    "the connection closed in the middle of a frame"))
                 return
             except protocol.ProtocolError as exc:
                 self._send(protocol.error_reply(None, service.name, self.state.counter,

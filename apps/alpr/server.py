@@ -1,0 +1,46 @@
+"""Licence plate recognition (seed 000's ALPR workload).
+
+OpenALPR is not packaged offline; RapidOCR's text detection + recognition
+models ship inside its wheel.  The whole image is read, and strings that look
+like plates (4-10 letters/digits, at least one of each) are kept.
+"""
+
+import re
+
+from mecserve import RequestError, Service, serve
+
+PLATE = re.compile(r"^(?=.*[A-Z])(?=.*[0-9])[A-Z0-9]{4,10}$")
+
+
+def plate_text(raw: str) -> str | None:
+    text = re.sub(r"[^A-Z0-9]", "", raw.upper())
+    return text if PLATE.match(text) else None
+
+
+class Alpr(Service):
+    name = "alpr"
+
+    def load(self):
+        from rapidocr_onnxruntime import RapidOCR
+
+        self.ocr = RapidOCR(det_limit_type="max", det_limit_side_len=640, intra_op_num_threads=2,
+                            inter_op_num_threads=1)
+
+    def handle(self, op, header, payload):
+        if op != "task":
+            raise RequestError("unknown_op", f"alpr serves op 'task', not {op!r}")
+        image = self.decode_image(payload)
+        found, _ = self.ocr(image[:, :, ::-1].copy(), use_cls=False)
+        plates = []
+        for box, raw, score in found or []:
+            text = plate_text(raw)
+            if text:
+                xs, ys = [p[0] for p in box], [p[1] for p in box]
+                plates.append({"text": text, "confidence": round(float(score), 4),
+                               "box": [round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys))]})
+        plates.sort(key=lambda p: -p["confidence"])
+        return {"plates": plates}
+
+
+if __name__ == "__main__":
+    serve(Alpr())
