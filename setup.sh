@@ -104,13 +104,7 @@ fi
 # ---------------------------------------------------------------- criu
 # runc hands this file to CRIU: checkpoints never fail on a client's open
 # connection, restored connections come back closed (the client reconnects).
-mkdir -p /etc/criu
-"$VENV/bin/python" - <<'EOF'
-from pathlib import Path
-from testbed.doctor import CRIU_CONFIG, CRIU_CONFIG_TEXT
-if not CRIU_CONFIG.exists() or CRIU_CONFIG.read_text() != CRIU_CONFIG_TEXT:
-    CRIU_CONFIG.write_text(CRIU_CONFIG_TEXT)
-EOF
+"$VENV/bin/python" -c "from testbed.criu_setup import install_criu_config; install_criu_config()"
 if ! "$VENV/bin/python" -m testbed.doctor >/dev/null 2>&1; then
   if ! command -v criu >/dev/null && apt-cache show criu >/dev/null 2>&1; then
     apt-get install -y -qq --no-install-recommends criu >/dev/null 2>&1 || true

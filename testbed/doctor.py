@@ -18,17 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from testbed.criu_setup import CRIU_ACTION_SCRIPT, CRIU_ACTION_TEXT, CRIU_CONFIG, CRIU_CONFIG_TEXT
 from testbed.net.links import kernel_has_netem
-
-CRIU_CONFIG = Path("/etc/criu/runc.conf")
-CRIU_CONFIG_TEXT = """\
-# Written by mec-testbed setup.sh: how runc (Docker's runtime) calls CRIU.
-# tcp-close: a checkpoint never fails because a client holds a connection;
-# on restore those connections are closed and the client reconnects.
-tcp-close
-network-lock skip
-"""
-
 
 @dataclass
 class Check:
@@ -224,10 +215,12 @@ def check_criu() -> list[Check]:
                         "kernel lacks CONFIG_MEM_SOFT_DIRTY: no pre-dump",
                         "none needed: precopy-delta computes the delta between two full dumps",
                         required=False))
-    config_ok = CRIU_CONFIG.exists() and "tcp-close" in CRIU_CONFIG.read_text()
+    config_ok = (CRIU_CONFIG.exists() and CRIU_CONFIG.read_text() == CRIU_CONFIG_TEXT
+                 and CRIU_ACTION_SCRIPT.exists() and CRIU_ACTION_SCRIPT.read_text() == CRIU_ACTION_TEXT)
     checks.append(Check("runc criu config", config_ok,
-                        str(CRIU_CONFIG) if config_ok else f"{CRIU_CONFIG} missing or without tcp-close",
-                        "./setup.sh (writes it)"))
+                        f"{CRIU_CONFIG}, {CRIU_ACTION_SCRIPT}" if config_ok else
+                        f"{CRIU_CONFIG} or {CRIU_ACTION_SCRIPT} missing or not the testbed's",
+                        "./setup.sh (writes them)"))
     return checks
 
 

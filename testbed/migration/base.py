@@ -168,7 +168,13 @@ class Migration:
             self.record["ok"] = False
             self.record["error"] = f"{type(exc).__name__}: {exc}"
             self.record["trace"] = traceback.format_exc(limit=6)
-            instance = self._resume_at_source()
+            try:
+                instance = self._resume_at_source()
+            except Exception as resume_exc:
+                self.agent.events.emit("migration.lost", **self._summary(),
+                                       resume_error=f"{type(resume_exc).__name__}: {resume_exc}")
+                raise RuntimeError(f"migration of {self.spec.service} failed ({self.record['error']}) and "
+                                   f"resuming at {self.agent.host} failed too ({resume_exc})") from resume_exc
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.agent.events.emit("migration.done", **self._summary())

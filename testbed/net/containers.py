@@ -17,13 +17,16 @@ import ipaddress
 import os
 import shutil
 import subprocess
+import socket
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import docker
 
+from testbed.criu_setup import ADDRESSES_FILE
 from testbed.net.namespaces import CONTAINER_BRIDGE, CONTAINER_LABEL, netns_name
 
 HOST_LABEL = "org.mec-testbed.host"
@@ -122,10 +125,24 @@ class HostContainers:
             nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
         )
 
-    def start(self, container, port: int) -> Instance:
-        """Start a reserved container from its image (a fresh service, no state)."""
+    def start(self, container, port: int, ready_timeout: float = 300.0) -> Instance:
+        """Start a reserved container from its image (a fresh service, no state) and
+        return once it accepts connections (model services load for seconds)."""
         container.start()
-        return self.wire(container, port)
+        instance = self.wire(container, port)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                socket.create_connection((instance.ip, port), timeout=1).close()
+                return instance
+            except OSError:
+                container.reload()
+                if container.status != "running":
+                    raise ContainerError(f"{container.name} exited while starting: "
+                                         f"{container.logs(tail=20).decode(errors='replace')}") from None
+                if time.monotonic() > deadline:
+                    raise ContainerError(f"{container.name} did not accept connections in {ready_timeout} s")
+                time.sleep(0.05)
 
     def wire(self, container, port: int) -> Instance:
         """Plug a running container's namespace into this server's bridge."""
@@ -197,6 +214,7 @@ class HostContainers:
         wait out while stopped.  Falls back to the Docker API."""
         shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
+        addresses = self._addresses(instance)  # before: a final checkpoint ends the process
         root = self.runc_root(instance.container_id)
         if root is not None:
             work = target.with_name(target.name + ".work")
@@ -212,6 +230,7 @@ class HostContainers:
             shutil.rmtree(work, ignore_errors=True)
             if result.returncode != 0:
                 raise ContainerError(f"checkpoint of {instance.name} failed: {result.stderr.strip()} {log}")
+            (target / ADDRESSES_FILE).write_text(addresses)
             return target
         api = self.client.api
         response = api.post(api._url("/containers/{0}/checkpoints", instance.container_id),
@@ -219,7 +238,18 @@ class HostContainers:
                                   "Exit": not leave_running})
         if response.status_code >= 300:
             raise ContainerError(f"checkpoint of {instance.name} failed: {_docker_message(response)}")
+        (target / ADDRESSES_FILE).write_text(addresses)
         return target
+
+    @staticmethod
+    def _addresses(instance: Instance) -> str:
+        """Every address the service holds (its own, and old ones a restore left on lo,
+        to which sockets may still be bound), for CRIU's action script."""
+        out = _run(["nsenter", f"--net=/proc/{instance.pid}/ns/net", "ip", "-4", "-o", "addr", "show",
+                    "scope", "global"], check=False)
+        addresses = {line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3}
+        addresses.add(instance.ip)
+        return "\n".join(sorted(addresses)) + "\n"
 
     def restore(self, container, images_dir: Path, port: int) -> Instance:
         """Start a reserved container from the CRIU images in ``images_dir`` (moved, not copied)."""

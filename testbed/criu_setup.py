@@ -1,0 +1,52 @@
+"""How Docker's runc calls CRIU on a testbed host (written by setup.sh, checked by doctor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CRIU_CONFIG = Path("/etc/criu/runc.conf")
+CRIU_ACTION_SCRIPT = Path("/usr/local/lib/mec-testbed/criu-action.sh")
+CRIU_CONFIG_TEXT = f"""\
+# Written by mec-testbed setup.sh: how runc (Docker's runtime) calls CRIU.
+# tcp-close: a checkpoint never fails because a client holds a connection;
+# on restore those connections are closed and the client reconnects.
+# file-locks: model runtimes hold file locks; dump and restore them.
+tcp-close
+network-lock skip
+file-locks
+action-script {CRIU_ACTION_SCRIPT}
+"""
+# A restored container gets a fresh network namespace whose address and route
+# are set only after CRIU has run, but CRIU first re-binds every socket to its
+# old address and re-connects connected UDP sockets (libraries keep such
+# sockets).  The testbed writes the container's addresses next to the images
+# (ADDRESSES_FILE); this script puts them on lo of the new namespace with a
+# provisional default route, so those sockets come back.  Wiring the container
+# afterwards replaces the route; the old addresses stay on lo (sockets are
+# bound to them) and travel on with the next checkpoint.
+ADDRESSES_FILE = "mec-testbed-addresses"
+CRIU_ACTION_TEXT = f"""\
+#!/bin/sh
+# Written by mec-testbed setup.sh: a CRIU action script (see /etc/criu/runc.conf).
+[ "$CRTOOLS_SCRIPT_ACTION" = "setup-namespaces" ] || exit 0
+[ -n "$CRTOOLS_INIT_PID" ] && [ -r "$CRTOOLS_IMAGE_DIR/{ADDRESSES_FILE}" ] || exit 0
+ns=/proc/$CRTOOLS_INIT_PID/ns/net
+nsenter --net=$ns ip link set lo up || exit 1
+for address in $(cat "$CRTOOLS_IMAGE_DIR/{ADDRESSES_FILE}"); do
+    nsenter --net=$ns ip addr add "$address/32" dev lo || exit 1
+done
+nsenter --net=$ns ip route replace default dev lo
+exit 0
+"""
+
+
+def install_criu_config() -> bool:
+    """Write CRIU's runc configuration and action script; True if anything changed."""
+    changed = False
+    for path, text, mode in ((CRIU_ACTION_SCRIPT, CRIU_ACTION_TEXT, 0o755), (CRIU_CONFIG, CRIU_CONFIG_TEXT, 0o644)):
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(mode)
+            changed = True
+    return changed

@@ -1,0 +1,152 @@
+"""The services, in their containers on an emulated edge server, queried from the mobile user."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testbed import assets
+from testbed.config import load_topology
+from testbed.net.network import MecNetwork
+from testbed.stack import Stack
+
+pytestmark = [pytest.mark.models, pytest.mark.network, pytest.mark.docker]
+ROOT = Path(__file__).resolve().parents[2]
+APPS = {"counter": 1.0, "alpr": 2.0, "face": 2.0, "detect": 2.0}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from conftest import _missing_for
+
+    for marker in ("network", "criu", "models"):
+        reason = _missing_for(marker)
+        if reason:
+            pytest.skip(f"[{marker}] {reason}")
+    run_dir = tmp_path_factory.mktemp("services")
+    net = MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net").start()
+    stack = Stack(net, run_dir)
+    try:
+        stack.start_agents()
+        endpoints = {}
+        for app, cpus in APPS.items():
+            instance = stack.agents["edge1"].call("deploy", spec={
+                "service": app, "app": app, "image": f"mec-testbed/{app}:latest",
+                "limits": {"cpus": cpus, "memory_mb": 2048}})
+            endpoints[app] = instance["ip"]
+        net.attach("mu", "ap1")
+        yield net, stack, endpoints
+    finally:
+        stack.stop()
+        net.stop()
+
+
+def query(net, ip, op="task", files=(), extra=None, first_id=0, client="test", repeat=1) -> list[dict]:
+    args = [sys.executable, "-m", "testbed.query", ip, "--op", op, "--client", client,
+            "--first-id", str(first_id), "--repeat", str(repeat), "--full", "--timeout", "60"]
+    for path in files:
+        args += ["--file", str(path)]
+    if extra:
+        args += ["--extra", f"'{json.dumps(extra)}'"]
+    out = net.node("mu").cmd(" ".join(args))
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_counter_counts(env):
+    net, _, endpoints = env
+    replies = query(net, endpoints["counter"], repeat=5, client="count")
+    counters = [r["counter"] for r in replies]
+    assert all(r["ok"] for r in replies)
+    assert counters == list(range(counters[0], counters[0] + 5))
+
+
+def test_alpr_reads_the_plates(env):
+    net, _, endpoints = env
+    files = [assets.fetch(n) for n in ("plate-car.png", "plate-crop-1.png", "plate-crop-2.png", "street-dog.jpg")]
+    car, crop1, crop2, street = query(net, endpoints["alpr"], files=files, client="alpr")
+    assert [p["text"] for p in car["result"]["plates"]][:1] == ["5AU5341"]
+    assert [p["text"] for p in crop1["result"]["plates"]] == ["AD799KB"]
+    assert [p["text"] for p in crop2["result"]["plates"]] == ["KRW301"]
+    assert street["result"]["plates"] == []
+    assert car["proc_ms"] > 0
+
+
+def test_face_tells_same_from_different_people(env):
+    net, _, endpoints = env
+    ip = endpoints["face"]
+    [enrolled] = query(net, ip, op="enroll", files=[assets.fetch("face-obama.jpg")], extra={"name": "obama"},
+                       client="face")
+    assert enrolled["ok"] and enrolled["result"]["enrolled"] == "obama"
+    files = [assets.fetch(n) for n in ("face-obama2.jpg", "face-obama3.jpg", "face-biden.jpg")]
+    obama2, obama3, biden = (r["result"]["faces"] for r in query(net, ip, files=files, client="face",
+                                                                  first_id=1))
+    assert len(obama2) == len(obama3) == len(biden) == 1
+    assert obama2[0]["identity"] == "obama" and obama3[0]["identity"] == "obama"
+    assert biden[0]["identity"] is None
+    emb = {name: np.array(faces[0]["embedding"]) for name, faces in
+           (("obama2", obama2), ("obama3", obama3), ("biden", biden))}
+    assert len(emb["obama2"]) == 128
+    assert np.linalg.norm(emb["obama2"] - emb["obama3"]) < 0.6      # pair 1: same person
+    assert np.linalg.norm(emb["obama2"] - emb["biden"]) > 0.6       # pair 2: different people
+    assert np.linalg.norm(emb["obama3"] - emb["biden"]) > 0.6
+
+
+def test_detect_finds_dog_bicycle_and_car(env):
+    net, _, endpoints = env
+    [reply] = query(net, endpoints["detect"], files=[assets.fetch("street-dog.jpg")], client="detect")
+    classes = {o["class"] for o in reply["result"]["objects"]}
+    assert {"dog", "bicycle"} <= classes and classes & {"car", "truck"}, classes
+    [horses] = query(net, endpoints["detect"], files=[assets.fetch("street-horses.jpg")], client="detect",
+                     first_id=1)
+    assert [o["class"] for o in horses["result"]["objects"]].count("horse") >= 2
+
+
+@pytest.mark.parametrize("app", list(APPS))
+def test_survives_1000_malformed_requests(env, app):
+    net, _, endpoints = env
+    ip = endpoints[app]
+    [before] = query(net, ip, op="state", client=f"fuzz-{app}")
+    flag = "" if app != "counter" else " --no-image-check"
+    out = net.node("mu").cmd(f"{sys.executable} {ROOT}/tests/helpers/malformed.py {ip} 7000 1000{flag}")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["error_replies"] == 1000, summary
+    payload = assets.fetch("street-dog.jpg") if app != "counter" else None
+    [after] = query(net, ip, files=[payload] if payload else [], client=f"fuzz-{app}", first_id=1)
+    assert after["ok"], after
+    assert after["counter"] == before["counter"] + 1
+
+
+@pytest.mark.criu
+@pytest.mark.parametrize("app", list(APPS))
+def test_checkpoint_restore_keeps_the_state(env, app):
+    net, stack, endpoints = env
+    ip = endpoints[app]
+    task = [assets.fetch({"counter": "street-dog.jpg", "alpr": "plate-crop-1.png", "face": "face-biden.jpg",
+                          "detect": "street-person.jpg"}[app])]
+    rid = 100
+    if app == "face":
+        query(net, ip, op="enroll", files=[assets.fetch("face-biden.jpg")], extra={"name": "biden"},
+              client="cr", first_id=rid)
+        rid += 1
+    query(net, ip, files=task if app != "counter" else [], client="cr", first_id=rid, repeat=3)
+    rid += 3
+    [before] = query(net, ip, op="state", client="cr-state", first_id=rid)
+    record = stack.agents["edge1"].call("migrate", service=app, dest="edge2", mode="cold")
+    assert record["ok"], record.get("error")
+    new_ip = record["new_endpoint"][0]
+    endpoints[app] = new_ip
+    [after] = query(net, new_ip, op="state", client="cr-state", first_id=rid + 1)
+    assert after["counter"] == before["counter"]
+    assert after["result"].get("enrolled") == before["result"].get("enrolled")
+    [next_task] = query(net, new_ip, files=task if app != "counter" else [], client="cr", first_id=rid + 2)
+    assert next_task["counter"] == before["counter"] + 1
+    if app == "face":
+        assert before["result"]["enrolled"]["biden"] >= 1
+        assert next_task["result"]["faces"][0]["identity"] == "biden"
+    back = stack.agents["edge2"].call("migrate", service=app, dest="edge1", mode="cold")
+    assert back["ok"], back.get("error")
+    endpoints[app] = back["new_endpoint"][0]
