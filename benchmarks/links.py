@@ -9,15 +9,15 @@ Prints a table and writes it to runs/bench/links-<time>.{md,csv}.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
+import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import psutil
-from rich.console import Console
-from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import percentile, report  # noqa: E402
 
 from testbed.config import load_topology
 from testbed.net.links import DelayLineLink, kernel_has_netem
@@ -36,11 +36,6 @@ class Pair(MecTopo):
         self.addServer("s1")
         self.addServer("s2")
         self.addLink("s1", "s2", "link")
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -94,29 +89,9 @@ def main():
     backends = ["delayline"] + (["netem"] if kernel_has_netem()[0] else [])
     rows = [measure(b, bw, d, args.seconds) for b in backends for bw, d in SETS]
     timing = setup_teardown()
-    console = Console()
-    table = Table(title="Links: configured vs measured")
-    for key in rows[0]:
-        table.add_column(key, justify="right")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
-    console.print(table)
-    console.print(f"paper topology ({timing['backend']}): up in {timing['up_mean_s']:.2f} s "
-                  f"(max {timing['up_s']:.2f}), down in {timing['down_mean_s']:.2f} s "
-                  f"(max {timing['down_s']:.2f}) over 3 runs")
-    out = ROOT / "runs" / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    with open(out / f"links-{stamp}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row.values()) + " |" for row in rows]
-    lines.append(f"\nPaper topology set-up {timing['up_mean_s']:.2f} s (max {timing['up_s']:.2f}), "
-                 f"tear-down {timing['down_mean_s']:.2f} s (max {timing['down_s']:.2f}), 3 runs.")
-    (out / f"links-{stamp}.md").write_text("\n".join(lines) + "\n")
-    console.print(f"written to {out}/links-{stamp}.md")
+    report("links", "Links: configured vs measured", rows, [
+        f"Paper topology ({timing['backend']}): set-up {timing['up_mean_s']:.2f} s (max {timing['up_s']:.2f}), "
+        f"tear-down {timing['down_mean_s']:.2f} s (max {timing['down_s']:.2f}), 3 runs."])
 
 
 if __name__ == "__main__":

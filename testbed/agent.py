@@ -94,6 +94,9 @@ class Agent:
         self.containers = HostContainers(host, subnet, client=client, congestion_control=congestion_control,
                                          inside=True)
         self.state_dir = self.containers.state_dir
+        # A fresh server: no application layers, no half-received state from a past run.
+        for stale in ("incoming", "outgoing", "layers", "probe"):
+            shutil.rmtree(self.state_dir / stale, ignore_errors=True)
         self.inbox = self.state_dir / "incoming"
         self.layers_dir = self.state_dir / "layers"
         self.layers_dir.mkdir(parents=True, exist_ok=True)
@@ -343,6 +346,11 @@ class Agent:
         target.mkdir(parents=True)
         for item in source.iterdir():
             os.link(item, target / item.name)
+
+    def install_layer(self, app: str) -> bool:
+        """Pre-install an app's application layer here (seed 001's "app found" case)."""
+        self._install_layer(app)
+        return True
 
     def has_layer(self, app: str) -> bool:
         return (self.layers_dir / app / images.LAYER_MARKER).exists()
