@@ -5,7 +5,8 @@ The definitions here are the ones every figure and test uses:
 * a request *failed* if no valid reply came (reset, refused, unreachable,
   timeout); an error reply from a running service is not an outage;
 * an *outage* (downtime interval) starts when the first failed request of a
-  streak was sent, and ends when the first request that then succeeded was
+  streak was sent (or, if the user's own radio link went down under it, when
+  that happened), and ends when the first request that then succeeded was
   sent.  Recovery attempts are started every 10 ms, so this is measured to
   10 ms.  Attempts that were still running when another one had already
   succeeded do not open an outage.
@@ -69,7 +70,8 @@ def outages(rows: list[dict] | pd.DataFrame) -> list[Outage]:
             last_received = max(last_received, row.received)
         elif row.outage_failure and row.sent >= last_received:
             if start is None:
-                start = row.sent
+                interrupted = str(getattr(row, "error", "")).startswith("interrupted")
+                start = row.received if interrupted else row.sent
             failures += 1
     if start is not None:  # still down when the log ends
         result.append(Outage(start, float(frame["received"].max()), failures))

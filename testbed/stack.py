@@ -89,8 +89,9 @@ class Stack:
             link = plan.link_between(ap, user)
             ports[ap] = {"interface": self.net.interface(user, ap), "address": link.address(user),
                          "gateway": link.address(ap)}
-        return {"user": user, "run_dir": str(self.run_dir), "radio_ports": ports, "services": services,
-                "initial_ap": initial_ap, **extra}
+        stations = {ap: list(self.net.spec.nodes[ap].position) for ap in self.net.spec.nodes_with_role("ap")}
+        return {"user": user, "run_dir": str(self.run_dir), "radio_ports": ports, "stations": stations,
+                "services": services, "initial_ap": initial_ap, **extra}
 
     def start_user(self, user: str, services: list[dict], initial_ap: str | None = None, **extra) -> RpcClient:
         config = self.user_config(user, services, initial_ap, **extra)

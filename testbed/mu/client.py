@@ -102,6 +102,7 @@ class OffloadingClient(threading.Thread):
         self._wake = threading.Event()
         self._sock: socket.socket | None = None
         self._log = open(log_path, "a", buffering=1) if log_path else None
+        self._interrupted_at: float | None = None
         self.rid = 0
         self.ewma_e2e: float | None = None
         self.last_counter: int | None = None
@@ -120,7 +121,10 @@ class OffloadingClient(threading.Thread):
         self._wake.set()
 
     def interrupt(self) -> None:
-        """The radio link went down: abandon the task in flight now (do not wait for a timeout)."""
+        """The radio link went down: abandon the task in flight now (do not wait for a timeout).
+        It is logged as failed at this moment: the outage began with the radio, not when
+        the task was sent."""
+        self._interrupted_at = time.time()
         self._drop_connection()
 
     def stop(self) -> None:
@@ -171,10 +175,10 @@ class OffloadingClient(threading.Thread):
             self.on_reply(e2e * 1e3, header)
         self.rid += 1
 
-    def _failure(self, endpoint, started: float, error: str, recovery: bool) -> None:
+    def _failure(self, endpoint, started: float, error: str, recovery: bool, failed_at: float | None = None) -> None:
         self.stats["failed"] += 1
         self._record(id=self.rid, endpoint=list(endpoint) if endpoint else None, sent=started,
-                     received=time.time(), ok=False, error=error, recovery=recovery)
+                     received=failed_at or time.time(), ok=False, error=error, recovery=recovery)
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
@@ -214,6 +218,11 @@ class OffloadingClient(threading.Thread):
             self._drop_connection()
             if self._stop.is_set():
                 return True  # we hung up ourselves: not an outage
+            interrupted, self._interrupted_at = self._interrupted_at, None
+            if interrupted is not None and interrupted >= started:
+                self._failure(endpoint, started, "interrupted: radio link down", recovery=False,
+                              failed_at=interrupted)
+                return False
             kind = "timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
             self._failure(endpoint, started, f"{kind}: {exc}", recovery=False)
             return False

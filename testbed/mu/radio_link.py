@@ -24,10 +24,9 @@ class RadioPort:
 
 
 class RadioLink:
-    def __init__(self, ports: dict[str, RadioPort], on_down=None, on_up=None):
+    def __init__(self, ports: dict[str, RadioPort], on_down=None):
         self.ports = ports
         self.on_down = on_down or (lambda: None)
-        self.on_up = on_up or (lambda ap: None)
         self.current: str | None = None
         self.in_handover = False
         self._lock = threading.Lock()
@@ -52,7 +51,6 @@ class RadioLink:
             self._ip(f"link set {port.interface} up",
                      f"route replace default via {port.gateway} dev {port.interface} src {port.address}")
             self.current = ap
-        self.on_up(ap)
 
     def handover(self, ap: str, duration: float) -> dict:
         """Break before make: down, ``duration`` seconds without radio, up at ``ap``."""

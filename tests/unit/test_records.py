@@ -43,3 +43,10 @@ def test_counter_breaks():
     assert counter_breaks([ok(0, 0.1, 1), ok(0.1, 0.2, 2), ok(0.2, 0.3, 3)]) == []
     assert counter_breaks([ok(0, 0.1, 5), fail(0.1, 0.2), ok(0.2, 0.3, 1)]) == [(5, 1)]
     assert counter_breaks([ok(0, 0.1, 1), ok(0.1, 0.2, 3)]) == [(1, 3)]
+
+
+def test_an_outage_under_a_radio_handover_starts_when_the_link_went_down():
+    log = [ok(0.0, 0.1, 1), fail(0.1, 0.25, "interrupted: radio link down"), fail(0.26, 0.26, "connect: ENETUNREACH"),
+           ok(0.75, 0.85, 2)]
+    [outage] = outages(log)
+    assert (outage.start, outage.end) == (0.25, 0.75)
