@@ -1,0 +1,97 @@
+"""Seed 002's estimators: E2E delay change (eq. 4), migration time (eq. 5), downtime.
+
+Units: seconds, bytes, Mbit/s.  ``C`` is a server's computational power
+(relative, from the topology), ``B`` a bandwidth, ``RTT`` a round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# 802.11n, 20 MHz, one spatial stream, 800 ns guard interval: the rate a station
+# can use at a given SNR (seed 002 ref. [15]); noise floor of a 20 MHz channel.
+WIFI_RATES = [(5, 6.5), (8, 13.0), (11, 19.5), (14, 26.0), (18, 39.0), (22, 52.0), (24, 58.5), (26, 65.0)]
+NOISE_FLOOR_DBM = -95.0
+
+
+def wireless_rate_mbps(rssi_dbm: float) -> float:
+    """Data rate estimated from RSSI (0 below the lowest modulation's SNR)."""
+    snr = rssi_dbm - NOISE_FLOOR_DBM
+    rate = 0.0
+    for threshold, mbps in WIFI_RATES:
+        if snr >= threshold:
+            rate = mbps
+    return rate
+
+
+@dataclass(frozen=True)
+class PathEstimate:
+    """What a user sees through base station b to server s."""
+
+    bandwidth_mbps: float    # B_ubs = min(B_ub, B_bs)
+    rtt_s: float             # RTT_bs (the radio hop's propagation is neglected, as in the paper)
+    compute: float           # C_s
+
+
+def e2e(proc_s_at_reference: float, reference_compute: float, task_bytes: float, path: PathEstimate) -> float:
+    """Estimated E2E delay: processing scaled by computational power + transmission + propagation."""
+    processing = proc_s_at_reference * reference_compute / path.compute
+    transmission = task_bytes * 8 / (path.bandwidth_mbps * 1e6) if path.bandwidth_mbps > 0 else float("inf")
+    return processing + transmission + path.rtt_s
+
+
+def e2e_change(proc_s: float, task_bytes: float, now: PathEstimate, new: PathEstimate) -> float:
+    """Eq. (4): d_ubs - d_ub's' (positive when the new placement is faster)."""
+    processing = proc_s * (1 - now.compute / new.compute)
+    transmission = task_bytes * 8 / 1e6 * (1 / now.bandwidth_mbps - 1 / new.bandwidth_mbps)
+    return processing + transmission + (now.rtt_s - new.rtt_s)
+
+
+def _fit_through_origin(points: list[tuple[float, float]]) -> float | None:
+    """k minimising sum (y - k x)^2."""
+    sxx = sum(x * x for x, _ in points)
+    return sum(x * y for x, y in points) / sxx if sxx > 0 else None
+
+
+@dataclass
+class MigrationTimeModel:
+    """Eq. (5) with psi_s and rho_s learned from each server's history.
+
+    T_chkpt = psi_s S_D / C_s;  T_restore = rho_s' (S_D + S_lambda + S_dlambda) / C_s';
+    transfers: size / bandwidth + one-way propagation of the path between the servers.
+    """
+
+    default_psi: float = 2e-9       # s per byte at C = 1 (about 0.3 s for a 150 MB image)
+    default_rho: float = 1.5e-9
+    checkpoints: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    restores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def observe_checkpoint(self, server: str, seconds: float, image_bytes: float, compute: float) -> None:
+        self.checkpoints.setdefault(server, []).append((image_bytes / compute, seconds))
+
+    def observe_restore(self, server: str, seconds: float, restored_bytes: float, compute: float) -> None:
+        self.restores.setdefault(server, []).append((restored_bytes / compute, seconds))
+
+    def psi(self, server: str) -> float:
+        return _fit_through_origin(self.checkpoints.get(server, [])) or self.default_psi
+
+    def rho(self, server: str) -> float:
+        return _fit_through_origin(self.restores.get(server, [])) or self.default_rho
+
+    def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
+                 bandwidth_mbps: float, one_way_s: float, compute_source: float, compute_dest: float) -> dict:
+        rate = bandwidth_mbps * 1e6 / 8
+        t_chkpt = self.psi(source) * image_bytes / compute_source
+        t_pre_trans = full_bytes / rate + one_way_s
+        t_trans = delta_bytes / rate + one_way_s
+        t_restore = self.rho(dest) * (image_bytes + full_bytes + delta_bytes) / compute_dest
+        t_pre = t_chkpt + t_pre_trans
+        t_mig = t_chkpt + t_trans + t_restore
+        return {"checkpoint_s": t_chkpt, "pre_transfer_s": t_pre_trans, "transfer_s": t_trans,
+                "restore_s": t_restore, "pre_migration_s": t_pre, "migration_s": t_mig,
+                "total_s": t_pre + t_mig}
+
+
+def downtime(migration_s: float | None, handover_s: float | None) -> float:
+    """DT = max(T_mig, T_ho), either may be absent (nothing moves: 0)."""
+    return max(migration_s or 0.0, handover_s or 0.0)

@@ -1,0 +1,20 @@
+"""Seed 000's bandwidth-only baseline: slow containers go where the inter-edge bandwidth is largest."""
+
+from testbed.controller.planners.base import Migrate
+from testbed.controller.planners.shareon import ShareOnPlanner
+
+
+class BandwidthOnlyPlanner(ShareOnPlanner):
+    name = "bandwidth-only"
+
+    def on_tick(self, state):
+        actions = []
+        for service in sorted(state.services.values(), key=lambda s: s.name):
+            if service.moving or self.model.measured(state, service) <= self.p.app_threshold:
+                continue
+            others = [n for n in sorted(state.servers) if n != service.host]
+            best = max(others, key=lambda n: (state.network.bandwidth(service.host, n),
+                                              -state.network.one_way(service.host, n), n))
+            actions.append(Migrate(service.name, best, estimates={
+                "bandwidth_mbps": state.network.bandwidth(service.host, best)}))
+        return actions

@@ -1,0 +1,57 @@
+"""Eq. (4) and eq. (5) against values computed by hand; psi and rho learned from history."""
+
+import random
+
+import pytest
+
+from testbed.controller.estimators import (MigrationTimeModel, PathEstimate, downtime, e2e, e2e_change,
+                                           wireless_rate_mbps)
+
+
+def test_eq4_by_hand():
+    # proc 200 ms on C_s = 1; new server C_s' = 2 -> 100 ms saved.
+    # task 1 MB: 8 Mbit at 10 Mbit/s = 0.8 s now, at 40 Mbit/s = 0.2 s -> 0.6 s saved.
+    # RTT 300 ms now, 100 ms new -> 0.2 s saved.            total: 0.9 s
+    now = PathEstimate(bandwidth_mbps=10, rtt_s=0.3, compute=1.0)
+    new = PathEstimate(bandwidth_mbps=40, rtt_s=0.1, compute=2.0)
+    assert e2e_change(0.2, 1e6, now, new) == pytest.approx(0.1 + 0.6 + 0.2)
+    assert e2e(0.2, 1.0, 1e6, now) - e2e(0.2, 1.0, 1e6, new) == pytest.approx(0.9)
+    assert e2e_change(0.2, 1e6, new, now) == pytest.approx(-0.2 - 0.6 - 0.2)   # moving back: negative
+
+
+def test_eq5_by_hand():
+    model = MigrationTimeModel(default_psi=2e-9, default_rho=1e-9)
+    est = model.estimate("edge1", "edge2", image_bytes=100e6, full_bytes=50e6, delta_bytes=1e6,
+                         bandwidth_mbps=100, one_way_s=0.05, compute_source=1.0, compute_dest=2.0)
+    assert est["checkpoint_s"] == pytest.approx(2e-9 * 100e6)                     # 0.2 s
+    assert est["pre_transfer_s"] == pytest.approx(50e6 / 12.5e6 + 0.05)           # 4.05 s
+    assert est["transfer_s"] == pytest.approx(1e6 / 12.5e6 + 0.05)                # 0.13 s
+    assert est["restore_s"] == pytest.approx(1e-9 * (100e6 + 50e6 + 1e6) / 2.0)   # 0.0755 s
+    assert est["pre_migration_s"] == pytest.approx(0.2 + 4.05)
+    assert est["migration_s"] == pytest.approx(0.2 + 0.13 + 0.0755)
+    assert est["total_s"] == pytest.approx(est["pre_migration_s"] + est["migration_s"])
+    assert downtime(est["migration_s"], 0.5) == pytest.approx(0.5)
+    assert downtime(2.0, 0.5) == 2.0 and downtime(None, None) == 0.0
+
+
+def test_psi_and_rho_converge_on_recorded_checkpoints():
+    rng = random.Random(5)
+    model = MigrationTimeModel()
+    true_psi, true_rho = 3.2e-9, 1.7e-9
+    errors = []
+    for n in range(1, 201):
+        size, compute = rng.uniform(5e6, 600e6), rng.choice([1.0, 1.5])
+        model.observe_checkpoint("edge1", true_psi * size / compute * rng.gauss(1, 0.05), size, compute)
+        model.observe_restore("edge2", true_rho * size / compute * rng.gauss(1, 0.05), size, compute)
+        errors.append(abs(model.psi("edge1") - true_psi) / true_psi)
+    assert errors[-1] < 0.01 and errors[-1] < errors[2]
+    assert model.rho("edge2") == pytest.approx(true_rho, rel=0.01)
+    assert model.psi("cloud") == model.default_psi          # no history: the prior
+
+
+def test_wireless_rate_grows_with_rssi():
+    assert wireless_rate_mbps(-95) == 0.0
+    assert wireless_rate_mbps(-89) == 6.5
+    assert wireless_rate_mbps(-60) == 65.0
+    rates = [wireless_rate_mbps(r) for r in range(-95, -55)]
+    assert rates == sorted(rates)
