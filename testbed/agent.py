@@ -218,9 +218,12 @@ class Agent:
 
     # -- RPC: migration, source side -------------------------------------------------
     def migrate(self, service: str, dest: str, mode: str, phase: str = "all",
-                migration_id: str | None = None, options: dict | None = None) -> dict:
-        """Move ``service`` to ``dest``: phase 'pre', 'final' or 'all' (both).
-        ``options``: e.g. {"delta": "pages" | "rsync"} for precopy-delta."""
+                migration_id: str | None = None, options: dict | None = None, final_at: float | None = None) -> dict:
+        """Move ``service`` to ``dest``: phase 'prepare' (reserve the destination: its
+        address is known from then on), 'pre', 'final', or 'all' (pre and final).
+        ``options``: e.g. {"delta": "pages" | "rsync"} for precopy-delta.  With phase 'all',
+        ``final_at`` (wall time) holds the migration phase until then: one order from
+        the controller covers both phases, with no round trip between them."""
         with self._lock:
             current = self.migrations.get(service)
             if current is None or current.dest != dest or current.mode.name != mode:
@@ -231,10 +234,17 @@ class Agent:
                 self.migrations[service] = current
         self.events.emit("migration.order", migration=current.id, service=service, dest=dest, mode=mode,
                          phase=phase)
+        if phase == "prepare":
+            current.prepare_destination()
+            return current.record
         if phase == "pre":
             return current.run_pre()
         if phase not in ("final", "all"):
             raise ValueError(f"unknown phase {phase!r}")
+        if phase == "all":
+            current.run_pre()
+            if final_at is not None:
+                time.sleep(max(0.0, final_at - time.time()))
         record, instance = current.run_final()
         with self._lock:
             self.migrations.pop(service, None)

@@ -118,6 +118,60 @@ def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY
     console.print(f"down in {net.timings['stop_s']:.2f} s")
 
 
+@app.command()
+def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
+        runs: Path = typer.Option(None, help="where run directories go (default: ./runs)")):
+    """Validate an experiment, run every planner on a fresh network, write the run record."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from testbed.config import load_experiment_with_source
+    from testbed.runner import Runner
+
+    try:
+        spec, source = load_experiment_with_source(experiment, set_)
+    except ConfigError as exc:
+        fail(str(exc))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  TimeRemainingColumn(), console=console, transient=False) as progress:
+        tasks = {p.name: progress.add_task(f"{p.name:>14}", total=spec.duration) for p in spec.planners}
+
+        def update(planner, elapsed, duration):
+            progress.update(tasks[planner], completed=elapsed)
+
+        runner = Runner(spec, source, run_root=runs, progress=update, log=lambda m: progress.console.print(m))
+        try:
+            run_dir = runner.run()
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/yellow]: cleaned up; the run is marked incomplete in "
+                          f"{runner.run_dir}")
+            raise typer.Exit(130)
+    _print_summary(run_dir)
+    console.print(f"run record: {run_dir}")
+
+
+def _print_summary(run_dir: Path):
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    table = Table(title=f"summary: {run_dir.name}")
+    columns = ["planner", "service", "e2e_mean_ms", "processing_mean_ms", "transmission_mean_ms",
+               "downtime_total_s", "outages", "handovers", "migrations_ok", "counter_breaks"]
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in summary:
+        table.add_row(*[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+    console.print(table)
+
+
+@app.command()
+def export(run_dir: Path, csv: bool = typer.Option(True, help="write <table>.csv next to the Parquet files")):
+    """Export a run's records as CSV."""
+    from testbed.records import export_csv
+
+    for path in export_csv(run_dir):
+        console.print(str(path))
+
+
 def _terminate_as_interrupt(_signum, _frame):
     raise KeyboardInterrupt
 

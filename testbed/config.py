@@ -79,6 +79,7 @@ class NodeSpec(Strict):
     memory: Bytes = Field(default=4 * 1024**3, gt=0, description="memory for services (server roles)")
     compute: float = Field(default=1.0, gt=0, description="relative computational power C_s (eq. 4)")
     max_users: int = Field(default=10, ge=1, description="users one base station serves (3e)")
+    site: str = Field(default="default", description="servers of one site share a network (seed 004)")
     path: list[Point] | None = Field(default=None, description="MU only: waypoints in metres")
 
     @model_validator(mode="after")
@@ -295,3 +296,182 @@ def load_topology(path, overrides: list[str] | None = None) -> TopologySpec:
     if overrides:
         data = apply_overrides(data, overrides)
     return validate_topology(data, str(path))
+
+
+# ---------------------------------------------------------------------------
+# Experiment files: what to run on a topology
+
+MIGRATION_MODES = ("cold", "precopy-delta", "layered", "stateless")
+
+
+class PlannerSpec(Strict):
+    name: str
+    params: dict = {}
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name):
+        from testbed.controller.planners import PLANNERS
+
+        if name not in PLANNERS:
+            raise ValueError(f"unknown planner {name!r} (known: {', '.join(PLANNERS)})")
+        return name
+
+
+class MigrationSpec(Strict):
+    mode: Literal["cold", "precopy-delta", "layered", "stateless"] = "precopy-delta"
+    delta: Literal["pages", "rsync"] = "pages"
+
+
+class RadioSpec(Strict):
+    tx_power_dbm: float = 20.0
+    pl_d0_db: float = 40.0
+    d0_m: float = Field(default=1.0, gt=0)
+    exponent: float = Field(default=3.0, gt=0)
+    shadowing_sigma_db: float = Field(default=0.0, ge=0)
+    sensitivity_dbm: float = -85.0
+    hysteresis_db: float = Field(default=3.0, ge=0)
+    handover_time: Seconds = Field(default=0.5, ge=0)
+
+    def params(self) -> dict:
+        values = self.model_dump()
+        values["handover_time_s"] = values.pop("handover_time")
+        return values
+
+
+class MobilitySpec(Strict):
+    model: Literal["round_trip", "waypoints", "trace", "static"] = "round_trip"
+    speed: float = Field(default=1.0, gt=0, description="m/s (round_trip, waypoints)")
+    start: Point | None = Field(default=None, description="default: the user's path in the topology")
+    end: Point | None = None
+    points: list[Point] | None = None
+    loop: bool = False
+    file: str | None = Field(default=None, description="trace file (cabspotting format)")
+    origin: tuple[float, float] | None = Field(default=None, description="lat, lon placed at offset")
+    offset: Point = (0.0, 0.0)
+    speedup: float = Field(default=1.0, gt=0)
+    position: Point | None = Field(default=None, description="static: where the user stands")
+
+
+class ServiceUse(Strict):
+    app: str
+    cpus: float = Field(default=1.0, gt=0)
+    memory: Bytes = Field(default=1024 * 2**20, gt=0)
+    quota: float = Field(default=0.1, gt=0, le=1, description="CPU share in the app profile (seed 004)")
+    images: list[str] | None = Field(default=None, description="assets sent as tasks (default per app)")
+    payload_bytes: int = Field(default=16, ge=0, le=65536, description="counter task size")
+    think_time: Seconds = Field(default=0.0, ge=0)
+
+    @field_validator("app")
+    @classmethod
+    def _known_app(cls, app):
+        from testbed.images import app_names
+
+        if app not in app_names():
+            raise ValueError(f"unknown app {app!r} (known: {', '.join(app_names())})")
+        return app
+
+
+class UserSpec(Strict):
+    mobility: MobilitySpec = MobilitySpec()
+    services: list[ServiceUse] = Field(min_length=1)
+
+
+class ExperimentSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    topology: TopologySpec
+    seed: int = 0
+    duration: Seconds = Field(gt=0)
+    planners: list[PlannerSpec] = Field(min_length=1)
+    migration: MigrationSpec = MigrationSpec()
+    radio: RadioSpec = RadioSpec()
+    users: dict[str, UserSpec] = Field(min_length=1)
+    report_period: Seconds = Field(default=0.5, gt=0)
+    monitor_period: Seconds = Field(default=5.0, gt=0)
+    probe_interval: Seconds = Field(default=0.01, gt=0)
+
+    @field_validator("planners", mode="before")
+    @classmethod
+    def _names(cls, value):
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _users_exist(self):
+        problems = []
+        for name, user in self.users.items():
+            node = self.topology.nodes.get(name)
+            if node is None or node.role != "mu":
+                problems.append(f"users.{name}: not a mobile user (role mu) of topology {self.topology.name!r}")
+                continue
+            m = user.mobility
+            if m.model == "round_trip" and (m.start is None or m.end is None) and not node.path:
+                problems.append(f"users.{name}.mobility: round_trip needs start and end (or a path in the topology)")
+            if m.model == "trace" and not m.file:
+                problems.append(f"users.{name}.mobility.file: a trace needs a file")
+            if m.model == "waypoints" and not (m.points or node.path):
+                problems.append(f"users.{name}.mobility.points: waypoints needs points (or a path in the topology)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def mobility_params(self, user: str) -> dict:
+        """Arguments of the user's mobility model (testbed.mobility.build)."""
+        m = self.users[user].mobility
+        path = self.topology.nodes[user].path or []
+        if m.model == "round_trip":
+            return {"name": "round_trip", "start": list(m.start or path[0]), "end": list(m.end or path[-1]),
+                    "speed": m.speed}
+        if m.model == "waypoints":
+            return {"name": "waypoints", "points": [list(p) for p in (m.points or path)], "speeds": m.speed,
+                    "loop": m.loop}
+        if m.model == "trace":
+            return {"name": "trace", "path": m.file, "origin": m.origin, "offset": list(m.offset),
+                    "speedup": m.speedup}
+        position = list(m.position or (path[0] if path else (0.0, 0.0)))
+        return {"name": "waypoints", "points": [position, position], "speeds": 1.0}
+
+
+def _top_level_fields(model) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+def load_experiment(path, overrides: list[str] | None = None) -> ExperimentSpec:
+    return load_experiment_with_source(path, overrides)[0]
+
+
+def load_experiment_with_source(path, overrides: list[str] | None = None) -> tuple[ExperimentSpec, dict]:
+    """An experiment file; ``topology`` is a path (relative to the file) or inline.
+    Returns the validated spec and the effective input (overrides applied, topology
+    inline), which is what a run records: it loads again as an experiment file.
+
+    ``--set`` keys apply to the experiment, or to its topology when the first
+    segment is a topology field (``links.edge_edge.delay=30ms``)."""
+    path = Path(path)
+    data = read_yaml(path)
+    topology = data.get("topology")
+    topology_source = str(path)
+    if isinstance(topology, str):
+        topology_path = (path.parent / topology).resolve()
+        topology_source = str(topology_path)
+        data["topology"] = read_yaml(topology_path)
+    experiment_keys, topology_keys = [], []
+    for text in overrides or []:
+        head = parse_override(text)[0][0]
+        if head in _top_level_fields(ExperimentSpec):
+            experiment_keys.append(text)
+        elif head in _top_level_fields(TopologySpec):
+            topology_keys.append(text)
+        else:
+            raise ConfigError(f"--set {text!r}: {head!r} is neither an experiment nor a topology field")
+    data = apply_overrides(data, experiment_keys)
+    if isinstance(data.get("topology"), dict):
+        data["topology"] = apply_overrides(data["topology"], topology_keys, "--set")
+        try:
+            TopologySpec.model_validate(data["topology"])
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(topology_source, exc)) from None
+    try:
+        return ExperimentSpec.model_validate(data), data
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None

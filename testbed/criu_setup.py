@@ -10,8 +10,11 @@ CRIU_CONFIG_TEXT = f"""\
 # Written by mec-testbed setup.sh: how runc (Docker's runtime) calls CRIU.
 # tcp-close: a checkpoint never fails because a client holds a connection;
 # on restore those connections are closed and the client reconnects.
+# skip-in-flight: connections a client opened but the service has not accepted
+# yet are dropped (the client retries) instead of failing the checkpoint.
 # file-locks: model runtimes hold file locks; dump and restore them.
 tcp-close
+skip-in-flight
 network-lock skip
 file-locks
 action-script {CRIU_ACTION_SCRIPT}

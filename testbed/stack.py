@@ -24,7 +24,7 @@ def _wait_for(client: RpcClient, what: str, process: subprocess.Popen, timeout: 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            client.call("ping" if what.startswith("agent") else "status", timeout=2)
+            client.call("ping" if what.startswith("agent") else "status", timeout=5)
             return
         except (RpcError, OSError):
             if process.poll() is not None:
@@ -43,6 +43,7 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.agents: dict[str, RpcClient] = {}
         self.users: dict[str, RpcClient] = {}
+        self.controller: RpcClient | None = None
 
     def __enter__(self):
         return self
@@ -80,6 +81,19 @@ class Stack:
         process.kill()
         process.wait()
         self.agents.pop(server).close()
+
+    # -- controller --------------------------------------------------------------------
+    def start_controller(self, node: str, config: dict) -> RpcClient:
+        from testbed.controller.process import MANAGEMENT_SOCKET
+
+        path = self.run_dir / "controller.json"
+        path.write_text(json.dumps(config, indent=2, default=str))
+        Path(MANAGEMENT_SOCKET).parent.mkdir(parents=True, exist_ok=True)
+        self.processes["controller"] = self.net.node(node).popen(
+            [PYTHON, "-m", "testbed.controller", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.controller = RpcClient(MANAGEMENT_SOCKET, timeout=600)
+        _wait_for(self.controller, "controller", self.processes["controller"])
+        return self.controller
 
     # -- mobile users ----------------------------------------------------------------
     def user_config(self, user: str, services: list[dict], initial_ap: str | None, **extra) -> dict:
@@ -120,6 +134,13 @@ class Stack:
 
     # -- teardown ----------------------------------------------------------------------
     def stop(self) -> None:
+        if self.controller is not None:
+            try:
+                self.controller.call("stop", timeout=10)
+            except (RpcError, OSError):
+                pass
+            self.controller.close()
+            self.controller = None
         for name, client in list(self.users.items()):
             try:
                 client.call("stop", timeout=10)

@@ -53,18 +53,44 @@ def _fit_through_origin(points: list[tuple[float, float]]) -> float | None:
     return sum(x * y for x, y in points) / sxx if sxx > 0 else None
 
 
+def transfer_seconds(size: float, bandwidth_mbps: float, rtt_s: float, mss: int = 1448,
+                     initial_window: int = 10) -> float:
+    """Time to move ``size`` bytes over a fresh TCP connection: handshake, slow start
+    from IW10 until the path is full, then line rate, then the last byte's trip.
+    (Eq. 5 writes S / B; on a 100-300 ms WAN slow start dominates transfers of a
+    few MB, so the estimate models it.)"""
+    rate = bandwidth_mbps * 1e6 / 8
+    window, sent, elapsed = initial_window * mss, 0.0, rtt_s
+    while sent + window < size and window < rate * rtt_s:
+        sent += window
+        window *= 2
+        elapsed += rtt_s
+    return elapsed + (size - sent) / rate + rtt_s / 2
+
+
 @dataclass
 class MigrationTimeModel:
     """Eq. (5) with psi_s and rho_s learned from each server's history.
 
     T_chkpt = psi_s S_D / C_s;  T_restore = rho_s' (S_D + S_lambda + S_dlambda) / C_s';
-    transfers: size / bandwidth + one-way propagation of the path between the servers.
+    transfers: ``transfer_seconds`` over the path between the servers; plus the
+    destination's set-up (creating the container that will take the state),
+    also learned.
     """
 
     default_psi: float = 2e-9       # s per byte at C = 1 (about 0.3 s for a 150 MB image)
     default_rho: float = 1.5e-9
+    default_setup: float = 0.35     # s to create the destination container
     checkpoints: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     restores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    setups: dict[str, list[float]] = field(default_factory=dict)
+
+    def observe_setup(self, server: str, seconds: float) -> None:
+        self.setups.setdefault(server, []).append(seconds)
+
+    def setup(self, server: str) -> float:
+        history = self.setups.get(server)
+        return sum(history) / len(history) if history else self.default_setup
 
     def observe_checkpoint(self, server: str, seconds: float, image_bytes: float, compute: float) -> None:
         self.checkpoints.setdefault(server, []).append((image_bytes / compute, seconds))
@@ -80,15 +106,15 @@ class MigrationTimeModel:
 
     def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
                  bandwidth_mbps: float, one_way_s: float, compute_source: float, compute_dest: float) -> dict:
-        rate = bandwidth_mbps * 1e6 / 8
         t_chkpt = self.psi(source) * image_bytes / compute_source
-        t_pre_trans = full_bytes / rate + one_way_s
-        t_trans = delta_bytes / rate + one_way_s
+        t_pre_trans = transfer_seconds(full_bytes, bandwidth_mbps, 2 * one_way_s)
+        t_trans = transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)
         t_restore = self.rho(dest) * (image_bytes + full_bytes + delta_bytes) / compute_dest
-        t_pre = t_chkpt + t_pre_trans
+        t_setup = self.setup(dest)
+        t_pre = t_setup + t_chkpt + t_pre_trans
         t_mig = t_chkpt + t_trans + t_restore
-        return {"checkpoint_s": t_chkpt, "pre_transfer_s": t_pre_trans, "transfer_s": t_trans,
-                "restore_s": t_restore, "pre_migration_s": t_pre, "migration_s": t_mig,
+        return {"setup_s": t_setup, "checkpoint_s": t_chkpt, "pre_transfer_s": t_pre_trans,
+                "transfer_s": t_trans, "restore_s": t_restore, "pre_migration_s": t_pre, "migration_s": t_mig,
                 "total_s": t_pre + t_mig}
 
 

@@ -170,11 +170,12 @@ class MobileUser:
             state = self.state
             usable = self.policy.usable(state["rssi"])
             delays = {s: round(sum(e for e, _ in d) / len(d), 3) for s, d in self.recent_e2e.items() if d}
+            processing = {s: round(sum(p for _, p in d) / len(d), 3) for s, d in self.recent_e2e.items() if d}
             try:
                 reply = self.controller.call(
                     "report", user=self.name, t=time.time(), sim_t=state["sim_t"], position=state["position"],
                     velocity=state.get("velocity"), ap=self.radio.current,
-                    rssi={ap: round(v, 2) for ap, v in usable.items()}, e2e_ms=delays)
+                    rssi={ap: round(v, 2) for ap, v in usable.items()}, e2e_ms=delays, proc_ms=processing)
             except (RpcError, OSError):
                 continue
             self._apply(reply)

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from testbed.controller.estimators import (MigrationTimeModel, PathEstimate, downtime, e2e, e2e_change,
-                                           wireless_rate_mbps)
+                                           transfer_seconds, wireless_rate_mbps)
 
 
 def test_eq4_by_hand():
@@ -19,18 +19,29 @@ def test_eq4_by_hand():
     assert e2e_change(0.2, 1e6, new, now) == pytest.approx(-0.2 - 0.6 - 0.2)   # moving back: negative
 
 
+def test_transfer_time_by_hand():
+    # 100 kB at 100 Mbit/s, RTT 100 ms: handshake 0.1; windows 14480, 28960, 57920 bytes
+    # (3 RTTs, 101360 > 100000 so the third window finishes it): 0.1 + 2 RTT + rest at line rate
+    sent_in_windows = 14480 + 28960
+    expected = 0.1 + 2 * 0.1 + (100e3 - sent_in_windows) / 12.5e6 + 0.05
+    assert transfer_seconds(100e3, 100, 0.1) == pytest.approx(expected)
+    # a large transfer is dominated by the line rate
+    big = transfer_seconds(500e6, 100, 0.1)
+    assert 500e6 / 12.5e6 < big < 500e6 / 12.5e6 + 1.5
+
+
 def test_eq5_by_hand():
-    model = MigrationTimeModel(default_psi=2e-9, default_rho=1e-9)
+    model = MigrationTimeModel(default_psi=2e-9, default_rho=1e-9, default_setup=0.3)
     est = model.estimate("edge1", "edge2", image_bytes=100e6, full_bytes=50e6, delta_bytes=1e6,
                          bandwidth_mbps=100, one_way_s=0.05, compute_source=1.0, compute_dest=2.0)
     assert est["checkpoint_s"] == pytest.approx(2e-9 * 100e6)                     # 0.2 s
-    assert est["pre_transfer_s"] == pytest.approx(50e6 / 12.5e6 + 0.05)           # 4.05 s
-    assert est["transfer_s"] == pytest.approx(1e6 / 12.5e6 + 0.05)                # 0.13 s
+    assert est["pre_transfer_s"] == pytest.approx(transfer_seconds(50e6, 100, 0.1))
+    assert est["transfer_s"] == pytest.approx(transfer_seconds(1e6, 100, 0.1))
     assert est["restore_s"] == pytest.approx(1e-9 * (100e6 + 50e6 + 1e6) / 2.0)   # 0.0755 s
-    assert est["pre_migration_s"] == pytest.approx(0.2 + 4.05)
-    assert est["migration_s"] == pytest.approx(0.2 + 0.13 + 0.0755)
+    assert est["pre_migration_s"] == pytest.approx(0.3 + 0.2 + est["pre_transfer_s"])
+    assert est["migration_s"] == pytest.approx(0.2 + est["transfer_s"] + 0.0755)
     assert est["total_s"] == pytest.approx(est["pre_migration_s"] + est["migration_s"])
-    assert downtime(est["migration_s"], 0.5) == pytest.approx(0.5)
+    assert downtime(est["migration_s"], 0.5) == pytest.approx(max(est["migration_s"], 0.5))
     assert downtime(2.0, 0.5) == 2.0 and downtime(None, None) == 0.0
 
 

@@ -78,8 +78,9 @@ def test_orchestrated_plans_one_window_around_the_predicted_handover(paper_spec)
     assert 1.2 < t_ho - T0 < 2.2
     assert (migrate.dest, handover.target) == ("edge2", "ap2")
     mig = planner.last_estimates["migration"]
-    assert migrate.final_at == pytest.approx(max(t_ho, T0 + 1.1 * mig["pre_migration_s"]))
-    assert migrate.pre_at == pytest.approx(migrate.final_at - 1.1 * mig["pre_migration_s"])
+    lead = 1.1 * mig["pre_migration_s"] + 2 * 0.150       # + the prepare order's round trip cloud-edge1
+    assert migrate.final_at == pytest.approx(max(t_ho, T0 + lead))
+    assert migrate.pre_at == pytest.approx(migrate.final_at - lead)
     # the handover ends inside the migration's downtime: one window
     assert migrate.final_at <= handover.at
     assert handover.at + 0.5 <= migrate.final_at + mig["migration_s"] + 1e-9 or \

@@ -50,7 +50,7 @@ class OrchestratedPlanner(Planner):
                        for s in services for d in state.servers if d != s.host), default=0.0)
         control = max((state.network.one_way("cloud", s.host) for s in services if "cloud" in state.servers),
                       default=0.0)
-        lead = (1 + self.margin) * longest + control + 2 * state.report_period_s
+        lead = (1 + self.margin) * longest + 3 * control + 2 * state.report_period_s
         predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s)
         if predicted is None:
             return []
@@ -109,8 +109,11 @@ class OrchestratedPlanner(Planner):
         t_mig = t_ho
         if choice.server != service.host:
             mig = chosen["migration"]
-            t_mig = max(t_ho, state.t + (1 + self.margin) * mig["pre_migration_s"])
-            pre_at = t_mig - (1 + self.margin) * mig["pre_migration_s"]
+            # the controller's "prepare" order makes a round trip before the pre-migration
+            control = 2 * state.network.one_way("cloud", service.host) if "cloud" in state.servers else 0.0
+            lead = (1 + self.margin) * mig["pre_migration_s"] + control
+            t_mig = max(t_ho, state.t + lead)
+            pre_at = t_mig - lead
             actions.append(Migrate(service.name, choice.server, pre_at=pre_at, final_at=t_mig,
                                    estimates=self.last_estimates))
             t_trigger_ho = t_mig + max(0.0, (1 - self.margin) * mig["migration_s"] - state.handover_time_s)

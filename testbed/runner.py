@@ -1,0 +1,203 @@
+"""Experiment lifecycle: from a validated experiment to a run record.
+
+One run directory ``runs/<time>-<name>/`` holds the effective configuration
+(``config.yaml``, which is itself a valid experiment file: a run can be
+re-run from its record), the environment, one subdirectory per planner (a
+fresh network each: the trials do not influence one another) and, once
+finished, the combined records (Parquet) and ``summary.json``.  An
+interrupted run (Ctrl-C, SIGTERM) is torn down cleanly and marked incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from testbed import records
+from testbed.config import ExperimentSpec, PlannerSpec
+from testbed.controller import planners
+from testbed.controller.process import RPC_PORT
+from testbed.mobility import build as build_mobility
+from testbed.net.network import MecNetwork
+from testbed.radio import HysteresisHandover, PathLoss, RadioParams
+from testbed.stack import Stack
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = {"counter": [], "alpr": ["plate-car.png", "plate-crop-1.png", "plate-crop-2.png"],
+                  "face": ["face-obama.jpg", "face-obama2.jpg", "face-obama3.jpg", "face-biden.jpg"],
+                  "detect": ["street-dog.jpg", "street-person.jpg", "street-horses.jpg"]}
+
+
+def environment(backend: str | None = None) -> dict:
+    """What the run ran on: kernel, link backend, engine and tool versions, CPU, packages."""
+    def version(args):
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    from importlib import metadata
+
+    packages = {}
+    for name in ("pydantic", "numpy", "pandas", "pyarrow", "matplotlib", "pulp", "highspy", "docker", "networkx"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    try:
+        import docker
+
+        engine = docker.from_env(timeout=5).version().get("Version")
+    except Exception:
+        engine = None
+    return {
+        "kernel": platform.release(), "machine": platform.machine(), "cpu": cpu,
+        "cpus": len([1 for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor")]),
+        "python": sys.version.split()[0], "link_backend": backend, "docker": engine,
+        "criu": version(["criu", "--version"]), "runc": version(["runc", "--version"]),
+        "mininet": version(["mn", "--version"]), "packages": packages,
+    }
+
+
+class Runner:
+    def __init__(self, spec: ExperimentSpec, source: dict, run_root: Path | None = None, progress=None, log=print):
+        self.spec = spec
+        self.source = source
+        self.run_root = Path(run_root or PROJECT_ROOT / "runs")
+        self.progress = progress          # callable(planner, elapsed, duration) or None
+        self.log = log
+        self.run_dir: Path | None = None
+
+    def run(self) -> Path:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_dir = self.run_root / f"{stamp}-{self.spec.name}"
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.source, sort_keys=False))
+        self._status("running")
+        backend = None
+        try:
+            for planner in self.spec.planners:
+                backend = self.trial(planner, self.run_dir / planner.name)
+            (self.run_dir / "environment.json").write_text(json.dumps(environment(backend), indent=2))
+            summary = records.finalize(self.run_dir, [p.name for p in self.spec.planners])
+            self._status("complete", summary=summary)
+        except BaseException as exc:
+            (self.run_dir / "environment.json").write_text(json.dumps(environment(backend), indent=2))
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            try:
+                records.finalize(self.run_dir, [p.name for p in self.spec.planners if (self.run_dir / p.name).exists()])
+            except Exception:  # partial records are best effort; the status says what happened
+                pass
+            self._status("incomplete", reason="interrupted" if interrupted else f"{type(exc).__name__}: {exc}")
+            raise
+        return self.run_dir
+
+    def _status(self, state: str, **extra) -> None:
+        (self.run_dir / "status.json").write_text(json.dumps({"state": state, "time": time.time(), **extra},
+                                                             indent=2, default=str))
+
+    # -- one planner ---------------------------------------------------------------
+    def trial(self, planner: PlannerSpec, trial_dir: Path) -> str:
+        spec = self.spec
+        trial_dir.mkdir(parents=True)
+        self.log(f"[{planner.name}] building the network")
+        net = MecNetwork(spec.topology, workdir=trial_dir / "net", seed=spec.seed)
+        with net:
+            (trial_dir / "network.json").write_text(json.dumps(net.applied(), indent=2, default=str))
+            with Stack(net, trial_dir) as stack:
+                cloud = spec.topology.nodes_with_role("cloud")[0]
+                controller_address = net.address(cloud)
+                stack.start_agents(controller=f"{controller_address}:{RPC_PORT}",
+                                   monitor_period=spec.monitor_period)
+                users = self._initial_users()
+                controller = stack.start_controller(cloud, self._controller_config(planner, net, trial_dir, users,
+                                                                                   controller_address))
+                self.log(f"[{planner.name}] deploying services")
+                endpoints = controller.call("deploy", timeout=900)
+                controller.call("start")
+                t0 = time.time() + 0.5
+                for user in spec.users:
+                    stack.start_user(user, self._services_of(user, endpoints), initial_ap=users[user]["ap"],
+                                     **self._user_config(user, planner, controller_address, t0))
+                self.log(f"[{planner.name}] running for {spec.duration:g} s")
+                while time.time() < t0 + spec.duration:
+                    if self.progress:
+                        self.progress(planner.name, min(spec.duration, max(0.0, time.time() - t0)), spec.duration)
+                    time.sleep(0.25)
+                if self.progress:
+                    self.progress(planner.name, spec.duration, spec.duration)
+                for user in list(stack.users):
+                    stack.stop_user(user)
+        self.log(f"[{planner.name}] done")
+        return net.backend
+
+    def _initial_users(self) -> dict:
+        """Where each user starts, and the base station it hears best there."""
+        radio = RadioParams(**self.spec.radio.params())
+        loss, policy = PathLoss(radio, self.spec.seed), HysteresisHandover(radio)
+        stations = {ap: self.spec.topology.nodes[ap].position for ap in self.spec.topology.nodes_with_role("ap")}
+        result = {}
+        for name in self.spec.users:
+            position = build_mobility(**self.spec.mobility_params(name)).position(0.0)
+            result[name] = {"position": list(position), "ap": policy.best(loss.all(stations, position, 0))}
+        return result
+
+    def _controller_config(self, planner: PlannerSpec, net, trial_dir, users, address) -> dict:
+        spec = self.spec
+        services = []
+        for user in spec.users:
+            for index, use in enumerate(spec.users[user].services):
+                services.append({"service": self.service_name(user, index, use.app), "user": user, "app": use.app,
+                                 "image": f"mec-testbed/{use.app}:latest", "port": 7000,
+                                 "limits": {"cpus": use.cpus, "memory_mb": int(use.memory / 2**20)},
+                                 "task_bytes": self._task_bytes(use), "quota": use.quota})
+        return {"run_dir": str(trial_dir), "address": address, "port": RPC_PORT,
+                "node": spec.topology.nodes_with_role("cloud")[0],
+                "topology": self.source["topology"],
+                "planner": {"name": planner.name, "params": planner.params}, "seed": spec.seed,
+                "radio": spec.radio.params(), "report_period": spec.report_period,
+                "monitor_period": spec.monitor_period, "migration": {"mode": spec.migration.mode,
+                                                                     "options": {"delta": spec.migration.delta}},
+                "agents": {s: net.address(s) for s in spec.topology.nodes_with_role("cloud", "edge")},
+                "users": users, "services": services}
+
+    @staticmethod
+    def service_name(user: str, index: int, app: str) -> str:
+        return f"{app}-{user}" if index == 0 else f"{app}{index}-{user}"
+
+    def _task_bytes(self, use) -> int:
+        from testbed import assets
+
+        images = use.images if use.images is not None else DEFAULT_IMAGES[use.app]
+        if not images:
+            return use.payload_bytes
+        return int(sum(assets.fetch(i).stat().st_size for i in images) / len(images))
+
+    def _services_of(self, user: str, endpoints: dict) -> list[dict]:
+        from testbed import assets
+
+        result = []
+        for index, use in enumerate(self.spec.users[user].services):
+            name = self.service_name(user, index, use.app)
+            images = use.images if use.images is not None else DEFAULT_IMAGES[use.app]
+            workload = ({"images": [str(assets.fetch(i)) for i in images]} if images
+                        else {"payload_bytes": use.payload_bytes})
+            workload["think_time"] = use.think_time
+            result.append({"service": name, "endpoint": endpoints[name], "workload": workload,
+                           "min_timeout": 0.5 if use.app == "counter" else 2.0})
+        return result
+
+    def _user_config(self, user: str, planner: PlannerSpec, controller: str, t0: float) -> dict:
+        return {"mobility": self.spec.mobility_params(user), "radio": self.spec.radio.params(),
+                "seed": self.spec.seed, "handover": planners.PLANNERS[planner.name].handover,
+                "controller": [controller, RPC_PORT], "t0": t0, "tick": 0.1,
+                "report_period": self.spec.report_period, "probe_interval": self.spec.probe_interval}
