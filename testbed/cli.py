@@ -120,7 +120,8 @@ def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY
 
 @app.command()
 def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
-        runs: Path = typer.Option(None, help="where run directories go (default: ./runs)")):
+        runs: Path = typer.Option(None, help="where run directories go (default: ./runs)"),
+        figures_: bool = typer.Option(True, "--figures/--no-figures", help="make the figures at the end")):
     """Validate an experiment, run every planner on a fresh network, write the run record."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -147,6 +148,25 @@ def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=
             raise typer.Exit(130)
     _print_summary(run_dir)
     console.print(f"run record: {run_dir}")
+    if figures_:
+        from analysis.figures import make_all
+
+        paths = make_all([run_dir], run_dir / "figures")
+        console.print(f"figures ({len([p for p in paths if p.suffix == '.png'])} PNG, with PDF and CSV): "
+                      f"{run_dir / 'figures'}")
+
+
+@app.command()
+def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/figures")):
+    """Make the seeds' figures and tables from one or several runs."""
+    from analysis.figures import make_all
+
+    for run_dir in run_dirs:
+        if not (run_dir / "requests.parquet").exists():
+            fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
+    out = out or run_dirs[0] / "figures"
+    for path in make_all(run_dirs, out):
+        console.print(str(path))
 
 
 def _print_summary(run_dir: Path):
@@ -180,6 +200,9 @@ def main():
     import signal
 
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    # Ctrl-C means stop cleanly, even when started in the background (where the
+    # shell would have us ignore SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
     except ConfigError as exc:

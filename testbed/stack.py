@@ -166,3 +166,8 @@ class Stack:
         self.users.clear()
         self.agents.clear()
         self.processes.clear()
+        # Containers reserved for a migration that an interruption cut short belong to
+        # no agent any more: the run owns every testbed container on this host.
+        from testbed.net.clean import clean_containers
+
+        clean_containers()

@@ -82,7 +82,10 @@ def clean_containers(report: CleanReport | None = None) -> CleanReport:
 
 
 def clean_all() -> CleanReport:
+    from testbed.net.network import LOCK_FILE
+
     report = CleanReport()
     clean_containers(report)
     clean_network(report)
+    LOCK_FILE.unlink(missing_ok=True)
     return report

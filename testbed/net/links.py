@@ -107,6 +107,11 @@ class ShapedLink(Link):
         """What this link really does, for the run record."""
         return {"backend": self.backend, **self.shape.model_dump()}
 
+    def stop(self):
+        """Nothing to undo here: the veth ends vanish with the nodes' namespaces.
+        (Mininet's Link.stop runs `ip link del` through the nodes' shells, which
+        may be mid-command when a run is interrupted, and would then hang.)"""
+
 
 class NetemLink(ShapedLink):
     backend = "netem"
@@ -188,7 +193,6 @@ class DelayLineLink(ShapedLink):
         if self.wire is not None:
             self.wire.terminate()
             self.wire = None
-        super().stop()
 
     def applied(self) -> dict:
         record = super().applied()

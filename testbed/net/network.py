@@ -31,12 +31,11 @@ class NetworkBusyError(RuntimeError):
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
+    return state not in ("Z", "X")  # a killed run may linger as a zombie
 
 
 def claim_host() -> None:
@@ -123,13 +122,15 @@ class MecNetwork:
         return self
 
     def stop(self) -> None:
+        """Tear everything down; safe to call twice, and after an interruption
+        (no command goes through the nodes' shells, which may be mid-command)."""
         t0 = time.monotonic()
         if self.mininet is not None:
+            mininet, self.mininet = self.mininet, None
             for link in self.links.values():
                 link.stop()
-            for host in self.mininet.hosts:
+            for host in mininet.hosts:
                 host.terminate()
-            self.mininet = None
         if self._claimed:
             release_host()
             self._claimed = False

@@ -66,8 +66,8 @@ class TestbedNode(Host):
         return body
 
     def terminate(self):
+        kill_netns(self.netns)  # everything in it, the shell too: nothing left to wait for
         super().terminate()
-        kill_netns(self.netns)
 
 
 class ServerHost(TestbedNode):

@@ -1,0 +1,156 @@
+"""Short experiments end to end: seed 002's qualitative results, repeatability, figures, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.figures import make_all
+from testbed.config import load_experiment_with_source
+from testbed.records import counter_breaks, load, outages, requests_frame
+from testbed.runner import Runner
+
+pytestmark = [pytest.mark.experiment, pytest.mark.network, pytest.mark.docker, pytest.mark.criu]
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = ROOT / "experiments" / "default.yaml"
+
+
+def run_experiment(path, tmp_path, overrides=()):
+    spec, source = load_experiment_with_source(path, list(overrides))
+    return Runner(spec, source, run_root=tmp_path, log=lambda message: None).run()
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    from conftest import _missing_for
+
+    reason = _missing_for("experiment")
+    if reason:
+        pytest.skip(f"[experiment] {reason}")
+    return run_experiment(DEFAULT, tmp_path_factory.mktemp("paper"))
+
+
+def test_four_planners_show_the_papers_results(paper_run):
+    summary = {row["planner"]: row for row in json.loads((paper_run / "summary.json").read_text())}
+    assert set(summary) == {"cloud", "random", "nearest", "orchestrated"}
+    e2e = {p: summary[p]["e2e_mean_ms"] for p in summary}
+    downtime = {p: summary[p]["downtime_total_s"] for p in summary}
+    assert max(e2e, key=e2e.get) == "cloud", e2e
+    migrating = ("random", "nearest", "orchestrated")
+    assert min(migrating, key=e2e.get) == "orchestrated", e2e
+    assert min(migrating, key=downtime.get) == "orchestrated", downtime
+    for planner, row in summary.items():
+        assert row["handovers"] == 2, (planner, row)
+        assert row["counter_breaks"] == 0, (planner, row)
+    assert summary["nearest"]["migrations_ok"] == 2 and summary["orchestrated"]["migrations_ok"] == 2
+    assert summary["cloud"]["migrations_ok"] == 0
+    # the counter never went backwards or skipped, checked again from the raw records
+    requests = load(paper_run, "requests")
+    for planner, rows in requests.groupby("planner"):
+        counters = rows[rows["ok"]].sort_values("sent")["counter"].tolist()
+        assert counters == list(range(1, len(counters) + 1)), planner
+    assert json.loads((paper_run / "status.json").read_text())["state"] == "complete"
+
+
+def test_the_record_holds_configuration_environment_and_decisions(paper_run):
+    config = yaml.safe_load((paper_run / "config.yaml").read_text())
+    assert config["topology"]["links"]["edge_edge"]["delay"] == "50ms"
+    environment = json.loads((paper_run / "environment.json").read_text())
+    assert environment["link_backend"] in ("netem", "delayline") and environment["criu"]
+    network = json.loads((paper_run / "orchestrated" / "network.json").read_text())
+    edge_edge = next(link for link in network["links"] if link["name"] == "edge1-edge2")
+    assert edge_edge["delay"] == pytest.approx(0.05) and edge_edge["bandwidth"] == 100
+    decisions = load(paper_run, "decisions")
+    orchestrated = decisions[decisions["planner"] == "orchestrated"]
+    assert len(orchestrated) >= 2
+    estimates = json.loads(orchestrated.iloc[0]["estimates"])
+    assert {"e2e_change_s", "downtime_s", "migration", "t_ho"} <= set(estimates)
+    migrations = load(paper_run, "migrations")
+    assert set(migrations["decision"].dropna()) <= set(decisions["id"])
+
+
+def test_figures_show_what_the_records_hold(paper_run, tmp_path):
+    paths = make_all([paper_run], tmp_path)
+    names = {p.name for p in paths}
+    for figure in ("figure_4_e2e_breakdown", "figure_5_downtime", "figure_6_timeline"):
+        assert {f"{figure}.png", f"{figure}.pdf", f"{figure}.csv"} <= names
+    assert "table_I_checkpoints.csv" in names
+    requests = load(paper_run, "requests")
+    ok = requests[requests["ok"]]
+    fig4 = pd.read_csv(tmp_path / "figure_4_e2e_breakdown.csv")
+    for row in fig4.itertuples():
+        mine = ok[(ok.planner == row.planner) & (ok.service == row.service)]
+        assert row.e2e_ms == pytest.approx(mine["e2e_ms"].mean())
+        assert row.processing_ms + row.transmission_ms == pytest.approx(row.e2e_ms, rel=1e-6)
+        assert row.e2e_std_ms == pytest.approx(mine["e2e_ms"].std())
+    fig5 = pd.read_csv(tmp_path / "figure_5_downtime.csv")
+    summary = {r["planner"]: r for r in json.loads((paper_run / "summary.json").read_text())}
+    for row in fig5.itertuples():
+        assert row.downtime_s == pytest.approx(summary[row.planner]["downtime_total_s"])
+    fig6 = pd.read_csv(tmp_path / "figure_6_timeline.csv")
+    nearest = requests[requests.planner == "nearest"]
+    found = outages(requests_frame(nearest.to_dict("records")))
+    shaded = fig6[fig6.planner == "nearest"]
+    assert len(shaded) >= 3        # nearest: two gaps at the first handover, at least one at the second
+    for row in shaded.itertuples():
+        assert any(o.start == pytest.approx(row.start_unix) and o.end == pytest.approx(row.end_unix) for o in found)
+        assert row.end_s - row.start_s == pytest.approx(row.end_unix - row.start_unix)
+    table = pd.read_csv(tmp_path / "table_I_checkpoints.csv")
+    migrations = load(paper_run, "migrations")
+    records = [json.loads(r) for r in migrations["record"] if json.loads(r).get("ok")]
+    assert table.iloc[0]["migrations"] == len(records)
+    pre = sum(r["sizes"]["pre_checkpoint"] for r in records) / len(records)
+    assert table.iloc[0]["checkpoint of pre-migration (MB)"] == pytest.approx(round(pre / 1e6, 2))
+    assert table.iloc[0]["reduction ratio (%)"] > 99.0
+
+
+def handovers_and_decisions(run_dir):
+    events = load(run_dir, "events")
+    handovers = [(r.planner, json.loads(r.data)["from"], json.loads(r.data)["to"])
+                 for r in events[events.kind == "handover.end"].itertuples()]
+    decisions = []
+    for row in load(run_dir, "decisions").itertuples():
+        for action in json.loads(row.actions):
+            decisions.append((row.planner, action["type"], action.get("dest"), action.get("target")))
+    return handovers, decisions
+
+
+def test_rerun_from_the_record_repeats_handovers_and_decisions(tmp_path):
+    from conftest import _missing_for
+
+    reason = _missing_for("experiment")
+    if reason:
+        pytest.skip(f"[experiment] {reason}")
+    first = run_experiment(DEFAULT, tmp_path / "a", ["duration=35s", "planners=[random, orchestrated]"])
+    again = run_experiment(first / "config.yaml", tmp_path / "b")
+    one, two = handovers_and_decisions(first), handovers_and_decisions(again)
+    assert one == two
+    assert one[0] and any(d[0] == "random" for d in one[1]) and any(d[0] == "orchestrated" for d in one[1])
+
+
+def test_ctrl_c_stops_cleanly_and_marks_the_run_incomplete(tmp_path, no_leftovers):
+    from conftest import _missing_for
+
+    reason = _missing_for("experiment")
+    if reason:
+        pytest.skip(f"[experiment] {reason}")
+    process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "testbed"), "run", str(DEFAULT), "--runs", str(tmp_path),
+                                "--no-figures"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("*/cloud/requests-mu.jsonl")):
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    [run_dir] = list(tmp_path.iterdir())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "incomplete" and status["reason"] == "interrupted"
+    assert (run_dir / "config.yaml").exists()
