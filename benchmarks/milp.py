@@ -4,8 +4,8 @@
 
 Random instances in the shape of a city deployment: 30 base stations and 30
 servers on a 3 km x 3 km grid, users scattered over it; a user hears the base
-stations within 600 m (3d), each holds up to 20 users (3e), each server has 8
-cores / 16 GB for containers of 1-2 cores / 1-2 GB (3c).  Gains follow eq. (4)
+stations within 600 m (3d), each holds up to 20 users (3e), each server has 16
+cores / 32 GB for containers of 1-2 cores / 1-2 GB (3c).  Gains follow eq. (4)
 from distances, downtimes eq. (5)-like from distances between servers.
 """
 
@@ -47,7 +47,7 @@ def instance(users: int, stations: int = 30, servers: int = 30, seed: int = 0) -
                 downtime = 0.0 if s == host else 0.5 + math.dist(sv[s], sv[host]) * 2e-4
                 options.append(Option(user, b, s, gain, downtime))
         demand[user] = (rng.choice([1, 2]), rng.choice([1024, 2048]))
-    capacity = {s: (8, 16384) for s in sv}
+    capacity = {s: (16, 32768) for s in sv}
     return PlacementProblem(names, options, demand, capacity, {b: 20 for b in bs})
 
 

@@ -81,7 +81,36 @@ def _rows(problem: PlacementProblem):
     return rows, by_user
 
 
+def _without_station_limits(problem: PlacementProblem) -> PlacementProblem:
+    """The relaxation without (3e): per user and server only the best base station counts."""
+    best: dict[tuple[str, str], Option] = {}
+    for option in problem.options:
+        key = (option.user, option.server)
+        kept = best.get(key)
+        if kept is None or (option.value, kept.station) > (kept.value, option.station):
+            best[key] = option
+    return PlacementProblem(problem.users, list(best.values()), problem.demand, problem.server_capacity, {})
+
+
 def solve(problem: PlacementProblem, solver: str = "highs", time_limit: float = 30.0) -> Solution:
+    """Optimal choice, or status "infeasible".
+
+    First the relaxation without station limits (3e) is solved: it has one
+    candidate per user and server instead of one per base station and server.
+    Its optimum is the problem's optimum whenever it happens to respect the
+    station limits (which rarely bind); only otherwise is the full model solved.
+    An infeasible relaxation means an infeasible problem."""
+    started = time.monotonic()
+    relaxed = _solve_model(_without_station_limits(problem), solver, time_limit)
+    if not relaxed.feasible or feasible(problem, relaxed.choice):
+        relaxed.seconds = time.monotonic() - started
+        return relaxed
+    full = _solve_model(problem, solver, time_limit)
+    full.seconds = time.monotonic() - started
+    return full
+
+
+def _solve_model(problem: PlacementProblem, solver: str, time_limit: float) -> Solution:
     started = time.monotonic()
     rows, by_user = _rows(problem)
     if any(not by_user[u] for u in problem.users):
@@ -112,9 +141,15 @@ def _solve_highs(values, rows, time_limit):
     h.changeColsCost(n, np.arange(n, dtype=np.int32), -values)       # HiGHS minimises
     h.changeColsIntegrality(n, np.arange(n, dtype=np.int32),
                             np.array([highspy.HighsVarType.kInteger] * n))
-    for idx, coeffs, lower, upper in rows:
-        h.addRow(-inf if lower == -np.inf else lower, upper, len(idx), np.array(idx, dtype=np.int32),
-                 np.array(coeffs, dtype=np.float64))
+    starts, indices, coefficients = [], [], []
+    for idx, coeffs, _, _ in rows:
+        starts.append(len(indices))
+        indices.extend(idx)
+        coefficients.extend(coeffs)
+    lowers = np.array([-inf if lower == -np.inf else lower for _, _, lower, _ in rows], dtype=np.float64)
+    uppers = np.array([upper for _, _, _, upper in rows], dtype=np.float64)
+    h.addRows(len(rows), lowers, uppers, len(indices), np.array(starts, dtype=np.int32),
+              np.array(indices, dtype=np.int32), np.array(coefficients, dtype=np.float64))
     h.run()
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
