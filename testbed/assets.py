@@ -10,7 +10,6 @@ to the repository, and services load only what was baked into their images.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil

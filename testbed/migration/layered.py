@@ -7,8 +7,8 @@ nothing.  Only the instance layer (checkpoint + writable layer) is sent while
 the service is down.
 """
 
-from testbed.migration.base import Migration, MigrationMode, checkpoint_size
-from testbed.migration.cold import Cold, checkpoint_instance_layer
+from testbed.migration.base import Migration, MigrationMode
+from testbed.migration.cold import Cold
 
 
 class Layered(MigrationMode):

@@ -14,7 +14,7 @@ import yaml
 
 from analysis.figures import make_all
 from testbed.config import load_experiment_with_source
-from testbed.records import counter_breaks, load, outages, requests_frame
+from testbed.records import load, outages, requests_frame
 from testbed.runner import Runner
 
 pytestmark = [pytest.mark.experiment, pytest.mark.network, pytest.mark.docker, pytest.mark.criu]

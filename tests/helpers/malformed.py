@@ -11,7 +11,6 @@ import json
 import os
 import random
 import socket
-import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))

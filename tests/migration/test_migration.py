@@ -11,7 +11,7 @@ import pytest
 
 from testbed.config import load_topology
 from testbed.net.network import MecNetwork
-from testbed.records import counter_breaks, outages, read_jsonl, requests_frame
+from testbed.records import counter_breaks, outages, read_jsonl
 from testbed.stack import Stack
 
 pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
@@ -45,7 +45,7 @@ class Session:
     def __init__(self, stack: Stack, service: str, host: str, ap: str):
         self.stack = stack
         self.service = service
-        self.log = stack.run_dir / f"requests-mu.jsonl"
+        self.log = stack.run_dir / "requests-mu.jsonl"
         self.log.unlink(missing_ok=True)
         instance = stack.agents[host].call("deploy", spec={"service": service, **COUNTER})
         self.host = host

@@ -3,7 +3,6 @@
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -100,8 +99,9 @@ from testbed.net.network import MecNetwork
 net = MecNetwork(load_topology(sys.argv[1])).start()
 if sys.argv[2] == "with-container":
     from testbed.net.containers import HostContainers, Limits
-    HostContainers("edge1", str(net.plan.container_subnets["edge1"])).start(
-        "svc", "counter", "mec-testbed/counter:latest", 7000, Limits())
+    edge1 = HostContainers("edge1", str(net.plan.container_subnets["edge1"]))
+    container = edge1.reserve("svc", "counter", "mec-testbed/counter:latest", 7000, Limits())
+    edge1.start(container, 7000)
 print("ready", flush=True)
 time.sleep(600)
 """
