@@ -66,6 +66,8 @@ def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
         host = dest
     stack.stop_user("mu")
     stack.agents[host].call("remove", service=service)
+    for record in records:
+        print({"checkpoint": record.get("checkpoint_steps"), "restore": record.get("restore_steps")}, flush=True)
     rows = [r for r in read_jsonl(log) if r["service"] == service]
     downtimes = []
     for start, end in windows:
@@ -83,6 +85,9 @@ def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
         "migration_total_s": median(total),
         "final_checkpoint_s": median(phase("final_checkpoint")), "delta_s": median(phase("delta")),
         "final_transfer_s": median(phase("final_transfer")), "restore_s": median(phase("restore")),
+        "docker_restore_s": median([r["restore_steps"]["docker_restore"] for r in records if r.get("restore_steps")]),
+        "delta_pct": median([100 * r["sizes"]["delta"] / r["sizes"]["pre_checkpoint"] for r in records
+                             if "delta" in r["sizes"]]),
         "MB_before_downtime": round(statistics.median(r["bytes"].get("before_downtime", 0) for r in records) / 1e6, 3),
         "MB_during_downtime": round(statistics.median(r["bytes"].get("during_downtime", 0) for r in records) / 1e6, 3),
         "app_found": ",".join(str(r.get("app_found")) for r in records) if mode == "layered" else "",

@@ -30,6 +30,7 @@ from testbed.migration.delta import encoder
 from testbed.migration.transfer import DataChannel, FileReceiver, rsync_push, rsyncd_config, start_rsyncd
 from testbed.net.containers import SERVICE_LABEL, HOST_LABEL, HostContainers, Instance
 from testbed.rpc import RpcClient, RpcServer
+from testbed.stopwatch import Stopwatch
 
 RPC_PORT = 7100
 DATA_PORT = 7101
@@ -252,23 +253,26 @@ class Agent:
                 self._register(current.spec, instance)
         return record
 
-    def probe_checkpoints(self, service: str, delta: str = "pages") -> dict:
-        """Seed 002's estimate at t0: two checkpoints in a row (service keeps running);
-        the first's size is the pre-migration size, their delta the migration size."""
+    def probe_checkpoints(self, service: str, delta: str = "pages", quiesce: float = 1.0) -> dict:
+        """Seed 002's estimate at t0: two checkpoints in a row (service keeps running),
+        each at a quiet moment as a migration's are; the first's size is the
+        pre-migration size, their delta the migration size."""
         from testbed.migration.base import checkpoint_size
 
         instance = self.instances[service]
         workdir = self.state_dir / "probe" / service
         try:
-            started = time.monotonic()
-            first = self.containers.checkpoint(instance, workdir / "first", leave_running=True)
-            first_seconds = time.monotonic() - started
-            started = time.monotonic()
-            second = self.containers.checkpoint(instance, workdir / "second", leave_running=True)
-            second_seconds = time.monotonic() - started
+            images, seconds = [], []
+            for name in ("first", "second"):
+                frozen, _ = self.containers.freeze_when_idle(instance, quiesce)
+                started = time.monotonic()
+                images.append(self.containers.checkpoint(instance, workdir / name, leave_running=True,
+                                                         frozen=frozen))
+                seconds.append(time.monotonic() - started)
+            first, second = images
             delta = encoder(delta).encode(second, first, workdir / "delta" / "delta")
             result = {"service": service, "host": self.host, "full_bytes": checkpoint_size(first),
-                      "delta_bytes": delta["bytes"], "checkpoint_seconds": [first_seconds, second_seconds]}
+                      "delta_bytes": delta["bytes"], "checkpoint_seconds": seconds}
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         self.events.emit("checkpoint.probe", **result)
@@ -300,25 +304,28 @@ class Agent:
                 delta_encoder: str = "pages") -> dict:
         """Start the reserved container from the state in ``slot`` (or, if ``base_slot``
         is given, from that base with the delta in ``slot`` applied)."""
+        steps = Stopwatch()
         container = self._take_reserved(service, migration)
         images_dir = self.inbox / service / slot
         if base_slot is not None:
             encoder(delta_encoder).apply(images_dir / "delta", self.inbox / service / base_slot)
             shutil.rmtree(images_dir, ignore_errors=True)
             images_dir = self.inbox / service / base_slot
+            steps.lap("apply_delta")
         rw_layer = images_dir / "rootfs-diff.tar"
         if rw_layer.exists():
             self.containers.import_rw_layer(container, rw_layer)
+            steps.lap("import_rw_layer")
         spec = self.specs[service]
-        instance = self.containers.restore(container, images_dir, spec.port)
+        instance = self.containers.restore(container, images_dir, spec.port, steps)
         with self._lock:
             self.reserved.pop(service, None)
         self._register(spec, instance)
         self.arrived_by[service] = migration
-        self._install_layer(spec.app)
         self.events.emit("service.restored", service=service, host=self.host, migration=migration,
-                         endpoint=[instance.ip, instance.port])
-        return instance.record()
+                         endpoint=[instance.ip, instance.port], steps=steps.laps)
+        self._install_layer(spec.app)
+        return {**instance.record(), "restore_steps": steps.laps}
 
     def start_fresh(self, service: str, migration: str) -> dict:
         container = self._take_reserved(service, migration)

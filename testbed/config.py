@@ -321,6 +321,11 @@ class PlannerSpec(Strict):
 class MigrationSpec(Strict):
     mode: Literal["cold", "precopy-delta", "layered", "stateless"] = "precopy-delta"
     delta: Literal["pages", "rsync"] = "pages"
+    # Longest wait (s) for a moment between two requests before a checkpoint; 0: any moment.
+    quiesce: float = Field(default=1.0, ge=0, le=10)
+
+    def options(self) -> dict:
+        return {"delta": self.delta, "quiesce": self.quiesce}
 
 
 class RadioSpec(Strict):

@@ -166,7 +166,7 @@ class Runner:
                 "planner": {"name": planner.name, "params": planner.params}, "seed": spec.seed,
                 "radio": spec.radio.params(), "report_period": spec.report_period,
                 "monitor_period": spec.monitor_period, "migration": {"mode": spec.migration.mode,
-                                                                     "options": {"delta": spec.migration.delta}},
+                                                                     "options": spec.migration.options()},
                 "agents": {s: net.address(s) for s in spec.topology.nodes_with_role("cloud", "edge")},
                 "users": users, "services": services}
 

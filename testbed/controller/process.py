@@ -99,7 +99,8 @@ class Controller:
             self.db.placement(name, host, self.endpoints[name]["endpoint"])
             if self.config.get("probe", True):
                 probe = self.agents[host].call("probe_checkpoints", service=name,
-                                               delta=self.mode_options.get("delta", "pages"))
+                                               delta=self.mode_options.get("delta", "pages"),
+                                               quiesce=self.mode_options.get("quiesce", 1.0))
                 service.full_bytes, service.delta_bytes = probe["full_bytes"], max(1, probe["delta_bytes"])
                 for seconds in probe["checkpoint_seconds"]:
                     self.state.migration_model.observe_checkpoint(host, seconds, service.image_bytes,

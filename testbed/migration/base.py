@@ -132,7 +132,9 @@ class Migration:
         self.record["phases"]["restore"] = {"start": reply["arrived"], "end": reply["done"],
                                             "seconds": round(reply["done"] - reply["arrived"], 6), "ok": True}
         self.count("during_downtime", sent["bytes"])
-        return self.agent.instance_from(reply["result"])
+        result = dict(reply["result"])
+        self.record["restore_steps"] = result.pop("restore_steps", {})
+        return self.agent.instance_from(result)
 
     def prepare_destination(self) -> dict:
         """Reserve a container (and so the new address) at the destination."""

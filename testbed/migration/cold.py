@@ -1,15 +1,27 @@
 """Cold migration: checkpoint (the container stops), transfer everything, restore."""
 
 from testbed.migration.base import Migration, MigrationMode, checkpoint_size
+from testbed.stopwatch import Stopwatch
 
 
 def checkpoint_instance_layer(m: Migration, name: str, leave_running: bool):
-    """Checkpoint the container and add its writable layer: the whole running state."""
+    """Checkpoint the container and add its writable layer: the whole running state.
+
+    Timed as phases ``<name>_quiesce`` (waiting, still serving, for a moment
+    between two requests; option ``quiesce``, seconds, 0 to take any moment)
+    and ``<name>_checkpoint`` (frozen, being dumped)."""
     target = m.workdir / name
-    m.containers.checkpoint(m.source_instance, target, leave_running=leave_running)
-    if not leave_running:
-        m.final_images = target
-    m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
+    with m.phase(f"{name}_quiesce"):
+        frozen, idle = m.containers.freeze_when_idle(m.source_instance, float(m.options.get("quiesce", 1.0)))
+    m.record.setdefault("quiesced", {})[name] = idle
+    steps = Stopwatch()
+    with m.phase(f"{name}_checkpoint"):
+        m.containers.checkpoint(m.source_instance, target, leave_running=leave_running, frozen=frozen, steps=steps)
+        if not leave_running:
+            m.final_images = target
+        m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
+        steps.lap("rw_layer")
+    m.record.setdefault("checkpoint_steps", {})[name] = steps.laps
     return target
 
 
@@ -17,7 +29,6 @@ class Cold(MigrationMode):
     name = "cold"
 
     def final(self, m: Migration):
-        with m.phase("final_checkpoint"):
-            images = checkpoint_instance_layer(m, "final", leave_running=False)
+        images = checkpoint_instance_layer(m, "final", leave_running=False)
         m.size("final_checkpoint", checkpoint_size(images))
         return m.send_and_restore("final", images)

@@ -19,14 +19,12 @@ class PrecopyDelta(MigrationMode):
     name = "precopy-delta"
 
     def pre(self, m: Migration):
-        with m.phase("pre_checkpoint"):
-            m.base_images = checkpoint_instance_layer(m, "pre", leave_running=True)
+        m.base_images = checkpoint_instance_layer(m, "pre", leave_running=True)
         m.size("pre_checkpoint", checkpoint_size(m.base_images))
         m.send("pre_transfer", "base", m.base_images)
 
     def final(self, m: Migration):
-        with m.phase("final_checkpoint"):
-            images = checkpoint_instance_layer(m, "final", leave_running=False)
+        images = checkpoint_instance_layer(m, "final", leave_running=False)
         m.size("final_checkpoint", checkpoint_size(images))
         delta_name = m.options.get("delta", "pages")
         with m.phase("delta"):

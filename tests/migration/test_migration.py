@@ -18,6 +18,8 @@ pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
 COUNTER = {"app": "counter", "image": "mec-testbed/counter:latest", "port": 7000,
            "limits": {"cpus": 1.0, "memory_mb": 512}}
+DETECT = {"app": "detect", "image": "mec-testbed/detect:latest", "port": 7000,
+          "limits": {"cpus": 2.0, "memory_mb": 2048}}
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +44,17 @@ def env(tmp_path_factory):
 class Session:
     """One service used by the mobile user during one test."""
 
-    def __init__(self, stack: Stack, service: str, host: str, ap: str):
+    def __init__(self, stack: Stack, service: str, host: str, ap: str, spec: dict = COUNTER,
+                 client: dict | None = None):
+        """``client``: extra client settings of the user's service entry (workload, timeouts)."""
         self.stack = stack
         self.service = service
         self.log = stack.run_dir / "requests-mu.jsonl"
         self.log.unlink(missing_ok=True)
-        instance = stack.agents[host].call("deploy", spec={"service": service, **COUNTER})
+        instance = stack.agents[host].call("deploy", spec={"service": service, **spec})
         self.host = host
-        self.user = stack.start_user("mu", [{"service": service, "endpoint": [instance["ip"], instance["port"]]}],
-                                     initial_ap=ap)
+        self.user = stack.start_user("mu", [{"service": service, "endpoint": [instance["ip"], instance["port"]],
+                                             **(client or {})}], initial_ap=ap)
 
     def migrate(self, dest: str, mode: str, **options) -> dict:
         source = self.stack.agents[self.host]
@@ -93,6 +97,37 @@ def test_stateful_modes_continue_the_counter(env, mode):
     for phase in ("final_checkpoint", "final_transfer", "restore"):
         assert record["phases"][phase]["ok"]
     assert record["bytes"]["during_downtime"] > 0
+
+
+@pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered", "stateless"])
+def test_object_detection_service_migrates(env, mode):
+    """A model service (about 130 MB of checkpoint) keeps answering and counting across each mode."""
+    from testbed import assets
+
+    session = Session(env, "detect", "edge1", ap="ap2", spec=DETECT,
+                      client={"workload": {"images": [str(assets.fetch("street-dog.jpg"))]}, "min_timeout": 1.0})
+    time.sleep(3.0)
+    record = session.migrate("edge2", mode)
+    time.sleep(3.0)
+    rows = session.finish()
+    assert record["ok"], record.get("error")
+    ok_rows = served(rows)
+    after = [r for r in ok_rows if r["endpoint"][0] == record["new_endpoint"][0]]
+    before = [r for r in ok_rows if r["endpoint"][0] != record["new_endpoint"][0]]
+    assert len(before) >= 5 and len(after) >= 5
+    for row in (before[-1], after[-1]):
+        assert "dog" in {o["class"] for o in row["result"]["objects"]}
+    if mode == "stateless":
+        assert record["carries_state"] is False and after[0]["counter"] == 1
+        assert counter_breaks(rows) == [(before[-1]["counter"], 1)]
+        return
+    assert record["carries_state"] is True
+    assert counter_breaks(rows) == []
+    assert after[0]["counter"] == before[-1]["counter"] + 1
+    if mode == "precopy-delta":
+        full, delta = record["sizes"]["pre_checkpoint"], record["sizes"]["delta"]
+        assert full > 50_000_000
+        assert delta <= 0.05 * full, (delta, full)
 
 
 def test_stateless_restarts_from_zero_and_says_so(env):
