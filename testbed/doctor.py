@@ -220,6 +220,12 @@ def check_criu() -> list[Check]:
                         f"{CRIU_CONFIG}, {CRIU_ACTION_SCRIPT}" if config_ok else
                         f"{CRIU_CONFIG} or {CRIU_ACTION_SCRIPT} missing or not the testbed's",
                         "./setup.sh (writes them)"))
+    cache = Path("/run/criu/criu.kdat")
+    cached = cache.exists()
+    checks.append(Check("criu kernel-probe cache", cached,
+                        f"{cache}" if cached else "CRIU probes the kernel on every dump and restore (~50 ms each)",
+                        "./setup.sh (mounts a tmpfs at /run/criu and builds CRIU to keep its cache there)",
+                        required=False))
     return checks
 
 

@@ -158,23 +158,23 @@ class HostContainers:
         if not pid:
             raise ContainerError(f"{container.name} is not running: {container.attrs['State']}")
         ip = container.labels[IP_LABEL]
+        mac = "02:00:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))   # one per address
         outer, inner = f"c{container.id[:10]}", f"p{container.id[:10]}"
-        _run(self._in_host + ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner,
-                              "netns", str(pid)])
-        _run(self._in_host + ["ethtool", "-K", outer, *OFFLOADS_OFF.split()])
-        _run(self._in_host + ["ip", "link", "set", outer, "master", CONTAINER_BRIDGE, "up"])
-        inside = ["nsenter", f"--net=/proc/{pid}/ns/net"]
-        script = (f"ip link set {inner} name eth0 && ethtool -K eth0 {OFFLOADS_OFF} && "
-                  f"ip addr add {ip}/{self.subnet.prefixlen} dev eth0 && ip link set eth0 up && "
-                  f"ip link set lo up && ip route replace default via {self.gateway} && "
-                  f"sysctl -q -w net.ipv4.tcp_congestion_control={self.congestion_control} "
-                  f"net.ipv6.conf.all.disable_ipv6=1 && ip -o link show eth0")
-        mac = _run(inside + ["sh", "-c", script]).split("link/ether", 1)[1].split()[0]
-        # Announce the (possibly new) address at once, as a gratuitous ARP would: a
-        # neighbour entry left FAILED by clients probing before the restore would
-        # otherwise hold their packets until the next ARP retry, up to a second later.
-        _run(self._in_host + ["ip", "neigh", "replace", ip, "lladdr", mac, "dev", CONTAINER_BRIDGE,
-                              "nud", "reachable"])
+        # Two processes in all (each one costs downtime after a restore).  The
+        # neighbour entry announces the (possibly new) address at once, as a
+        # gratuitous ARP would: an entry left FAILED by clients probing before the
+        # restore would otherwise hold their packets until the next ARP retry.
+        _run(self._in_host + ["sh", "-c",
+                              f"ip link add {outer} type veth peer name {inner} address {mac} netns {pid} && "
+                              f"ethtool -K {outer} {OFFLOADS_OFF} && "
+                              f"ip link set {outer} master {CONTAINER_BRIDGE} up && "
+                              f"ip neigh replace {ip} lladdr {mac} dev {CONTAINER_BRIDGE} nud reachable"])
+        _run(["nsenter", f"--net=/proc/{pid}/ns/net", "sh", "-c",
+              f"ip link set {inner} name eth0 && ethtool -K eth0 {OFFLOADS_OFF} && "
+              f"ip addr add {ip}/{self.subnet.prefixlen} dev eth0 && ip link set eth0 up && "
+              f"ip link set lo up && ip route replace default via {self.gateway} && "
+              f"sysctl -q -w net.ipv4.tcp_congestion_control={self.congestion_control} "
+              f"net.ipv6.conf.all.disable_ipv6=1"])
         return Instance(service=container.labels[SERVICE_LABEL], app=container.labels[APP_LABEL],
                         host=self.host, container_id=container.id, name=container.name, ip=ip,
                         port=port, pid=pid)

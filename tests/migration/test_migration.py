@@ -125,6 +125,7 @@ def test_object_detection_service_migrates(env, mode):
     assert counter_breaks(rows) == []
     assert after[0]["counter"] == before[-1]["counter"] + 1
     if mode == "precopy-delta":
+        assert record["quiesced"] == {"pre": True, "final": True}   # both caught between two requests
         full, delta = record["sizes"]["pre_checkpoint"], record["sizes"]["delta"]
         assert full > 50_000_000
         assert delta <= 0.05 * full, (delta, full)
