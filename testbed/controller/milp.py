@@ -98,26 +98,69 @@ def solve(problem: PlacementProblem, solver: str = "highs", time_limit: float = 
     First the relaxation without station limits (3e) is solved: it has one
     candidate per user and server instead of one per base station and server.
     Its optimum is the problem's optimum whenever it happens to respect the
-    station limits (which rarely bind); only otherwise is the full model solved.
-    An infeasible relaxation means an infeasible problem."""
+    station limits (which rarely bind); only otherwise is the full model solved,
+    starting from the relaxed choice repaired to respect them (a good incumbent
+    halves the branch and bound).  An infeasible relaxation means an infeasible
+    problem."""
     started = time.monotonic()
     relaxed = _solve_model(_without_station_limits(problem), solver, time_limit)
     if not relaxed.feasible or feasible(problem, relaxed.choice):
         relaxed.seconds = time.monotonic() - started
         return relaxed
-    full = _solve_model(problem, solver, time_limit)
+    full = _solve_model(problem, solver, time_limit, start=repair_station_limits(problem, relaxed.choice))
     full.seconds = time.monotonic() - started
     return full
 
 
-def _solve_model(problem: PlacementProblem, solver: str, time_limit: float) -> Solution:
+def repair_station_limits(problem: PlacementProblem, choice: dict[str, Option]) -> dict[str, Option] | None:
+    """Greedily move users off overfull base stations (same server, the station with
+    room that costs least), or None if that gets stuck."""
+    choice = dict(choice)
+    load: dict[str, int] = {}
+    for option in choice.values():
+        load[option.station] = load.get(option.station, 0) + 1
+    alternatives: dict[tuple[str, str], list[Option]] = {}
+    for option in problem.options:
+        alternatives.setdefault((option.user, option.server), []).append(option)
+
+    def room(station: str) -> bool:
+        return load.get(station, 0) < problem.station_capacity.get(station, len(problem.users))
+
+    while True:
+        overfull = sorted(b for b, n in load.items() if n > problem.station_capacity.get(b, len(problem.users)))
+        if not overfull:
+            return choice
+        station, best = overfull[0], None
+        for user, current in sorted(choice.items()):
+            if current.station != station:
+                continue
+            for other in alternatives[(user, current.server)]:
+                if other.station != station and room(other.station):
+                    loss = current.value - other.value
+                    if best is None or loss < best[0]:
+                        best = (loss, user, other)
+        if best is None:
+            return None
+        _, user, other = best
+        load[station] -= 1
+        load[other.station] = load.get(other.station, 0) + 1
+        choice[user] = other
+
+
+def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
+                 start: dict[str, Option] | None = None) -> Solution:
+    """``start``: a feasible choice to begin from (HiGHS only)."""
     started = time.monotonic()
     rows, by_user = _rows(problem)
     if any(not by_user[u] for u in problem.users):
         return Solution("infeasible", seconds=time.monotonic() - started)
     values = np.array([o.value for o in problem.options])
     if solver == "highs":
-        chosen, objective, status = _solve_highs(values, rows, time_limit)
+        initial = None
+        if start is not None:
+            picked = {id(o) for o in start.values()}
+            initial = np.array([1.0 if id(o) in picked else 0.0 for o in problem.options])
+        chosen, objective, status = _solve_highs(values, rows, time_limit, initial)
     elif solver == "cbc":
         chosen, objective, status = _solve_cbc(values, rows, time_limit)
     else:
@@ -129,7 +172,7 @@ def _solve_model(problem: PlacementProblem, solver: str, time_limit: float) -> S
     return Solution("optimal", choice, objective, seconds)
 
 
-def _solve_highs(values, rows, time_limit):
+def _solve_highs(values, rows, time_limit, initial=None):
     import highspy
 
     h = highspy.Highs()
@@ -150,6 +193,11 @@ def _solve_highs(values, rows, time_limit):
     uppers = np.array([upper for _, _, _, upper in rows], dtype=np.float64)
     h.addRows(len(rows), lowers, uppers, len(indices), np.array(starts, dtype=np.int32),
               np.array(indices, dtype=np.int32), np.array(coefficients, dtype=np.float64))
+    if initial is not None:
+        incumbent = highspy.HighsSolution()
+        incumbent.col_value = initial.tolist()
+        incumbent.value_valid = True
+        h.setSolution(incumbent)
     h.run()
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:

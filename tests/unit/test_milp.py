@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from testbed.controller.milp import Option, PlacementProblem, brute_force, feasible, solve
+from testbed.controller.milp import (Option, PlacementProblem, _without_station_limits, brute_force, feasible,
+                                    repair_station_limits, solve)
 
 
 def random_problem(seed: int) -> PlacementProblem:
@@ -61,3 +62,20 @@ def test_gain_against_downtime():
     options[1] = Option("u", "b1", "s1", 3.0, 4.0)                      # now it is not
     assert solve(PlacementProblem(["u"], options, {"u": (1,)}, {"s0": (2,), "s1": (2,)},
                                   {"b0": 5, "b1": 5})).choice["u"].server == "s0"
+
+
+def test_repair_moves_users_off_full_stations_and_keeps_their_servers():
+    repaired_some = 0
+    for seed in range(80):
+        problem = random_problem(seed)
+        relaxed = solve(_without_station_limits(problem))
+        if not relaxed.feasible or feasible(problem, relaxed.choice):
+            continue
+        repaired = repair_station_limits(problem, relaxed.choice)
+        if repaired is None:
+            continue
+        repaired_some += 1
+        assert feasible(problem, repaired), seed
+        assert {u: o.server for u, o in repaired.items()} == {u: o.server for u, o in relaxed.choice.items()}
+        assert sum(o.value for o in repaired.values()) <= brute_force(problem).objective + 1e-9
+    assert repaired_some >= 3, repaired_some
