@@ -28,7 +28,7 @@ from testbed.events import EventLog
 from testbed.migration.base import Migration, ServiceSpec
 from testbed.migration.delta import encoder
 from testbed.migration.transfer import DataChannel, FileReceiver, rsync_push, rsyncd_config, start_rsyncd
-from testbed.net.containers import SERVICE_LABEL, HOST_LABEL, HostContainers, Instance
+from testbed.net.containers import SERVICE_LABEL, HOST_LABEL, HostContainers, Instance, remove_container
 from testbed.rpc import RpcClient, RpcServer
 from testbed.stopwatch import Stopwatch
 
@@ -169,7 +169,7 @@ class Agent:
         client = self.containers.client
         for container in client.containers.list(all=True, filters={"label": [f"{HOST_LABEL}={host}",
                                                                               f"{SERVICE_LABEL}={service}"]}):
-            container.remove(force=True)
+            remove_container(client, container.id)
         self.events.emit("migration.fenced", host=host, service=service)
 
     # -- RPC: deployment ------------------------------------------------------------

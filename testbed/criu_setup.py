@@ -19,13 +19,12 @@ network-lock skip
 file-locks
 action-script {CRIU_ACTION_SCRIPT}
 """
-# A restored container gets a fresh network namespace whose address and route
-# are set only after CRIU has run, but CRIU first re-binds every socket to its
-# old address and re-connects connected UDP sockets (libraries keep such
-# sockets).  The testbed writes the container's addresses next to the images
-# (ADDRESSES_FILE); this script puts them on lo of the new namespace with a
-# provisional default route, so those sockets come back.  Wiring the container
-# afterwards replaces the route; the old addresses stay on lo (sockets are
+# CRIU re-binds every socket of a restored service to its old address and
+# re-connects connected UDP sockets (libraries keep such sockets), but a moved
+# service has a new address.  The testbed writes the addresses the service held
+# next to the images (ADDRESSES_FILE); this script puts those the namespace
+# lacks on its lo, so those sockets come back, and gives a namespace without a
+# default route a provisional one.  The old addresses stay on lo (sockets are
 # bound to them) and travel on with the next checkpoint.
 ADDRESSES_FILE = "mec-testbed-addresses"
 CRIU_ACTION_TEXT = f"""\
@@ -33,13 +32,14 @@ CRIU_ACTION_TEXT = f"""\
 # Written by mec-testbed setup.sh: a CRIU action script (see /etc/criu/runc.conf).
 [ "$CRTOOLS_SCRIPT_ACTION" = "setup-namespaces" ] || exit 0
 [ -n "$CRTOOLS_INIT_PID" ] && [ -r "$CRTOOLS_IMAGE_DIR/{ADDRESSES_FILE}" ] || exit 0
-ns=/proc/$CRTOOLS_INIT_PID/ns/net
-nsenter --net=$ns ip link set lo up || exit 1
-for address in $(cat "$CRTOOLS_IMAGE_DIR/{ADDRESSES_FILE}"); do
-    nsenter --net=$ns ip addr add "$address/32" dev lo || exit 1
+exec nsenter --net=/proc/$CRTOOLS_INIT_PID/ns/net sh -c '
+ip link set lo up || exit 1
+present=$(ip -4 -o addr show | while read -r _ _ _ address _; do echo "${{address%/*}}"; done)
+for address in $(cat "$1"); do
+    echo "$present" | grep -qxF "$address" || ip addr add "$address/32" dev lo || exit 1
 done
-nsenter --net=$ns ip route replace default dev lo
-exit 0
+[ -n "$(ip route show default)" ] || ip route replace default dev lo
+' action "$CRTOOLS_IMAGE_DIR/{ADDRESSES_FILE}"
 """
 
 

@@ -168,24 +168,23 @@ class PageDelta(DeltaEncoder):
                     raise DeltaError(f"base lacks {entry['path']}")
                 continue
             chunk = body[entry["offset"]:entry["offset"] + entry["length"]]
+            ops = list(_parse_ops(chunk)) if entry["kind"] == "ops" else []
+            if ops and _patches_in_place(ops, entry["size"], path):
+                _patch(path, ops, entry["mode"])
+                continue
             if entry["kind"] == "data":
                 data = chunk
             else:
                 base = path.read_bytes()
-                parts, pos = [], 0
-                while pos < len(chunk):
-                    op, a, b = _OP.unpack_from(chunk, pos)
-                    pos += _OP.size
+                parts = []
+                for op, a, data_or_length in ops:
                     if op == OP_COPY:
-                        parts.append(base[a:a + b])
+                        parts.append(base[a:a + data_or_length])
                     elif op == OP_XOR:
-                        old = np.frombuffer(base, dtype=np.uint8, count=b, offset=a)
-                        patch = np.frombuffer(chunk, dtype=np.uint8, count=b, offset=pos)
-                        parts.append(np.bitwise_xor(old, patch).tobytes())
-                        pos += b
+                        old = np.frombuffer(base, dtype=np.uint8, count=len(data_or_length), offset=a)
+                        parts.append(np.bitwise_xor(old, np.frombuffer(data_or_length, dtype=np.uint8)).tobytes())
                     else:
-                        parts.append(chunk[pos:pos + a])
-                        pos += a
+                        parts.append(data_or_length)
                 data = b"".join(parts)
             if len(data) != entry["size"]:
                 raise DeltaError(f"{entry['path']}: rebuilt {len(data)} bytes, expected {entry['size']}")
@@ -198,6 +197,58 @@ class PageDelta(DeltaEncoder):
             (target / name).unlink(missing_ok=True)
 
 
+def _parse_ops(chunk: bytes):
+    """Yield ``(op, base offset, length)`` for copies and ``(op, base offset | None, bytes)`` otherwise."""
+    view = memoryview(chunk)
+    pos = 0
+    while pos < len(chunk):
+        op, a, b = _OP.unpack_from(chunk, pos)
+        pos += _OP.size
+        if op == OP_COPY:
+            yield op, a, b
+        elif op == OP_XOR:
+            yield op, a, view[pos:pos + b]
+            pos += b
+        elif op == OP_DATA:
+            yield op, None, view[pos:pos + a]
+            pos += a
+        else:
+            raise DeltaError(f"unknown delta op {op} at byte {pos - _OP.size}")
+
+
+def _patches_in_place(ops: list, size: int, path: Path) -> bool:
+    """True if the ops keep every page where it is: then only changed pages are written
+    (the usual case for memory dumped twice from one process; much less I/O in downtime)."""
+    if not path.exists() or path.stat().st_size != size:
+        return False
+    position = 0
+    for op, a, data_or_length in ops:
+        length = data_or_length if op == OP_COPY else len(data_or_length)
+        if op in (OP_COPY, OP_XOR) and a != position:
+            return False
+        position += length
+    return position == size
+
+
+def _patch(path: Path, ops: list, mode: int) -> None:
+    with open(path, "r+b") as handle:
+        position = 0
+        for op, _, data_or_length in ops:
+            if op == OP_COPY:
+                position += data_or_length
+                continue
+            if op == OP_XOR:
+                handle.seek(position)
+                old = np.frombuffer(handle.read(len(data_or_length)), dtype=np.uint8)
+                data = np.bitwise_xor(old, np.frombuffer(data_or_length, dtype=np.uint8)).tobytes()
+            else:
+                data = data_or_length
+            handle.seek(position)
+            handle.write(data)
+            position += len(data)
+    os.chmod(path, mode)
+
+
 class RsyncDelta(DeltaEncoder):
     name = "rsync"
 
@@ -207,7 +258,8 @@ class RsyncDelta(DeltaEncoder):
         batch = out.with_name(out.name + ".batch")
         for leftover in (batch, batch.with_name(batch.name + ".sh")):
             leftover.unlink(missing_ok=True)
-        result = subprocess.run(["rsync", "-a", "--no-whole-file", "--delete", f"--only-write-batch={batch}",
+        result = subprocess.run(["rsync", "-a", "--no-whole-file", "--ignore-times", "--delete",
+                                 f"--only-write-batch={batch}",
                                  f"{new}/", f"{base}/"], capture_output=True, text=True)
         if result.returncode != 0:
             raise DeltaError(f"rsync --only-write-batch failed: {result.stderr.strip()}")
@@ -220,7 +272,10 @@ class RsyncDelta(DeltaEncoder):
         batch = delta.with_name(delta.name + ".batch")
         batch.write_bytes(zlib.decompress(delta.read_bytes()))
         try:
-            result = subprocess.run(["rsync", "-a", "--delete", f"--read-batch={batch}", f"{target}/"],
+            # --ignore-times on both sides: checkpoints taken within a second of each
+            # other have equal sizes and mtimes, which rsync would take as unchanged.
+            result = subprocess.run(["rsync", "-a", "--ignore-times", "--delete", f"--read-batch={batch}",
+                                     f"{target}/"],
                                     capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
         finally:
             batch.unlink(missing_ok=True)

@@ -1,13 +1,17 @@
 """Docker containers wired into the emulated servers, as Containernet does.
 
-A service container runs with Docker's networking disabled (a private,
-empty network namespace, and no libnetwork hook: Docker would otherwise run
-its own binary as a prestart hook at every start and restore, 150 ms of
-downtime per migration).  The testbed then plugs that namespace into the
-server it runs on: a veth pair whose
-outer end joins the server's bridge ``svc0`` (gateway ``172.16.<j>.1``) and
-whose inner end becomes the container's ``eth0``.  Requests and migration
-transfers therefore cross the shaped links of the topology like any traffic.
+Each service container shares the network namespace of a small *holder*
+container (``sleep``, Docker networking disabled: no libnetwork hook), the way
+a Kubernetes pod shares its sandbox's.  The testbed plugs the holder's
+namespace into the server it runs on (a veth pair whose outer end joins the
+server's bridge ``svc0``, gateway ``172.16.<j>.1``, and whose inner end becomes
+``eth0``), so requests and migration transfers cross the shaped links of the
+topology like any traffic.
+
+The holder is created and wired when a container is *reserved*, before a
+migration's downtime.  runc then treats the service's namespace as external:
+CRIU neither dumps nor rebuilds it, and a restored service finds its network
+ready, with nothing left to wire while the user waits.
 
 Everything here addresses a server by its published namespace ``tb-<host>``,
 so it works from the runner or from an agent running inside the server.
@@ -38,6 +42,8 @@ HOST_LABEL = "org.mec-testbed.host"
 SERVICE_LABEL = "org.mec-testbed.service"
 APP_LABEL = "org.mec-testbed.app"
 IP_LABEL = "org.mec-testbed.ip"
+HOLDER_LABEL = "org.mec-testbed.holder"      # on a service container: its holder's id
+NETNS_FOR_LABEL = "org.mec-testbed.netns-for"  # on a holder: the service it holds the network for
 STATE_ROOT = Path(os.environ.get("MEC_STATE", "/var/lib/mec-testbed"))
 OFFLOADS_OFF = "tx off rx off sg off tso off gso off gro off"
 RUNC_ROOTS = [Path("/run/docker/runtime-runc/moby"), Path("/run/containerd/runc/moby")]
@@ -122,20 +128,29 @@ class HostContainers:
 
     def _create(self, service, app, image, port, limits, env):
         ip = self._free_ip()
-        name = f"tb-{service}-{self.host}-{uuid.uuid4().hex[:6]}"
-        return self.client.containers.create(
-            image, name=name, detach=True, network_mode="none", network_disabled=True,
-            labels={CONTAINER_LABEL: "1", HOST_LABEL: self.host, SERVICE_LABEL: service,
-                    APP_LABEL: app, IP_LABEL: ip},
-            environment={"MEC_PORT": str(port), **(env or {})},
-            nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
-        )
+        tag = uuid.uuid4().hex[:6]
+        holder = self.client.containers.run(
+            image, entrypoint=["sleep", "infinity"], name=f"tb-net-{service}-{self.host}-{tag}", detach=True,
+            network_mode="none", network_disabled=True, mem_limit="32m",
+            labels={CONTAINER_LABEL: "1", HOST_LABEL: self.host, NETNS_FOR_LABEL: service, IP_LABEL: ip})
+        try:
+            self._wire(holder, ip)
+            return self.client.containers.create(
+                image, name=f"tb-{service}-{self.host}-{tag}", detach=True, network_mode=f"container:{holder.id}",
+                labels={CONTAINER_LABEL: "1", HOST_LABEL: self.host, SERVICE_LABEL: service,
+                        APP_LABEL: app, IP_LABEL: ip, HOLDER_LABEL: holder.id},
+                environment={"MEC_PORT": str(port), **(env or {})},
+                nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
+            )
+        except Exception:
+            holder.remove(force=True)
+            raise
 
     def start(self, container, port: int, ready_timeout: float = 300.0) -> Instance:
         """Start a reserved container from its image (a fresh service, no state) and
         return once it accepts connections (model services load for seconds)."""
         container.start()
-        instance = self.wire(container, port)
+        instance = self.instance(container, port)
         deadline = time.monotonic() + ready_timeout
         while True:
             try:
@@ -150,20 +165,28 @@ class HostContainers:
                     raise ContainerError(f"{container.name} did not accept connections in {ready_timeout} s")
                 time.sleep(0.05)
 
-    def wire(self, container, port: int) -> Instance:
-        """Plug a running container's namespace into this server's bridge."""
+    def instance(self, container, port: int) -> Instance:
+        """The running service container as an ``Instance``."""
         container.reload()
         self._upper_dirs[container.id] = Path(container.attrs["GraphDriver"]["Data"]["UpperDir"])
         pid = container.attrs["State"]["Pid"]
         if not pid:
             raise ContainerError(f"{container.name} is not running: {container.attrs['State']}")
-        ip = container.labels[IP_LABEL]
+        return Instance(service=container.labels[SERVICE_LABEL], app=container.labels[APP_LABEL],
+                        host=self.host, container_id=container.id, name=container.name,
+                        ip=container.labels[IP_LABEL], port=port, pid=pid)
+
+    def _wire(self, holder, ip: str) -> None:
+        """Plug a running holder's namespace into this server's bridge with address ``ip``."""
+        holder.reload()
+        pid = holder.attrs["State"]["Pid"]
+        if not pid:
+            raise ContainerError(f"{holder.name} is not running: {holder.attrs['State']}")
         mac = "02:00:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))   # one per address
-        outer, inner = f"c{container.id[:10]}", f"p{container.id[:10]}"
-        # Two processes in all (each one costs downtime after a restore).  The
-        # neighbour entry announces the (possibly new) address at once, as a
-        # gratuitous ARP would: an entry left FAILED by clients probing before the
-        # restore would otherwise hold their packets until the next ARP retry.
+        outer, inner = f"c{holder.id[:10]}", f"p{holder.id[:10]}"
+        # The neighbour entry announces the (possibly reused) address at once, as a
+        # gratuitous ARP would: an entry left FAILED by clients probing the address
+        # earlier would otherwise hold their packets until the next ARP retry.
         _run(self._in_host + ["sh", "-c",
                               f"ip link add {outer} type veth peer name {inner} address {mac} netns {pid} && "
                               f"ethtool -K {outer} {OFFLOADS_OFF} && "
@@ -175,17 +198,17 @@ class HostContainers:
               f"ip link set lo up && ip route replace default via {self.gateway} && "
               f"sysctl -q -w net.ipv4.tcp_congestion_control={self.congestion_control} "
               f"net.ipv6.conf.all.disable_ipv6=1"])
-        return Instance(service=container.labels[SERVICE_LABEL], app=container.labels[APP_LABEL],
-                        host=self.host, container_id=container.id, name=container.name, ip=ip,
-                        port=port, pid=pid)
 
     def remove(self, container_id: str) -> None:
+        """Remove a service container and its holder, unplugging the holder first: a
+        namespace can outlive its last process (orphaned TCP sockets hold it), and
+        with its address and MAC still on the bridge it would answer for the next
+        container given that address."""
         self._upper_dirs.pop(container_id, None)
-        try:
-            self.client.containers.get(container_id).remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        _run(self._in_host + ["ip", "link", "delete", f"c{container_id[:10]}"], check=False)
+        holder = remove_container(self.client, container_id, remove_holder=False)
+        if holder:
+            _run(self._in_host + ["ip", "link", "delete", f"c{holder[:10]}"], check=False)
+            remove_container(self.client, holder)
 
     def stop(self, container_id: str) -> None:
         """Kill a service container (its state is not needed any more)."""
@@ -314,8 +337,8 @@ class HostContainers:
             raise ContainerError(f"restore of {container.name} on {self.host} failed: "
                                  f"{_docker_message(response)}")
         steps.lap("docker_restore")
-        instance = self.wire(container, port)
-        steps.lap("wire")
+        instance = self.instance(container, port)
+        steps.lap("inspect")
         return instance
 
     # -- the container's own files (its writable layer) --------------------------
@@ -336,6 +359,19 @@ class HostContainers:
 
     def import_rw_layer(self, container, tar_path: Path) -> None:
         _run(["tar", "--xattrs", "-C", str(self.upper_dir(container.id)), "-xf", str(tar_path)])
+
+
+def remove_container(client: docker.DockerClient, container_id: str, remove_holder: bool = True) -> str | None:
+    """Remove a container and (unless told not to) its holder; return the holder's id."""
+    try:
+        container = client.containers.get(container_id)
+    except docker.errors.NotFound:
+        return None
+    holder = container.labels.get(HOLDER_LABEL)
+    container.remove(force=True)
+    if holder and remove_holder:
+        remove_container(client, holder)
+    return holder
 
 
 def engine_pid() -> int:

@@ -1,0 +1,100 @@
+"""Delta encoders: whatever changed between two checkpoints, base + delta == new."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testbed.migration.delta import PAGE, DeltaError, encoder
+
+NAMES = ["pages", "rsync"]
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def round_trip(tmp: Path, name: str, base: dict, new: dict) -> dict:
+    """Encode new against base, apply to a copy of base, and return the encoder's report."""
+    base_dir, new_dir, target = tmp / "base", tmp / "new", tmp / "target"
+    write_tree(base_dir, base), write_tree(new_dir, new), write_tree(target, base)
+    report = encoder(name).encode(new_dir, base_dir, tmp / "out" / "delta")
+    assert read_tree(base_dir) == base                     # the base is left alone
+    encoder(name).apply(tmp / "out" / "delta", target)
+    assert read_tree(target) == new
+    return report
+
+
+def pages(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n * PAGE)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_few_changed_pages_cost_a_few_pages(tmp_path, name):
+    base = pages(256, 1)
+    new = bytearray(base)
+    for index in (3, 100, 101, 200):
+        new[index * PAGE + 17:index * PAGE + 40] = os.urandom(23)
+    report = round_trip(tmp_path, name, {"pages-1.img": base, "core.img": b"core"},
+                        {"pages-1.img": bytes(new), "core.img": b"core2"})
+    assert report["bytes"] < 6 * PAGE                      # against 256 pages in full
+
+
+def test_pages_that_moved_are_found_anywhere_in_the_base(tmp_path):
+    base = pages(64, 2)
+    new = base[32 * PAGE:] + base[:32 * PAGE]             # same memory, other file offsets
+    report = round_trip(tmp_path, "pages", {"pages-1.img": base}, {"pages-1.img": new})
+    assert report["literal_bytes"] == 0 and report["bytes"] < PAGE
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_files_added_removed_grown_and_shrunk(tmp_path, name):
+    base = {"pages-1.img": pages(8, 3), "pages-2.img": pages(8, 4), "gone.img": b"x" * 10, "odd": b"abc"}
+    new = {"pages-1.img": pages(8, 3) + pages(4, 5), "pages-2.img": pages(8, 4)[:3 * PAGE],
+           "sub/new.img": b"fresh", "odd": b"abcd"}
+    round_trip(tmp_path, name, base, new)
+
+
+def test_a_damaged_delta_is_refused_and_the_target_kept(tmp_path):
+    write_tree(tmp_path / "target", {"a": b"keep"})
+    bad = tmp_path / "delta"
+    bad.write_bytes(b"not a delta at all")
+    with pytest.raises(DeltaError, match="not a page delta"):
+        encoder("pages").apply(bad, tmp_path / "target")
+    assert read_tree(tmp_path / "target") == {"a": b"keep"}
+
+
+def test_unknown_encoder_is_named():
+    with pytest.raises(ValueError, match="'zstd'"):
+        encoder("zstd")
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_base=st.integers(0, 12), n_new=st.integers(0, 12), seed=st.integers(0, 2**16),
+       edits=st.lists(st.tuples(st.integers(0, 11), st.sampled_from(["flip", "copy", "zero"])), max_size=8))
+def test_pages_round_trip_any_edit(tmp_path_factory, n_base, n_new, seed, edits):
+    base = pages(n_base, seed)
+    new = bytearray(pages(n_new, seed) if n_new <= n_base else base + pages(n_new - n_base, seed + 1))
+    new = new[:n_new * PAGE]
+    for index, edit in edits:
+        if index >= n_new:
+            continue
+        page = slice(index * PAGE, (index + 1) * PAGE)
+        if edit == "flip":
+            new[index * PAGE] ^= 0xFF
+        elif edit == "copy" and n_base:
+            new[page] = base[(index * 7 % n_base) * PAGE:(index * 7 % n_base + 1) * PAGE]
+        else:
+            new[page] = bytes(PAGE)
+    round_trip(tmp_path_factory.mktemp("delta"), "pages", {"pages-1.img": base}, {"pages-1.img": bytes(new)})
