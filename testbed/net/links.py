@@ -18,6 +18,7 @@ silently runs without the delay it was asked for.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -75,12 +76,24 @@ class ShapedIntf(Intf):
         ]
 
 
+def netem_limit(shape: LinkParams) -> int:
+    """Packets netem must hold: the queue plus every packet still "on the wire".
+
+    netem counts delayed packets against its limit, so a limit of just the
+    queue would drop a full window on a long fat link (75 Mbps / 150 ms keeps
+    ~940 full-size frames in flight). Counted twice over, for smaller frames.
+    """
+    frames_per_second = shape.bandwidth * 1e6 / 8 / 1514
+    return shape.queue + 2 * math.ceil(frames_per_second * (shape.delay + shape.jitter))
+
+
 class NetemIntf(ShapedIntf):
-    """htb for the rate, netem below it for delay, jitter and loss."""
+    """htb for the rate, netem below it for delay, jitter and loss (the
+    delay line's equivalent: the same queue, then the wire)."""
 
     def tc_commands(self, shape: LinkParams) -> list[str]:
         commands = super().tc_commands(shape)[:2]
-        netem = f"tc qdisc add dev {self.name} parent 5:1 handle 10: netem limit {shape.queue}"
+        netem = f"tc qdisc add dev {self.name} parent 5:1 handle 10: netem limit {netem_limit(shape)}"
         netem += f" delay {shape.delay * 1e3:.3f}ms"
         if shape.jitter:
             netem += f" {shape.jitter * 1e3:.3f}ms"
