@@ -243,11 +243,15 @@ def test_parallel_migrations(env):
     user = env.start_user("mu", [{"service": s, "endpoint": endpoints[s]} for s in services], initial_ap="ap2")
     time.sleep(1.0)
     records = {}
+    # the final phases start together, as a planner moving a group would order them
+    # (each pre-copy ends at its own time, and a counter's final phase is a few 100 ms)
+    all_pre_copied = threading.Barrier(len(services), timeout=120)
 
     def move(service):
         source = env.agents["edge1"]
         pre = source.call("migrate", service=service, dest="edge2", mode="precopy-delta", phase="pre")
         user.call("set_endpoints", service=service, pending=[pre["dest_endpoint"]])
+        all_pre_copied.wait()
         records[service] = source.call("migrate", service=service, dest="edge2", mode="precopy-delta",
                                        phase="final")
 
