@@ -72,7 +72,8 @@ def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
     stack.stop_user("mu")
     stack.agents[host].call("remove", service=service)
     for record in records:
-        print({"checkpoint": record.get("checkpoint_steps"), "restore": record.get("restore_steps")}, flush=True)
+        print({"checkpoint": record.get("checkpoint_steps"), "restore": record.get("restore_steps"),
+               "sizes": record.get("sizes")}, flush=True)
     rows = [r for r in read_jsonl(log) if r["service"] == service]
     downtimes = []
     for start, end in windows:   # the part of every outage that falls in the final phase's window

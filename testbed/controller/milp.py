@@ -8,7 +8,9 @@ server; z[u, b', s'] = 1 picks one.  Maximise
 subject to one pair per user (3b), server capacities per resource (3c), only
 base stations the user would hear above the receiver sensitivity (3d: such
 pairs are not candidates at all) and at most N_b' users per base station (3e).
-Solved with HiGHS (``highspy``) or CBC (shipped with PuLP); ``brute_force``
+The LP relaxation (HiGHS) answers when it is integral and otherwise bounds
+the branch and bound, run by HiGHS (``highspy``) or CBC (shipped with PuLP)
+on the options that can still beat a good incumbent; ``brute_force``
 enumerates every combination, for checking small instances.
 """
 
@@ -57,94 +59,133 @@ class Solution:
 
 
 def _rows(problem: PlacementProblem):
-    """Constraint rows as (indices, coefficients, lower, upper)."""
-    index = {id(o): i for i, o in enumerate(problem.options)}
+    """Constraint rows as (indices, coefficients, lower, upper), built in one pass."""
     by_user: dict[str, list[int]] = {u: [] for u in problem.users}
+    by_server: dict[str, list[int]] = {s: [] for s in problem.server_capacity}
+    by_station: dict[str, list[int]] = {b: [] for b in problem.station_capacity}
     for i, option in enumerate(problem.options):
         by_user[option.user].append(i)
-    rows = []
-    for user in problem.users:                                        # (3b)
-        idx = by_user[user]
-        rows.append((idx, [1.0] * len(idx), 1.0, 1.0))
-    dims = len(next(iter(problem.server_capacity.values()))) if problem.server_capacity else 0
-    for server, capacity in problem.server_capacity.items():          # (3c)
-        idx = [i for i, o in enumerate(problem.options) if o.server == server]
-        for d in range(dims):
-            coeffs = [problem.demand[problem.options[i].user][d] for i in idx]
-            if idx:
-                rows.append((idx, coeffs, -np.inf, capacity[d]))
-    for station, capacity in problem.station_capacity.items():        # (3e)
-        idx = [i for i, o in enumerate(problem.options) if o.station == station]
+        if option.server in by_server:
+            by_server[option.server].append(i)
+        if option.station in by_station:
+            by_station[option.station].append(i)
+    rows = [(idx, [1.0] * len(idx), 1.0, 1.0) for idx in by_user.values()]          # (3b)
+    for server, capacity in problem.server_capacity.items():                          # (3c)
+        idx = by_server[server]
+        if idx:
+            for d, limit in enumerate(capacity):
+                rows.append((idx, [problem.demand[problem.options[i].user][d] for i in idx], -np.inf, limit))
+    for station, capacity in problem.station_capacity.items():                        # (3e)
+        idx = by_station[station]
         if idx:
             rows.append((idx, [1.0] * len(idx), -np.inf, float(capacity)))
-    del index
     return rows, by_user
-
-
-def _without_station_limits(problem: PlacementProblem) -> PlacementProblem:
-    """The relaxation without (3e): per user and server only the best base station counts."""
-    best: dict[tuple[str, str], Option] = {}
-    for option in problem.options:
-        key = (option.user, option.server)
-        kept = best.get(key)
-        if kept is None or (option.value, kept.station) > (kept.value, option.station):
-            best[key] = option
-    return PlacementProblem(problem.users, list(best.values()), problem.demand, problem.server_capacity, {})
 
 
 def solve(problem: PlacementProblem, solver: str = "highs", time_limit: float = 30.0) -> Solution:
     """Optimal choice, or status "infeasible".
 
-    First the relaxation without station limits (3e) is solved: it has one
-    candidate per user and server instead of one per base station and server.
-    Its optimum is the problem's optimum whenever it happens to respect the
-    station limits (which rarely bind); only otherwise is the full model solved,
-    starting from the relaxed choice repaired to respect them (a good incumbent
-    halves the branch and bound).  An infeasible relaxation means an infeasible
-    problem."""
+    The LP relaxation comes first (HiGHS): the problem is nearly an assignment
+    problem, so its optimum is often integral and then it is the answer; an
+    infeasible relaxation means an infeasible problem.  Otherwise the users it
+    splits are placed by a small MIP for an incumbent, the options that cannot beat
+    the incumbent are dropped (reduced costs), and ``solver`` runs the branch
+    and bound on what is left, starting from the incumbent."""
     started = time.monotonic()
-    relaxed = _solve_model(_without_station_limits(problem), solver, time_limit)
-    if not relaxed.feasible or feasible(problem, relaxed.choice):
-        relaxed.seconds = time.monotonic() - started
-        return relaxed
-    full = _solve_model(problem, solver, time_limit, start=repair_station_limits(problem, relaxed.choice))
-    full.seconds = time.monotonic() - started
-    return full
+    relaxation = _relaxation(problem)
+    if relaxation.status == "infeasible":
+        return Solution("infeasible", seconds=time.monotonic() - started)
+    if relaxation.integral and feasible(problem, relaxation.picked):
+        choice = relaxation.picked
+        return Solution("optimal", choice, sum(o.value for o in choice.values()), time.monotonic() - started)
+    start = round_relaxation(problem, relaxation) if relaxation.status == "optimal" else None
+    candidates = problem if start is None else without_hopeless_options(problem, relaxation, start)
+    solution = _solve_model(candidates, solver, time_limit, start=start)
+    solution.seconds = time.monotonic() - started
+    return solution
 
 
-def repair_station_limits(problem: PlacementProblem, choice: dict[str, Option]) -> dict[str, Option] | None:
-    """Greedily move users off overfull base stations (same server, the station with
-    room that costs least), or None if that gets stuck."""
-    choice = dict(choice)
-    load: dict[str, int] = {}
-    for option in choice.values():
-        load[option.station] = load.get(option.station, 0) + 1
-    alternatives: dict[tuple[str, str], list[Option]] = {}
-    for option in problem.options:
-        alternatives.setdefault((option.user, option.server), []).append(option)
+@dataclass
+class _Relaxation:
+    status: str                     # "optimal", "infeasible" or HiGHS's word for anything else
+    values: np.ndarray              # z per option, fractional
+    bound: float                    # the LP optimum: no choice is worth more
+    reduced_costs: np.ndarray       # >= 0: how much picking the option costs the bound at least
+    picked: dict[str, Option] = field(default_factory=dict)    # per user the option with z > 0.5
 
-    def room(station: str) -> bool:
-        return load.get(station, 0) < problem.station_capacity.get(station, len(problem.users))
+    @property
+    def integral(self) -> bool:
+        return self.status == "optimal" and not np.any(np.minimum(self.values, 1 - self.values) > 1e-6)
 
-    while True:
-        overfull = sorted(b for b, n in load.items() if n > problem.station_capacity.get(b, len(problem.users)))
-        if not overfull:
-            return choice
-        station, best = overfull[0], None
-        for user, current in sorted(choice.items()):
-            if current.station != station:
-                continue
-            for other in alternatives[(user, current.server)]:
-                if other.station != station and room(other.station):
-                    loss = current.value - other.value
-                    if best is None or loss < best[0]:
-                        best = (loss, user, other)
-        if best is None:
-            return None
-        _, user, other = best
-        load[station] -= 1
-        load[other.station] = load.get(other.station, 0) + 1
-        choice[user] = other
+
+def _relaxation(problem: PlacementProblem) -> _Relaxation:
+    import highspy
+
+    n = len(problem.options)
+    rows, by_user = _rows(problem)
+    if any(not by_user[u] for u in problem.users):
+        return _Relaxation("infeasible", np.zeros(n), -np.inf, np.zeros(n))
+    h = _highs_model(np.array([o.value for o in problem.options]), rows, integer=False, time_limit=30.0)
+    h.run()
+    status = h.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        word = "infeasible" if status == highspy.HighsModelStatus.kInfeasible else str(status)
+        return _Relaxation(word, np.zeros(n), np.inf, np.zeros(n))
+    solution = h.getSolution()
+    values = np.array(solution.col_value)
+    choice = {problem.options[i].user: problem.options[i] for i in np.nonzero(values > 0.5)[0]}
+    return _Relaxation("optimal", values, -h.getInfo().objective_function_value,
+                       np.array(solution.col_dual), choice)
+
+
+SHORTLIST = 8    # options per user the incumbent's small MIP looks at
+
+
+def round_relaxation(problem: PlacementProblem, relaxation: _Relaxation) -> dict[str, Option] | None:
+    """A feasible choice near the LP optimum, or None.
+
+    Users the LP places whole, on a server and a base station no split user
+    touches, stay where it puts them; the others are placed by a small MIP in
+    the capacity left, each choosing among its SHORTLIST options of lowest
+    reduced cost.  Only the incumbent's quality depends on this; the answer
+    stays exact."""
+    split = [problem.options[i] for i in np.nonzero(np.minimum(relaxation.values, 1 - relaxation.values) > 1e-6)[0]]
+    busy_servers, busy_stations = {o.server for o in split}, {o.station for o in split}
+    settled = {o.user: o for o in (problem.options[i] for i in np.nonzero(relaxation.values > 1 - 1e-6)[0])
+               if o.server not in busy_servers and o.station not in busy_stations}
+    if len(settled) == len(problem.users):
+        return settled
+    servers = {s: list(c) for s, c in problem.server_capacity.items()}
+    stations = dict(problem.station_capacity)
+    for user, option in settled.items():
+        servers[option.server] = [c - d for c, d in zip(servers[option.server], problem.demand[user])]
+        if option.station in stations:
+            stations[option.station] -= 1
+    candidates: dict[str, list[int]] = {u: [] for u in problem.users if u not in settled}
+    for i, option in enumerate(problem.options):
+        if option.user in candidates:
+            candidates[option.user].append(i)
+    shortlisted = sorted(i for idx in candidates.values()
+                         for i in sorted(idx, key=lambda i: relaxation.reduced_costs[i])[:SHORTLIST])
+    rest = PlacementProblem(list(candidates), [problem.options[i] for i in shortlisted], problem.demand,
+                            {s: tuple(c) for s, c in servers.items()}, stations)
+    placed = _solve_model(rest, "highs", time_limit=30.0)
+    return {**settled, **placed.choice} if placed.feasible else None
+
+
+def without_hopeless_options(problem: PlacementProblem, relaxation: _Relaxation,
+                             incumbent: dict[str, Option]) -> PlacementProblem:
+    """The problem without the options no choice better than ``incumbent`` can pick.
+
+    By LP duality every feasible choice that picks option j is worth at most
+    U - r_j, with U the LP optimum and r_j >= 0 the reduced cost of j there;
+    when that is below the incumbent's value, j can go.  The relaxation is
+    tight, so most options go and the branch and bound works on the rest."""
+    slack = relaxation.bound - sum(o.value for o in incumbent.values())
+    keep = relaxation.reduced_costs <= slack + 1e-7 * max(1.0, abs(relaxation.bound))
+    kept = {id(o) for o in incumbent.values()}
+    options = [o for o, k in zip(problem.options, keep) if k or id(o) in kept]
+    return PlacementProblem(problem.users, options, problem.demand, problem.server_capacity, problem.station_capacity)
 
 
 def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
@@ -172,7 +213,8 @@ def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
     return Solution("optimal", choice, objective, seconds)
 
 
-def _solve_highs(values, rows, time_limit, initial=None):
+def _highs_model(values, rows, integer: bool, time_limit: float):
+    """A HiGHS model minimising -values (HiGHS minimises) over 0 <= z <= 1 and ``rows``."""
     import highspy
 
     h = highspy.Highs()
@@ -181,9 +223,10 @@ def _solve_highs(values, rows, time_limit, initial=None):
     n = len(values)
     inf = highspy.kHighsInf
     h.addVars(n, np.zeros(n), np.ones(n))
-    h.changeColsCost(n, np.arange(n, dtype=np.int32), -values)       # HiGHS minimises
-    h.changeColsIntegrality(n, np.arange(n, dtype=np.int32),
-                            np.array([highspy.HighsVarType.kInteger] * n))
+    h.changeColsCost(n, np.arange(n, dtype=np.int32), -values)
+    if integer:
+        h.changeColsIntegrality(n, np.arange(n, dtype=np.int32),
+                                np.array([highspy.HighsVarType.kInteger] * n))
     starts, indices, coefficients = [], [], []
     for idx, coeffs, _, _ in rows:
         starts.append(len(indices))
@@ -193,6 +236,13 @@ def _solve_highs(values, rows, time_limit, initial=None):
     uppers = np.array([upper for _, _, _, upper in rows], dtype=np.float64)
     h.addRows(len(rows), lowers, uppers, len(indices), np.array(starts, dtype=np.int32),
               np.array(indices, dtype=np.int32), np.array(coefficients, dtype=np.float64))
+    return h
+
+
+def _solve_highs(values, rows, time_limit, initial=None):
+    import highspy
+
+    h = _highs_model(values, rows, integer=True, time_limit=time_limit)
     if initial is not None:
         incumbent = highspy.HighsSolution()
         incumbent.col_value = initial.tolist()

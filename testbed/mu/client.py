@@ -10,6 +10,14 @@ outage, and its endpoint becomes the current one.  So an outage is measured to
 one probe interval, and since the task id does not change, the service counts
 it once (it replays its cached reply to a repeated id).
 
+Probes are cheap (a connection attempt), uploads are not: an image task is
+~160 kB, a few tens of ms on the radio link.  So at most one copy of the task
+is on its way up to an endpoint at a time (one that stalls for
+``STALLED_UPLOAD_S`` no longer counts), and copies no longer needed are
+reset, not drained.  Otherwise every probe would upload its copy at once, all
+would share the link, and none would finish before its timeout: the outage
+would never end (congestion collapse).
+
 Every attempt is one line of the request log::
 
     {"user", "service", "id", "endpoint", "ap", "sent", "received", "ok",
@@ -19,16 +27,20 @@ Every attempt is one line of the request log::
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import selectors
 import socket
 import struct
+import termios
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import protocol
+
+STALLED_UPLOAD_S = 0.1
 
 
 @dataclass
@@ -58,6 +70,8 @@ class _Attempt:
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connected = False
+        self.remaining = len(frame)  # bytes of the frame not yet acknowledged by the service
+        self.progressed = 0.0        # monotonic time ``remaining`` last went down
         code = self.sock.connect_ex(endpoint)
         self.error = None
         if code not in (0, errno.EINPROGRESS):
@@ -68,6 +82,24 @@ class _Attempt:
             self.sock.close()
         except OSError:
             pass
+
+    def abort(self):
+        """Close with a reset: what is still queued to send is dropped, not sent."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
+
+    def uploading(self, now: float) -> bool:
+        """Its frame is going up to the service (sent or queued, not yet acknowledged)
+        and still moving."""
+        if not self.connected:
+            return False
+        remaining = len(self.frame) - self.sent + _unacknowledged(self.sock)
+        if remaining < self.remaining:
+            self.remaining, self.progressed = remaining, now
+        return remaining > 0 and now - self.progressed < STALLED_UPLOAD_S
 
     def reply(self) -> dict | None:
         """The reply header once a whole frame has arrived."""
@@ -80,6 +112,20 @@ class _Attempt:
         if len(self.buffer) < end:
             return None
         return json.loads(bytes(self.buffer[protocol.PREFIX.size:protocol.PREFIX.size + hlen]))
+
+
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return 0
+
+
+def _discard(selector: selectors.BaseSelector, attempts: list[_Attempt], attempt: _Attempt) -> None:
+    selector.unregister(attempt.sock)
+    attempt.abort()
+    attempts.remove(attempt)
 
 
 class OffloadingClient(threading.Thread):
@@ -98,7 +144,7 @@ class OffloadingClient(threading.Thread):
         self._lock = threading.Lock()
         self._current: tuple[str, int] | None = None
         self._pending: list[tuple[str, int]] = []
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._wake = threading.Event()
         self._sock: socket.socket | None = None
         self._log = open(log_path, "a", buffering=1) if log_path else None
@@ -128,7 +174,7 @@ class OffloadingClient(threading.Thread):
         self._drop_connection()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self._wake.set()
         self._drop_connection()
 
@@ -182,7 +228,7 @@ class OffloadingClient(threading.Thread):
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             with self._lock:
                 current = self._current
             if current is None:
@@ -192,7 +238,7 @@ class OffloadingClient(threading.Thread):
             if not self._steady(current):
                 self._recover()
             elif self.workload.think_time:
-                self._stop.wait(self.workload.think_time)
+                self._stopping.wait(self.workload.think_time)
         self._drop_connection()
         if self._log:
             self._log.close()
@@ -216,7 +262,7 @@ class OffloadingClient(threading.Thread):
                     break
         except (OSError, AttributeError, protocol.ConnectionClosed, protocol.ProtocolError) as exc:
             self._drop_connection()
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 return True  # we hung up ourselves: not an outage
             interrupted, self._interrupted_at = self._interrupted_at, None
             if interrupted is not None and interrupted >= started:
@@ -239,13 +285,13 @@ class OffloadingClient(threading.Thread):
         attempts: list[_Attempt] = []
         next_round = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 now = time.monotonic()
                 if now >= next_round:
                     with self._lock:
                         candidates = [self._current] + [p for p in self._pending if p != self._current]
                     for endpoint in candidates:
-                        if endpoint is None:
+                        if endpoint is None or self._upload_under_way(attempts, endpoint, now):
                             continue
                         attempt = _Attempt(endpoint, self._frame(), time.time(), now + self._timeout())
                         if attempt.error:
@@ -257,6 +303,10 @@ class OffloadingClient(threading.Thread):
                     next_round = now + self.probe_interval
                 for key, events in selector.select(max(0.0, next_round - time.monotonic())):
                     attempt: _Attempt = key.data
+                    if not attempt.connected and self._upload_under_way(attempts, attempt.endpoint,
+                                                                        time.monotonic(), besides=attempt):
+                        _discard(selector, attempts, attempt)   # a copy is already on its way there
+                        continue
                     done = self._advance(selector, attempt, events)
                     if done == "won":
                         with self._lock:
@@ -272,13 +322,15 @@ class OffloadingClient(threading.Thread):
                 now = time.monotonic()
                 for attempt in [a for a in attempts if a.deadline <= now]:
                     self._failure(attempt.endpoint, attempt.started, "timeout", recovery=True)
-                    selector.unregister(attempt.sock)
-                    attempt.close()
-                    attempts.remove(attempt)
+                    _discard(selector, attempts, attempt)
         finally:
             for attempt in attempts:
-                attempt.close()
+                attempt.abort()
             selector.close()
+
+    @staticmethod
+    def _upload_under_way(attempts: list[_Attempt], endpoint, now: float, besides: _Attempt | None = None) -> bool:
+        return any(a is not besides and a.endpoint == endpoint and a.uploading(now) for a in attempts)
 
     def _advance(self, selector, attempt: _Attempt, events) -> str | None:
         sock = attempt.sock
@@ -288,6 +340,7 @@ class OffloadingClient(threading.Thread):
                 if code:
                     raise OSError(code, errno.errorcode.get(code, str(code)))
                 attempt.connected = True
+                attempt.progressed = time.monotonic()
                 selector.modify(sock, selectors.EVENT_WRITE | selectors.EVENT_READ, attempt)
             if events & selectors.EVENT_WRITE and attempt.sent < len(attempt.frame):
                 attempt.sent += sock.send(attempt.frame[attempt.sent:])

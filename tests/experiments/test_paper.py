@@ -154,3 +154,19 @@ def test_ctrl_c_stops_cleanly_and_marks_the_run_incomplete(tmp_path, no_leftover
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "incomplete" and status["reason"] == "interrupted"
     assert (run_dir / "config.yaml").exists()
+
+
+def test_shareon_follows_the_user_on_the_real_network(tmp_path):
+    """Seed 000's planner end to end: its periodic decision moves the counter after the
+    user twice (edge2, then edge3), and the state survives both moves."""
+    from conftest import _missing_for
+
+    reason = _missing_for("experiment")
+    if reason:
+        pytest.skip(f"[experiment] {reason}")
+    run_dir = run_experiment(DEFAULT, tmp_path, ["planners=[shareon]"])
+    [row] = json.loads((run_dir / "summary.json").read_text())
+    assert row["planner"] == "shareon" and row["handovers"] == 2
+    assert row["migrations_ok"] == 2 and row["migrations_failed"] == 0 and row["counter_breaks"] == 0
+    moves = [(a["type"], a["dest"]) for actions in load(run_dir, "decisions")["actions"] for a in json.loads(actions)]
+    assert moves == [("Migrate", "edge2"), ("Migrate", "edge3")]

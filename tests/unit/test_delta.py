@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testbed.migration.delta import PAGE, DeltaError, encoder
+import struct
+
+from testbed.migration.delta import PAGE, DeltaError, encoder, page_addresses
 
 NAMES = ["pages", "rsync"]
 
@@ -98,3 +100,62 @@ def test_pages_round_trip_any_edit(tmp_path_factory, n_base, n_new, seed, edits)
         else:
             new[page] = bytes(PAGE)
     round_trip(tmp_path_factory.mktemp("delta"), "pages", {"pages-1.img": base}, {"pages-1.img": bytes(new)})
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def pagemap(pages_id: int, runs: list[tuple[int, int, int]]) -> bytes:
+    """A CRIU pagemap image: magics, the head, then (vaddr, nr_pages, flags) runs."""
+    messages = [b"\x08" + varint(pages_id)]
+    for vaddr, count, flags in runs:
+        messages.append(b"\x08" + varint(vaddr) + b"\x10\x00" + b"\x20" + varint(flags) + b"\x28" + varint(count))
+    return struct.pack("<II", 0x54564319, 0x56084025) + b"".join(struct.pack("<I", len(m)) + m for m in messages)
+
+
+def test_page_addresses_follow_the_pagemap(tmp_path):
+    image = tmp_path / "pagemap-1.img"
+    image.write_bytes(pagemap(7, [(0x1000, 2, 4), (0x9000, 3, 1 | 4), (0x20000, 1, 4)]))
+    name, addresses = page_addresses(image)
+    assert name == "pages-7.img"
+    assert addresses.tolist() == [0x1000, 0x2000, 0x20000]       # the run in a parent image has no pages here
+
+
+def test_a_damaged_pagemap_names_the_byte(tmp_path):
+    image = tmp_path / "pagemap-1.img"
+    image.write_bytes(pagemap(1, [(0x1000, 2, 4)])[:-3])
+    with pytest.raises(DeltaError, match="pagemap-1.img: entry at byte 14 runs past the end"):
+        page_addresses(image)
+
+
+def test_pages_changed_in_place_after_new_memory_cost_only_their_change(tmp_path):
+    """A region mapped since the first dump shifts every later page in pages-1.img;
+    pages edited in place are still XORed against their own old contents."""
+    old_memory = pages(64, 6)
+    grown = pages(16, 7)                                     # new memory: must be sent
+    edited = bytearray(old_memory)
+    for index in range(32, 64):                              # every page after the new region edited a little
+        edited[index * PAGE + 5] ^= 0x5A
+    base = {"pagemap-1.img": pagemap(1, [(0x10000, 64, 4)]), "pages-1.img": old_memory}
+    new = {"pagemap-1.img": pagemap(1, [(0x10000, 32, 4), (0x10000 + 32 * PAGE + 0x100000, 16, 4),
+                                        (0x10000 + 32 * PAGE, 32, 4)]),
+           "pages-1.img": bytes(edited[:32 * PAGE]) + grown + bytes(edited[32 * PAGE:])}
+    report = round_trip(tmp_path, "pages", base, new)
+    assert report["literal_bytes"] == 48 * PAGE + len(new["pagemap-1.img"])    # 16 new pages, 32 XORs
+    assert report["bytes"] < 16 * PAGE + 4 * PAGE             # the XORs compress to almost nothing
+
+
+def test_pages_renumbered_by_criu_are_matched_through_the_pagemap(tmp_path):
+    memory = pages(32, 8)
+    changed = bytearray(memory)
+    changed[3 * PAGE] ^= 1
+    base = {"pagemap-1.img": pagemap(1, [(0x10000, 32, 4)]), "pages-1.img": memory}
+    new = {"pagemap-1.img": pagemap(2, [(0x10000, 32, 4)]), "pages-2.img": bytes(changed)}
+    report = round_trip(tmp_path, "pages", base, new)      # pages-1.img is gone afterwards
+    assert report["literal_bytes"] == PAGE + len(new["pagemap-1.img"])

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from testbed.controller.milp import (Option, PlacementProblem, _without_station_limits, brute_force, feasible,
-                                    repair_station_limits, solve)
+from testbed.controller.milp import (Option, PlacementProblem, _relaxation, brute_force, feasible, round_relaxation,
+                                    solve, without_hopeless_options)
 
 
 def random_problem(seed: int) -> PlacementProblem:
@@ -64,18 +64,48 @@ def test_gain_against_downtime():
                                   {"b0": 5, "b1": 5})).choice["u"].server == "s0"
 
 
-def test_repair_moves_users_off_full_stations_and_keeps_their_servers():
-    repaired_some = 0
-    for seed in range(80):
+def test_rounding_is_feasible_and_pruning_keeps_the_optimum():
+    """The incumbent from the rounded LP respects every constraint, and dropping the
+    options that cannot beat it (reduced costs) never drops the optimum."""
+    fractional = pruned = 0
+    for seed in range(200):
         problem = random_problem(seed)
-        relaxed = solve(_without_station_limits(problem))
-        if not relaxed.feasible or feasible(problem, relaxed.choice):
+        relaxation = _relaxation(problem)
+        if relaxation.status != "optimal" or relaxation.integral:
             continue
-        repaired = repair_station_limits(problem, relaxed.choice)
-        if repaired is None:
+        fractional += 1
+        incumbent = round_relaxation(problem, relaxation)
+        if incumbent is None:
             continue
-        repaired_some += 1
-        assert feasible(problem, repaired), seed
-        assert {u: o.server for u, o in repaired.items()} == {u: o.server for u, o in relaxed.choice.items()}
-        assert sum(o.value for o in repaired.values()) <= brute_force(problem).objective + 1e-9
-    assert repaired_some >= 3, repaired_some
+        exact = brute_force(problem)
+        assert feasible(problem, incumbent), seed
+        assert sum(o.value for o in incumbent.values()) <= exact.objective + 1e-9, seed
+        assert relaxation.bound >= exact.objective - 1e-9, seed
+        smaller = without_hopeless_options(problem, relaxation, incumbent)
+        pruned += len(smaller.options) < len(problem.options)
+        assert brute_force(smaller).objective == pytest.approx(exact.objective), seed
+    assert fractional >= 5 and pruned >= 3, (fractional, pruned)
+
+
+def test_pruned_answer_equals_the_full_model_on_larger_instances():
+    """Where brute force cannot go: the LP-first, pruned solve against one branch and
+    bound over every option, on instances whose relaxation is fractional."""
+    from testbed.controller.milp import _solve_model
+
+    fractional = compared = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        users, stations, servers = [f"u{i}" for i in range(40)], [f"b{i}" for i in range(8)], [f"s{i}" for i in range(8)]
+        options = [Option(u, b, s, gain=rng.uniform(0, 10), downtime=rng.uniform(0, 4))
+                   for u in users for b in rng.sample(stations, 3) for s in servers]
+        problem = PlacementProblem(users, options, {u: (rng.choice([1, 2]),) for u in users},
+                                   {s: (rng.choice([8, 10, 12]),) for s in servers}, {b: 7 for b in stations})
+        fractional += not _relaxation(problem).integral
+        found, full = solve(problem), _solve_model(problem, "highs", 60.0)
+        assert found.status == full.status, seed
+        if not full.feasible:
+            continue
+        compared += 1
+        assert found.objective == pytest.approx(full.objective, rel=1e-4), seed   # HiGHS's own MIP gap
+        assert feasible(problem, found.choice), seed
+    assert fractional >= 3 and compared >= 8, (fractional, compared)

@@ -1,0 +1,121 @@
+"""The offloading client's recovery on loopback: a service that comes back behind a
+slow shared link (the radio) must be reached, not buried under copies of the task."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+from testbed import protocol
+from testbed.mu.client import OffloadingClient, Workload
+
+IMAGE = bytes(range(256)) * 640          # 160 kB, the size of a test photo
+LINK_BYTES_PER_S = 1_600_000             # 100 ms per task upload when alone on the link
+
+
+class SharedLink:
+    """One rate for all connections, as the users of one radio share its air time."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.free_at = time.monotonic()
+
+    def carry(self, nbytes: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.free_at = max(now, self.free_at) + nbytes / self.rate
+            done = self.free_at
+        time.sleep(max(0.0, done - now))
+
+
+class SlowService:
+    """Answers each task once its frame has crossed the shared link; counts how many
+    copies of the task were crossing it at the same time."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # the link, not a buffer, sets the pace
+        self.listener.bind(("127.0.0.1", 0))
+        self.endpoint = self.listener.getsockname()
+        self.link = SharedLink(LINK_BYTES_PER_S)
+        self.lock = threading.Lock()
+        self.crossing = 0
+        self.most_crossing = 0
+
+    def open(self) -> None:
+        """Start listening (before this, every connection is refused: the service is down)."""
+        self.listener.listen(256)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                header = self._receive(conn)
+                if header is not None:
+                    conn.sendall(protocol.encode({"id": header["id"], "ok": True, "counter": header["id"] + 1,
+                                                  "proc_ms": 0.0}))
+            except OSError:
+                pass
+
+    def _receive(self, conn: socket.socket) -> dict | None:
+        """The request's header once its whole frame has crossed the link (None if cut off)."""
+        received = bytearray()
+        try:
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return None
+                if not received:
+                    self._count_crossing(+1)
+                self.link.carry(len(chunk))
+                received += chunk
+                if len(received) >= protocol.PREFIX.size:
+                    _, hlen, plen = protocol.PREFIX.unpack_from(received)
+                    if len(received) >= protocol.PREFIX.size + hlen + plen:
+                        return json.loads(bytes(received[protocol.PREFIX.size:protocol.PREFIX.size + hlen]))
+        finally:
+            if received:
+                self._count_crossing(-1)
+
+    def _count_crossing(self, change: int) -> None:
+        with self.lock:
+            self.crossing += change
+            self.most_crossing = max(self.most_crossing, self.crossing)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_recovery_sends_one_copy_at_a_time_and_reaches_a_service_behind_a_slow_link(tmp_path):
+    service = SlowService()
+    client = OffloadingClient("mu", "detect", Workload([IMAGE]), tmp_path / "requests.jsonl", min_timeout=0.5)
+    client.set_endpoints(current=service.endpoint)
+    client.start()
+    try:
+        time.sleep(0.3)                     # down: every probe refused
+        assert client.stats["ok"] == 0 and client.stats["failed"] > 5
+        service.open()
+        back = time.monotonic()
+        while client.stats["ok"] == 0 and time.monotonic() - back < 1.5:
+            time.sleep(0.005)               # the client, not the service, says when it is served
+        recovered_after = time.monotonic() - back
+    finally:
+        client.stop()
+        client.join(5)
+        service.close()
+    assert client.stats["ok"] >= 1, (
+        f"no answer reached the client within 1.5 s; up to {service.most_crossing} copies shared the link")
+    # a copy may start beside one that stalled (> STALLED_UPLOAD_S without progress), no more
+    assert service.most_crossing <= 2, service.most_crossing
+    assert recovered_after < 0.6, recovered_after
