@@ -28,6 +28,7 @@ from testbed.events import EventLog
 from testbed.migration.base import Migration, ServiceSpec
 from testbed.migration.delta import encoder
 from testbed.migration.transfer import DataChannel, FileReceiver, rsync_push, rsyncd_config, start_rsyncd
+from testbed.net.cgroups import CgroupError, CgroupMeter
 from testbed.net.containers import SERVICE_LABEL, HOST_LABEL, HostContainers, Instance, remove_container
 from testbed.rpc import RpcClient, RpcServer
 from testbed.stopwatch import Stopwatch
@@ -42,47 +43,6 @@ def management_socket(host: str) -> str:
     """Unix socket on which the runner (outside the emulated network) manages an agent."""
     MANAGEMENT_DIR.mkdir(parents=True, exist_ok=True)
     return str(MANAGEMENT_DIR / f"{host}.sock")
-
-
-class CgroupMeter:
-    """CPU and memory of one container from its cgroup (v1 or v2), without `docker stats`."""
-
-    def __init__(self, container_id: str):
-        self.container_id = container_id
-        self.last: tuple[float, int] | None = None
-
-    def _cpu_usage_ns(self) -> int | None:
-        for path in (f"/sys/fs/cgroup/cpu,cpuacct/docker/{self.container_id}/cpuacct.usage",
-                     f"/sys/fs/cgroup/cpuacct/docker/{self.container_id}/cpuacct.usage"):
-            if os.path.exists(path):
-                return int(Path(path).read_text())
-        for base in (f"/sys/fs/cgroup/system.slice/docker-{self.container_id}.scope",
-                     f"/sys/fs/cgroup/docker/{self.container_id}"):
-            stat = Path(base) / "cpu.stat"
-            if stat.exists():
-                for line in stat.read_text().splitlines():
-                    if line.startswith("usage_usec"):
-                        return int(line.split()[1]) * 1000
-        return None
-
-    def memory_bytes(self) -> int | None:
-        for path in (f"/sys/fs/cgroup/memory/docker/{self.container_id}/memory.usage_in_bytes",
-                     f"/sys/fs/cgroup/system.slice/docker-{self.container_id}.scope/memory.current",
-                     f"/sys/fs/cgroup/docker/{self.container_id}/memory.current"):
-            if os.path.exists(path):
-                return int(Path(path).read_text())
-        return None
-
-    def cpu_cores(self) -> float | None:
-        """Cores used since the previous call (None on the first)."""
-        usage = self._cpu_usage_ns()
-        now = time.monotonic()
-        if usage is None:
-            return None
-        previous, self.last = self.last, (now, usage)
-        if previous is None or now <= previous[0]:
-            return None
-        return (usage - previous[1]) / 1e9 / (now - previous[0])
 
 
 class Agent:
@@ -104,7 +64,7 @@ class Agent:
         self.events = EventLog(Path(run_dir) / "events.jsonl" if run_dir else None, f"agent:{host}")
         self.specs: dict[str, ServiceSpec] = {}
         self.instances: dict[str, Instance] = {}
-        self.meters: dict[str, CgroupMeter] = {}
+        self.meters: dict[str, CgroupMeter | None] = {}
         self.reserved: dict[str, tuple[str, object]] = {}   # service -> (migration id, container)
         self.migrations: dict[str, Migration] = {}
         self.arrived_by: dict[str, str] = {}                # service -> migration that brought it
@@ -141,7 +101,13 @@ class Agent:
         with self._lock:
             self.specs[spec.service] = spec
             self.instances[spec.service] = instance
-            self.meters[spec.service] = CgroupMeter(instance.container_id)
+        try:
+            meter = self.containers.meter(instance.container_id)
+        except (CgroupError, OSError) as exc:     # reported as unknown, never as idle
+            meter = None
+            self.events.emit("monitor.unavailable", service=spec.service, host=self.host, reason=str(exc))
+        with self._lock:
+            self.meters[spec.service] = meter
         return instance
 
     def forget_source(self, service: str, instance: Instance) -> None:
@@ -203,18 +169,19 @@ class Agent:
         return [instance.record() for instance in self.instances.values()]
 
     def resources(self) -> dict:
-        """Resource Monitor: CPU cores and memory of every service container here."""
+        """Resource Monitor: CPU cores and memory of every service container here
+        (None where unknown: no meter, the first sample, or the container just went)."""
         services = {}
-        total_cpu = 0.0
-        total_mem = 0
         for service, meter in list(self.meters.items()):
-            cpu = meter.cpu_cores() or 0.0
-            mem = meter.memory_bytes() or 0
-            services[service] = {"cpu_cores": round(cpu, 4), "memory_bytes": mem}
-            total_cpu += cpu
-            total_mem += mem
+            try:
+                cpu, memory = (meter.cpu_cores(), meter.memory_bytes()) if meter else (None, None)
+            except OSError:
+                cpu, memory = None, None
+            services[service] = {"cpu_cores": None if cpu is None else round(cpu, 4), "memory_bytes": memory}
+        total_cpu = sum(s["cpu_cores"] or 0.0 for s in services.values())
         return {"host": self.host, "time": time.time(), "cpus": self.cpus,
-                "cpu_utilisation": round(total_cpu / self.cpus, 4), "memory_bytes": total_mem,
+                "cpu_utilisation": round(total_cpu / self.cpus, 4),
+                "memory_bytes": sum(s["memory_bytes"] or 0 for s in services.values()),
                 "services": services}
 
     # -- RPC: migration, source side -------------------------------------------------

@@ -441,6 +441,24 @@ def _top_level_fields(model) -> set[str]:
     return {f.alias or name for name, f in model.model_fields.items()}
 
 
+def _apply_experiment_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """KEY=VALUE applied to the experiment, or to its (inline) topology when the
+    first segment is a topology field."""
+    experiment_keys, topology_keys = [], []
+    for text in overrides:
+        head = parse_override(text)[0][0]
+        if head in _top_level_fields(ExperimentSpec):
+            experiment_keys.append(text)
+        elif head in _top_level_fields(TopologySpec):
+            topology_keys.append(text)
+        else:
+            raise ConfigError(f"{source} {text!r}: {head!r} is neither an experiment nor a topology field")
+    data = apply_overrides(data, experiment_keys, source)
+    if topology_keys and isinstance(data.get("topology"), dict):
+        data["topology"] = apply_overrides(data["topology"], topology_keys, source)
+    return data
+
+
 def load_experiment(path, overrides: list[str] | None = None) -> ExperimentSpec:
     return load_experiment_with_source(path, overrides)[0]
 
@@ -451,27 +469,23 @@ def load_experiment_with_source(path, overrides: list[str] | None = None) -> tup
     inline), which is what a run records: it loads again as an experiment file.
 
     ``--set`` keys apply to the experiment, or to its topology when the first
-    segment is a topology field (``links.edge_edge.delay=30ms``)."""
+    segment is a topology field (``links.edge_edge.delay=30ms``).  The file's own
+    ``set:`` list is applied the same way, first, so a scenario can change a shared
+    topology without copying it; the command line's keys win."""
     path = Path(path)
     data = read_yaml(path)
+    own = data.pop("set", [])
+    if not isinstance(own, list) or not all(isinstance(item, str) for item in own):
+        raise ConfigError(f"{path}: set: expected a list of KEY=VALUE strings, e.g. [nodes.edge1.cpus=0.5]")
     topology = data.get("topology")
     topology_source = str(path)
     if isinstance(topology, str):
         topology_path = (path.parent / topology).resolve()
         topology_source = str(topology_path)
         data["topology"] = read_yaml(topology_path)
-    experiment_keys, topology_keys = [], []
-    for text in overrides or []:
-        head = parse_override(text)[0][0]
-        if head in _top_level_fields(ExperimentSpec):
-            experiment_keys.append(text)
-        elif head in _top_level_fields(TopologySpec):
-            topology_keys.append(text)
-        else:
-            raise ConfigError(f"--set {text!r}: {head!r} is neither an experiment nor a topology field")
-    data = apply_overrides(data, experiment_keys)
+    for keys, source in ((own, f"{path}: set:"), (list(overrides or []), "--set")):
+        data = _apply_experiment_overrides(data, keys, source)
     if isinstance(data.get("topology"), dict):
-        data["topology"] = apply_overrides(data["topology"], topology_keys, "--set")
         try:
             TopologySpec.model_validate(data["topology"])
         except ValidationError as exc:

@@ -90,7 +90,7 @@ def counter_breaks(rows: list[dict] | pd.DataFrame) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------
 # A run directory: combine the trials' logs into columnar records and a summary
 
-TABLES = ("requests", "events", "mobility", "decisions", "migrations")
+TABLES = ("requests", "events", "mobility", "decisions", "migrations", "server_reports")
 
 
 def _trial_frames(trial_dir: Path, planner: str) -> dict[str, pd.DataFrame]:
@@ -119,7 +119,7 @@ def _trial_frames(trial_dir: Path, planner: str) -> dict[str, pd.DataFrame]:
             mobility.append(row)
     frames["mobility"] = pd.DataFrame(mobility)
     database = trial_dir / "controller.sqlite"
-    for table in ("decisions", "migrations"):
+    for table in ("decisions", "migrations", "server_reports"):   # the Central Database
         if database.exists():
             with sqlite3.connect(database) as connection:
                 frames[table] = pd.read_sql_query(f"SELECT * FROM {table}", connection)

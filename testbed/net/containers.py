@@ -21,6 +21,7 @@ Containers carry the label ``org.mec-testbed`` (``testbed clean`` finds them).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import shutil
 import subprocess
@@ -34,7 +35,8 @@ from pathlib import Path
 import docker
 
 from testbed.criu_setup import ADDRESSES_FILE
-from testbed.net.freezer import Freezer, FreezerError
+from testbed.net.cgroups import CgroupError, CgroupMeter, ContainerCgroups
+from testbed.net.freezer import Freezer
 from testbed.net.namespaces import CONTAINER_BRIDGE, CONTAINER_LABEL, netns_name
 from testbed.stopwatch import Stopwatch
 
@@ -139,7 +141,10 @@ class HostContainers:
                 image, name=f"tb-{service}-{self.host}-{tag}", detach=True, network_mode=f"container:{holder.id}",
                 labels={CONTAINER_LABEL: "1", HOST_LABEL: self.host, SERVICE_LABEL: service,
                         APP_LABEL: app, IP_LABEL: ip, HOLDER_LABEL: holder.id},
-                environment={"MEC_PORT": str(port), **(env or {})},
+                # numerical libraries size their thread pools by this: as many threads as the
+                # container has cores, not the host's (extra threads only spin against the quota)
+                environment={"MEC_PORT": str(port), "OMP_NUM_THREADS": str(max(1, math.ceil(limits.cpus))),
+                             **(env or {})},
                 nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
             )
         except Exception:
@@ -236,14 +241,20 @@ class HostContainers:
                 return root
         return None
 
-    def freezer(self, container_id: str) -> Freezer | None:
+    def cgroups(self, container_id: str) -> ContainerCgroups:
         root = self.runc_root(container_id)
         if root is None:
-            return None
+            raise CgroupError(f"no runc state for container {container_id[:12]}")
+        return ContainerCgroups(root / container_id / "state.json", Path(f"/proc/{engine_pid()}/root"))
+
+    def freezer(self, container_id: str) -> Freezer | None:
         try:
-            return Freezer(root / container_id / "state.json", Path(f"/proc/{engine_pid()}/root"))
-        except (FreezerError, OSError, KeyError, ValueError):
+            return Freezer(self.cgroups(container_id))
+        except (CgroupError, OSError):
             return None
+
+    def meter(self, container_id: str) -> CgroupMeter:
+        return CgroupMeter(self.cgroups(container_id))
 
     def freeze_when_idle(self, instance: Instance, timeout: float) -> tuple[Freezer | None, bool]:
         """Freeze the container as soon as none of its threads is working (at most

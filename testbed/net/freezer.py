@@ -13,16 +13,16 @@ Two reasons to freeze it ourselves rather than let CRIU do it:
   cgroup as it found it, so ``thaw`` afterwards (a no-op once the service has
   exited after a final checkpoint).
 
-The cgroup paths come from runc's state.json and are read through the Docker
-engine's root (``/proc/<dockerd>/root``): agents run in Mininet nodes, whose
-mount namespace lacks the cgroup mounts.
+The cgroup is found as ``testbed.net.cgroups`` finds it (agents run in
+Mininet nodes, whose mount namespace lacks the cgroup mounts).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
+
+from testbed.net.cgroups import ContainerCgroups
 
 
 class FreezerError(RuntimeError):
@@ -32,19 +32,9 @@ class FreezerError(RuntimeError):
 class Freezer:
     """The freezer cgroup of one container (cgroup v1 ``freezer`` or v2 ``cgroup.freeze``)."""
 
-    def __init__(self, runc_state: Path, engine_root: Path):
-        paths = json.loads(runc_state.read_text())["cgroup_paths"]
-        v1 = paths.get("freezer")
-        if v1:
-            self.v2 = False
-            self.dir = engine_root / v1.lstrip("/")
-        elif paths.get(""):
-            self.v2 = True
-            self.dir = engine_root / paths[""].lstrip("/")
-        else:
-            raise FreezerError(f"no freezer cgroup in {runc_state}")
-        if not self.dir.is_dir():
-            raise FreezerError(f"{self.dir} does not exist")
+    def __init__(self, cgroups: ContainerCgroups):
+        self.v2 = cgroups.v2
+        self.dir = cgroups.dir("freezer")
 
     def threads(self) -> list[int]:
         name = "cgroup.threads" if self.v2 else "tasks"

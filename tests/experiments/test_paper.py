@@ -170,3 +170,39 @@ def test_shareon_follows_the_user_on_the_real_network(tmp_path):
     assert row["migrations_ok"] == 2 and row["migrations_failed"] == 0 and row["counter_breaks"] == 0
     moves = [(a["type"], a["dest"]) for actions in load(run_dir, "decisions")["actions"] for a in json.loads(actions)]
     assert moves == [("Migrate", "edge2"), ("Migrate", "edge3")]
+
+
+def test_red_node_green_first_spreads_its_services_and_eco_packs_them(tmp_path):
+    """Seed 004 end to end: edge1's half core is saturated by the user's object detection;
+    the Resource Monitor sees it over 50 % CPU, and at the periodic check Algorithm I
+    (green-first) sends each service to the least-loaded green node while Algorithm II
+    (eco) packs both onto the busiest node they fit on.  State survives every move."""
+    from conftest import _missing_for
+
+    reason = _missing_for("experiment")
+    if reason:
+        pytest.skip(f"[experiment] {reason}")
+    run_dir = run_experiment(ROOT / "experiments" / "red-node.yaml", tmp_path)
+    for row in json.loads((run_dir / "summary.json").read_text()):
+        assert row["handovers"] == 0 and row["counter_breaks"] == 0, row
+        assert row["migrations_ok"] == 1 and row["migrations_failed"] == 0, row
+    moves: dict[str, dict[str, str]] = {}
+    for decision in load(run_dir, "decisions").itertuples():
+        servers = json.loads(decision.inputs)["servers"]
+        assert decision.trigger == "tick" and servers["edge1"]["cpu_util"] > 0.5, servers
+        assert all(servers[edge]["cpu_util"] < 0.5 for edge in ("edge2", "edge3")), servers
+        moves.setdefault(decision.planner, {}).update(
+            {action["service"]: action["dest"] for action in json.loads(decision.actions)})
+    assert moves == {"green-first": {"counter-mu": "edge2", "detect1-mu": "edge3"},
+                     "eco": {"counter-mu": "edge2", "detect1-mu": "edge2"}}
+    reports, requests = load(run_dir, "server_reports"), load(run_dir, "requests")
+    for planner, dests in moves.items():
+        mine = reports[reports.planner == planner].sort_values("t")
+        assert mine[mine.host == "edge1"].iloc[-1]["cpu_utilisation"] < 0.05   # the load left edge1...
+        at_dest = [json.loads(body)["services"].get("detect1-mu", {}).get("cpu_cores") or 0.0
+                   for body in mine[mine.host == dests["detect1-mu"]]["body"]]
+        assert max(at_dest) > 0.1, at_dest                                      # ...and arrived there
+    for migration in load(run_dir, "migrations").itertuples():
+        served = requests[(requests.planner == migration.planner) & (requests.service == migration.service)
+                          & requests.ok].sort_values("sent")
+        assert json.loads(served.iloc[-1]["endpoint"]) == json.loads(migration.record)["new_endpoint"]

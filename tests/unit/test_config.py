@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed.config import ConfigError, apply_overrides, load_topology
+from testbed.config import ConfigError, apply_overrides, load_experiment_with_source, load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "topologies" / "paper.yaml"
@@ -90,3 +90,42 @@ def test_override_errors_name_the_key():
         apply_overrides(paper_dict(), ["connections.edge7-cloud.delay=1ms"])
     with pytest.raises(ConfigError, match="links.edge_edge.bandwidth"):
         load_topology(PAPER, ["links.edge_edge.bandwidth=0"])
+
+
+def test_an_experiment_changes_its_topology_with_its_own_set_list_and_the_command_line_wins(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "x", "topology": str(PAPER), "duration": "10s", "planners": ["nearest"],
+        "set": ["nodes.edge1.cpus=0.5", "links.edge_edge.delay=30ms", "duration=20s"],
+        "users": {"mu": {"services": [{"app": "counter"}]}}}))
+    spec, source = load_experiment_with_source(path, ["links.edge_edge.delay=40ms"])
+    assert spec.topology.nodes["edge1"].cpus == 0.5 and spec.topology.nodes["edge2"].cpus == 4
+    assert spec.topology.links["edge_edge"].delay == pytest.approx(0.040)
+    assert spec.duration == 20
+    # the record holds the result, not the list: loading it again changes nothing
+    assert "set" not in source
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(source))
+    assert load_experiment_with_source(again)[0] == spec
+
+
+@pytest.mark.parametrize("own,reason", [
+    ("nodes.edge1.cpus=0.5", "set: expected a list of KEY=VALUE strings"),
+    (["colour=blue"], "set: 'colour=blue': 'colour' is neither an experiment nor a topology field"),
+    (["nodes.edge1.cpus=-1"], "nodes.edge1.cpus"),
+])
+def test_a_bad_set_list_names_the_file_and_the_key(tmp_path, own, reason):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "topology": str(PAPER), "duration": "10s", "planners": ["nearest"],
+                                    "set": own, "users": {"mu": {"services": [{"app": "counter"}]}}}))
+    with pytest.raises(ConfigError) as caught:
+        load_experiment_with_source(path)
+    message = str(caught.value)
+    assert reason in message, message
+    assert str(path) in message or str(PAPER) in message, message
+
+
+def test_every_experiment_file_loads():
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        spec, _ = load_experiment_with_source(path)
+        assert spec.name == path.stem, path
