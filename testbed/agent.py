@@ -98,15 +98,14 @@ class Agent:
         return Instance(**record)
 
     def _register(self, spec: ServiceSpec, instance: Instance) -> Instance:
-        with self._lock:
-            self.specs[spec.service] = spec
-            self.instances[spec.service] = instance
         try:
             meter = self.containers.meter(instance.container_id)
         except (CgroupError, OSError) as exc:     # reported as unknown, never as idle
             meter = None
             self.events.emit("monitor.unavailable", service=spec.service, host=self.host, reason=str(exc))
         with self._lock:
+            self.specs[spec.service] = spec
+            self.instances[spec.service] = instance
             self.meters[spec.service] = meter
         return instance
 

@@ -26,7 +26,7 @@ class ContainerCgroups:
         except (OSError, ValueError, KeyError) as exc:
             raise CgroupError(f"no cgroup paths in {runc_state}: {exc}") from exc
         self.engine_root = Path(engine_root)
-        self.v2 = not any(controller for controller in self.paths) and "" in self.paths
+        self.v2 = set(self.paths) == {""}        # v2: one unified directory, named ""
 
     def dir(self, v1_controller: str) -> Path:
         """The directory of a v1 controller (e.g. ``cpuacct``), or the unified one on v2."""

@@ -29,11 +29,6 @@ def run_experiment(path, tmp_path, overrides=()):
 
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory):
-    from conftest import _missing_for
-
-    reason = _missing_for("experiment")
-    if reason:
-        pytest.skip(f"[experiment] {reason}")
     return run_experiment(DEFAULT, tmp_path_factory.mktemp("paper"))
 
 
@@ -123,11 +118,6 @@ def handovers_and_decisions(run_dir):
 
 
 def test_rerun_from_the_record_repeats_handovers_and_decisions(tmp_path):
-    from conftest import _missing_for
-
-    reason = _missing_for("experiment")
-    if reason:
-        pytest.skip(f"[experiment] {reason}")
     first = run_experiment(DEFAULT, tmp_path / "a", ["duration=35s", "planners=[random, orchestrated]"])
     again = run_experiment(first / "config.yaml", tmp_path / "b")
     one, two = handovers_and_decisions(first), handovers_and_decisions(again)
@@ -136,11 +126,6 @@ def test_rerun_from_the_record_repeats_handovers_and_decisions(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_marks_the_run_incomplete(tmp_path, no_leftovers):
-    from conftest import _missing_for
-
-    reason = _missing_for("experiment")
-    if reason:
-        pytest.skip(f"[experiment] {reason}")
     process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "testbed"), "run", str(DEFAULT), "--runs", str(tmp_path),
                                 "--no-figures"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -159,11 +144,6 @@ def test_ctrl_c_stops_cleanly_and_marks_the_run_incomplete(tmp_path, no_leftover
 def test_shareon_follows_the_user_on_the_real_network(tmp_path):
     """Seed 000's planner end to end: its periodic decision moves the counter after the
     user twice (edge2, then edge3), and the state survives both moves."""
-    from conftest import _missing_for
-
-    reason = _missing_for("experiment")
-    if reason:
-        pytest.skip(f"[experiment] {reason}")
     run_dir = run_experiment(DEFAULT, tmp_path, ["planners=[shareon]"])
     [row] = json.loads((run_dir / "summary.json").read_text())
     assert row["planner"] == "shareon" and row["handovers"] == 2
@@ -177,11 +157,6 @@ def test_red_node_green_first_spreads_its_services_and_eco_packs_them(tmp_path):
     the Resource Monitor sees it over 50 % CPU, and at the periodic check Algorithm I
     (green-first) sends each service to the least-loaded green node while Algorithm II
     (eco) packs both onto the busiest node they fit on.  State survives every move."""
-    from conftest import _missing_for
-
-    reason = _missing_for("experiment")
-    if reason:
-        pytest.skip(f"[experiment] {reason}")
     run_dir = run_experiment(ROOT / "experiments" / "red-node.yaml", tmp_path)
     for row in json.loads((run_dir / "summary.json").read_text()):
         assert row["handovers"] == 0 and row["counter_breaks"] == 0, row
