@@ -54,14 +54,12 @@ def paper_spec():
 def no_leftovers():
     """Fail the test if it leaves testbed namespaces, links or containers behind."""
     yield
-    from testbed.net.clean import testbed_containers, testbed_namespaces, testbed_root_interfaces
+    from testbed.clean import clean_all, leftovers
 
-    left = (testbed_namespaces(), testbed_root_interfaces(), testbed_containers())
-    if any(left):
-        from testbed.net.clean import clean_all
-
+    left = leftovers()
+    if any(left.values()):
         clean_all()
-        pytest.fail(f"left behind: namespaces={left[0]} interfaces={left[1]} containers={left[2]}")
+        pytest.fail(f"left behind: {left}")
 
 
 @pytest.fixture

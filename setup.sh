@@ -104,7 +104,7 @@ fi
 # ---------------------------------------------------------------- criu
 # runc hands this file to CRIU: checkpoints never fail on a client's open
 # connection, restored connections come back closed (the client reconnects).
-"$VENV/bin/python" -c "from testbed.criu_setup import install_criu_config; install_criu_config()"
+"$VENV/bin/python" -c "from testbed.containers.criu import install_criu_config; install_criu_config()"
 # CRIU probes the kernel for 50 ms on every dump and restore unless it may keep
 # what it learnt in a tmpfs (gone at reboot, as it must be).  The CRIU built
 # below keeps it in $KDAT_DIR; /run is not a tmpfs everywhere.

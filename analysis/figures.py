@@ -26,14 +26,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from testbed.config import ConfigError, app_manifest  # noqa: E402
 from testbed.records import load, outages, requests_frame  # noqa: E402
 
 PLANNER_ORDER = ["cloud", "random", "nearest", "orchestrated", "shareon", "equal-load", "nearest-edge",
                  "bandwidth-only", "processing-only", "green-first", "eco"]
 COLORS = {"processing": "#4C72B0", "transmission": "#DD8452", "downtime": "#C44E52",
           "stateful": "#4C72B0", "stateless": "#55A868"}
-APP_LABEL = {"counter": "Simple (counter)", "face": "Face recognition", "detect": "Object detection",
-             "alpr": "Licence plates"}
 
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False,
                      "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 150, "savefig.bbox": "tight"})
@@ -58,7 +57,16 @@ def _order(planners) -> list[str]:
 
 
 def _app(service: str) -> str:
+    """The app of a service named by the runner (``<app>[<index>]-<user>``)."""
     return service.split("-", 1)[0].rstrip("0123456789")
+
+
+def app_label(app: str) -> str:
+    """How figures name an app: its manifest's label (the app's name if it has none here)."""
+    try:
+        return app_manifest(app).label
+    except ConfigError:
+        return app
 
 
 def _save(fig, out: Path, name: str, data: pd.DataFrame) -> list[Path]:
@@ -118,7 +126,7 @@ def fig4(requests: pd.DataFrame, out: Path) -> list[Path]:
             ax.annotate(f"{total:.1f}", (xi, total), xytext=(4, 3), textcoords="offset points", fontsize=8)
         ax.set_xticks(x, rows.index, rotation=20)
         ax.set_ylabel("E2E delay (ms)")
-        ax.set_title(APP_LABEL.get(_app(service), service), fontsize=10)
+        ax.set_title(app_label(_app(service)), fontsize=10)
         ax.set_ylim(bottom=0)
     axes[0][0].legend(frameon=False)
     fig.suptitle("E2E delay: mean processing + transmission (error bar: std of E2E)", fontsize=10, y=1.02)
@@ -148,7 +156,7 @@ def fig5(requests: pd.DataFrame, out: Path) -> list[Path]:
         positions = np.arange(len(services)) + (i - (len(planners) - 1) / 2) * width
         bars = ax.bar(positions, values, width * 0.95, label=planner, color=cmap(i))
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
-    ax.set_xticks(np.arange(len(services)), [APP_LABEL.get(_app(s), s) for s in services])
+    ax.set_xticks(np.arange(len(services)), [app_label(_app(s)) for s in services])
     ax.set_ylabel("total service downtime (s)")
     ax.legend(frameon=False, ncol=min(4, len(planners)), loc="upper center", bbox_to_anchor=(0.5, -0.12),
               fontsize=8)
@@ -190,7 +198,7 @@ def fig6(requests: pd.DataFrame, events: pd.DataFrame, out: Path, window_s: floa
         ax.set_ylim(bottom=0)
     axes[0, 0].legend(frameon=False, ncol=2, fontsize=8, loc="upper right")
     axes[-1, 0].set_xlabel(f"time in the {window_s:g} s window (s); shaded: downtime")
-    fig.suptitle(f"E2E delay of {APP_LABEL.get(_app(service), service)} (shaded: service downtime)", fontsize=10)
+    fig.suptitle(f"E2E delay of {app_label(_app(service))} (shaded: service downtime)", fontsize=10)
     return _save(fig, out, "figure_6_timeline", pd.DataFrame(rows, columns=["planner", "service", "start_s", "end_s",
                                                                           "start_unix", "end_unix"]))
 
@@ -217,7 +225,7 @@ def table1_data(migrations: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     frame = pd.DataFrame(rows).groupby("service").mean().reset_index()
     return pd.DataFrame({
-        "container": [APP_LABEL.get(s, s) for s in frame["service"]],
+        "container": [app_label(s) for s in frame["service"]],
         "checkpoint of pre-migration (MB)": (frame["pre"] / 1e6).round(2),
         "checkpoint of migration (kB)": (frame["delta"] / 1e3).round(1),
         "reduction ratio (%)": (100 * (1 - frame["delta"] / frame["pre"])).round(2),

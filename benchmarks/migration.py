@@ -21,20 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import percentile, report  # noqa: E402
 
-from testbed import assets  # noqa: E402
-from testbed.config import load_topology  # noqa: E402
+from testbed import assets, images  # noqa: E402
+from testbed.config import app_manifest, load_topology  # noqa: E402
 from testbed.net.network import MecNetwork  # noqa: E402
 from testbed.records import outages, read_jsonl  # noqa: E402
 from testbed.stack import Stack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = {"counter": [], "alpr": ["plate-crop-1.png"], "face": ["face-obama2.jpg"], "detect": ["street-dog.jpg"]}
-CPUS = {"counter": 1.0, "alpr": 2.0, "face": 2.0, "detect": 2.0}
 AP_OF = {"edge1": "ap1", "edge2": "ap2"}
-# As the experiment runner sets them: a model service's task crosses the WAN in
-# slow start once the user has moved (a face image takes about 1 s), so a
-# shorter timeout would fail every task and hide the migration's own outage.
-MIN_TIMEOUT = {"counter": 0.5}
 
 
 def median(values):
@@ -45,12 +39,16 @@ def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
     service = f"{app}-{mode}"
     log = stack.run_dir / "requests-mu.jsonl"
     log.unlink(missing_ok=True)
+    manifest = app_manifest(app)
     instance = stack.agents["edge1"].call("deploy", spec={
-        "service": service, "app": app, "image": f"mec-testbed/{app}:latest",
-        "limits": {"cpus": CPUS[app], "memory_mb": 2048}})
-    workload = {"images": [str(assets.fetch(f)) for f in IMAGES[app]]} if IMAGES[app] else {}
-    user = stack.start_user("mu", [{"service": service, "workload": workload,
-                                    "min_timeout": MIN_TIMEOUT.get(app, 2.0),
+        "service": service, "app": app, "image": images.image_name(app),
+        "limits": {"cpus": manifest.cpus, "memory_mb": 2048}})
+    # one test image (the first) for every task: downtimes comparable across moves
+    workload = {"images": [str(assets.fetch(f)) for f in manifest.test_images[:1]]}
+    # the app's timeout, as the runner sets it: a model service's task crosses the WAN in
+    # slow start once the user has moved, so a shorter one would hide the migration's outage
+    user = stack.start_user("mu", [{"service": service, "app": app, "workload": workload,
+                                    "min_timeout": manifest.timeout,
                                     "endpoint": [instance["ip"], instance["port"]]}], initial_ap="ap1")
     host, records, windows = "edge1", [], []
     time.sleep(2.0)

@@ -24,19 +24,12 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import percentile, report  # noqa: E402
 
-from testbed import assets  # noqa: E402
-from testbed.config import load_topology  # noqa: E402
+from testbed import assets, images  # noqa: E402
+from testbed.config import discover_apps, load_topology  # noqa: E402
 from testbed.net.network import MecNetwork  # noqa: E402
 from testbed.stack import Stack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = {
-    "counter": [],
-    "alpr": ["plate-car.png", "plate-crop-1.png", "plate-crop-2.png"],
-    "face": ["face-obama.jpg", "face-obama2.jpg", "face-obama3.jpg", "face-biden.jpg"],
-    "detect": ["street-dog.jpg", "street-person.jpg", "street-horses.jpg"],
-}
-CPUS = {"counter": 1.0, "alpr": 2.0, "face": 2.0, "detect": 2.0}
 SEED_002_TABLE_I = {"counter": ("Simple", 74.2e6, 11.29e6, 47.7e3), "face": ("Openface", 1.86e9, 196.8e6, 7.94e6),
                     "detect": ("Yolo", 792e6, 584.8e6, 5.60e6)}
 
@@ -63,10 +56,11 @@ def main():
             Stack(net, run_dir) as stack:
         stack.start_agents()
         net.attach("mu", "ap1")
-        for app, files in WORKLOADS.items():
+        for app, manifest in discover_apps().items():
+            files = manifest.test_images
             instance = stack.agents["edge1"].call("deploy", spec={
-                "service": app, "app": app, "image": f"mec-testbed/{app}:latest",
-                "limits": {"cpus": CPUS[app], "memory_mb": 2048}})
+                "service": app, "app": app, "image": images.image_name(app),
+                "limits": {"cpus": manifest.cpus, "memory_mb": 2048}})
             args_ = [sys.executable, "-m", "testbed.query", instance["ip"], "--client", "bench",
                      "--timeout", "60"]
             paths = [assets.fetch(f) for f in files]
@@ -79,7 +73,7 @@ def main():
             proc = [r["proc_ms"] for r in replies if r.get("ok")]
             e2e = [r["e2e_ms"] for r in replies if r.get("ok")]
             probe = stack.agents["edge1"].call("probe_checkpoints", service=app)
-            image = client.images.get(f"mec-testbed/{app}:latest")
+            image = client.images.get(images.image_name(app))
             row = {
                 "service": app, "requests": len(proc),
                 "proc_median_ms": round(percentile(proc, 50), 1), "proc_p95_ms": round(percentile(proc, 95), 1),

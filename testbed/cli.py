@@ -49,7 +49,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="machine-readable 
 @app.command()
 def clean():
     """Remove every namespace, link, container and helper process the testbed created."""
-    from testbed.net.clean import clean_all
+    from testbed.clean import clean_all
 
     report = clean_all()
     console.print(report.summary())

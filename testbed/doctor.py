@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from testbed.criu_setup import CRIU_ACTION_SCRIPT, CRIU_ACTION_TEXT, CRIU_CONFIG, CRIU_CONFIG_TEXT
+from testbed.containers.criu import CRIU_ACTION_SCRIPT, CRIU_ACTION_TEXT, CRIU_CONFIG, CRIU_CONFIG_TEXT
 from testbed.net.links import kernel_has_netem
 
 @dataclass

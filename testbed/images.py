@@ -21,10 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from testbed.config.apps import PROJECT_APPS, app_manifest, app_names, apps_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-APPS_DIR = PROJECT_ROOT / "apps"
 CACHE = Path(os.environ.get("MEC_CACHE", "/var/cache/mec-testbed"))
 BASE_IMAGE = "mec-testbed/base:bookworm"
 IMAGE_PREFIX = "mec-testbed/"
@@ -43,11 +42,8 @@ def docker_client():
 
 
 def image_name(app: str) -> str:
+    """The local image of an app (built by ``build_app``)."""
     return f"{IMAGE_PREFIX}{app}:latest"
-
-
-def app_names() -> list[str]:
-    return sorted(p.name for p in APPS_DIR.iterdir() if (p / "Dockerfile").exists())
 
 
 def _image_label(client, name: str, label: str) -> str | None:
@@ -93,11 +89,6 @@ def ensure_base(client, log=print) -> str:
     return "built"
 
 
-def _app_manifest(app: str) -> dict:
-    path = APPS_DIR / app / "build.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else {}
-
-
 PIP_TARGET = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
               "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
               "--platform", "manylinux_2_17_x86_64", "--platform", "linux_x86_64"]
@@ -109,7 +100,7 @@ def wheelhouse(app: str, log=print) -> Path:
     ``requirements.txt`` is resolved with dependencies; ``requirements-nodeps.txt``
     (packages whose declared dependencies must not be installed, e.g. a GUI
     OpenCV) without.  Both are pinned, for reproducible images."""
-    source = APPS_DIR / app
+    source = apps_dir() / app
     files = [source / name for name in ("requirements.txt", "requirements-nodeps.txt") if (source / name).exists()]
     target = CACHE / "wheels" / app
     stamp = target / ".requirements"
@@ -131,22 +122,22 @@ def wheelhouse(app: str, log=print) -> Path:
 
 def _stage_context(app: str, log=print) -> Path:
     """Assemble apps/<app> + shared files + wheels + assets into one build context."""
-    source = APPS_DIR / app
+    source = apps_dir() / app
     context = CACHE / "build" / app
     shutil.rmtree(context, ignore_errors=True)
-    shutil.copytree(source, context, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(source, context, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "app.yaml"))
     shutil.copy2(PROJECT_ROOT / "testbed" / "protocol.py", context / "protocol.py")
-    shutil.copy2(APPS_DIR / "common" / "mecserve.py", context / "mecserve.py")
+    shutil.copy2(PROJECT_APPS / "common" / "mecserve.py", context / "mecserve.py")
     (context / "wheels").mkdir(exist_ok=True)
     if (source / "requirements.txt").exists():
         for wheel in wheelhouse(app, log).glob("*.whl"):
             os.link(wheel, context / "wheels" / wheel.name)
-    manifest = _app_manifest(app)
+    manifest = app_manifest(app)
     (context / "assets").mkdir(exist_ok=True)
-    if manifest.get("assets"):
+    if manifest.assets:
         from testbed import assets
 
-        for name in manifest["assets"]:
+        for name in manifest.assets:
             path = assets.fetch(name, log=log)
             shutil.copy2(path, context / "assets" / path.name)
     return context
@@ -166,7 +157,7 @@ def context_hash(context: Path) -> str:
 
 def build_app(app: str, client=None, force: bool = False, log=print) -> str:
     client = client or docker_client()
-    if not (APPS_DIR / app / "Dockerfile").exists():
+    if app not in app_names():
         raise ImageBuildError(f"unknown app {app!r} (known: {', '.join(app_names())})")
     ensure_base(client, log)
     context = _stage_context(app, log)

@@ -18,25 +18,14 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import dataclass
 
+from testbed.config import RadioSpec
+from testbed.deprecation import module_getattr
 from testbed.mobility.base import Point, distance
 
 
-@dataclass(frozen=True)
-class RadioParams:
-    tx_power_dbm: float = 20.0
-    pl_d0_db: float = 40.0          # path loss at the reference distance (2.4 GHz, 1 m)
-    d0_m: float = 1.0
-    exponent: float = 3.0           # urban / indoor obstructed
-    shadowing_sigma_db: float = 0.0
-    sensitivity_dbm: float = -85.0  # minimum RSSI to decode (3d)
-    hysteresis_db: float = 3.0
-    handover_time_s: float = 0.5    # seed 002: 500 ms (ref. [22])
-
-
 class PathLoss:
-    def __init__(self, params: RadioParams, seed: int = 0):
+    def __init__(self, params: RadioSpec, seed: int = 0):
         self.params = params
         self.seed = seed
 
@@ -67,7 +56,7 @@ class PathLoss:
 class HysteresisHandover:
     """Decides, from one set of RSSI samples, whether and where to hand over."""
 
-    def __init__(self, params: RadioParams):
+    def __init__(self, params: RadioSpec):
         self.params = params
 
     def usable(self, rssi: dict[str, float]) -> dict[str, float]:
@@ -87,3 +76,13 @@ class HysteresisHandover:
         if rssi[best] >= rssi[serving] + self.params.hysteresis_db:
             return best
         return None
+
+
+def _radio_params(**params) -> RadioSpec:
+    if "handover_time_s" in params:
+        params["handover_time"] = f"{params.pop('handover_time_s')!r}s"
+    return RadioSpec(**params)
+
+
+__getattr__ = module_getattr(__name__, {"RadioParams": ("testbed.config.RadioSpec (handover_time_s is now "
+                                                        "handover_time)", lambda: _radio_params)})

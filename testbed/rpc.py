@@ -6,8 +6,12 @@ are persistent (no handshake per call) and multiplexed: each call carries an
 id, each request is served in its own thread, so a slow order (a migration)
 does not hold up a quick one (a report) on the same connection.
 
-    server = RpcServer(("10.255.0.2", 7100), handler_object)   # public methods
-    client = RpcClient(("10.255.0.2", 7100)); client.call("ping", x=1)
+A server offers an explicit list of its target's methods; a call of anything
+else, a malformed or oversized request is answered with an error (and logged
+when the server has an event log), and the connection keeps serving.
+
+    server = RpcServer(("10.255.0.2", 7100), handler_object, ("ping", "deploy"))
+    client = RpcClient(("10.255.0.2", 7100)); client.call("ping")
 """
 
 from __future__ import annotations
@@ -35,30 +39,60 @@ def _send(sock: socket.socket, lock: threading.Lock, message: dict) -> None:
         sock.sendall(data)
 
 
+MAX_REQUEST = 16 * 1024 * 1024     # bytes of one request line
+
+
 class _Connection(socketserver.StreamRequestHandler):
     target: object
+    methods: frozenset[str]
+    events = None
 
     def handle(self):
         if self.connection.family != socket.AF_UNIX:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         lock = threading.Lock()
-        for line in self.rfile:
+        while True:
+            try:
+                line = self.rfile.readline(MAX_REQUEST + 1)
+            except OSError:
+                return
+            if not line:
+                return
+            if len(line) > MAX_REQUEST:
+                self._refuse(None, f"request longer than {MAX_REQUEST} bytes", lock)
+                return                     # the stream cannot be trusted any more
             try:
                 message = json.loads(line)
                 rid, method, params = message["id"], message["method"], message.get("params", {})
-            except (ValueError, KeyError, TypeError):
+                if not isinstance(method, str) or not isinstance(params, dict):
+                    raise TypeError("method must be a string and params an object")
+            except (ValueError, KeyError, TypeError) as exc:
+                self._refuse(None, f"malformed request: {type(exc).__name__}: {exc}", lock)
+                continue
+            if method not in self.methods:
+                self._refuse(rid, f"unknown method {method!r}: not offered remotely", lock)
                 continue
             threading.Thread(target=self._serve, args=(rid, method, params, lock), daemon=True).start()
 
-    def _serve(self, rid, method, params, lock):
-        func = getattr(self.target, method, None) if not method.startswith("_") else None
+
+    def _refuse(self, rid, error: str, lock) -> None:
+        if self.events is not None:
+            self.events.emit("rpc.refused", error=error[:300])
         try:
-            if func is None:
-                raise RpcError(f"unknown method {method!r}")
-            reply = {"id": rid, "result": func(**params)}
+            _send(self.connection, lock, {"id": rid, "error": error})
+        except OSError:
+            pass
+
+    def _serve(self, rid, method, params, lock):
+        try:
+            reply = {"id": rid, "result": getattr(self.target, method)(**params)}
         except Exception as exc:  # the caller gets the error; the server keeps serving
             reply = {"id": rid, "error": f"{type(exc).__name__}: {exc}",
                      "trace": traceback.format_exc(limit=5)}
+            if rid is None and self.events is not None:     # a notice has no caller to tell
+                self.events.emit("rpc.failed", method=method, error=reply["error"][:300])
+        if rid is None:
+            return
         try:
             _send(self.connection, lock, reply)
         except OSError:
@@ -81,9 +115,14 @@ class _UnixServer(_ServeInThread, socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
 
-def RpcServer(address: tuple[str, int] | str, target: object):  # noqa: N802 (a class-like factory)
-    """Serve ``target``'s public methods on a TCP (host, port) or a Unix socket path."""
-    handler = type("BoundConnection", (_Connection,), {"target": target})
+def RpcServer(address: tuple[str, int] | str, target: object, methods, events=None):  # noqa: N802
+    """Serve ``methods`` of ``target`` (and nothing else) on a TCP (host, port) or a
+    Unix socket path; refused and malformed requests go to ``events`` (an EventLog)."""
+    missing = [m for m in methods if not callable(getattr(target, m, None))]
+    if missing:
+        raise TypeError(f"{type(target).__name__} has no method {', '.join(missing)}")
+    handler = type("BoundConnection", (_Connection,), {"target": target, "methods": frozenset(methods),
+                                                       "events": events})
     if isinstance(address, str):
         if os.path.exists(address):
             os.unlink(address)
@@ -166,6 +205,15 @@ class RpcClient:
         if "error" in reply:
             raise RpcError(f"{method}: {reply['error']}", "lost" if reply.get("lost") else "remote")
         return reply["result"]
+
+    def notify(self, method: str, **params) -> None:
+        """Send a call without waiting for (or getting) an answer: a notice that must leave
+        before the sender's link goes down.  Raises RpcError if it could not be sent."""
+        try:
+            _send(self._connection(), self._send_lock, {"id": None, "method": method, "params": params})
+        except OSError as exc:
+            self.close()
+            raise RpcError(f"{method} to {self.address}: {exc}", "unreachable") from exc
 
     def close(self) -> None:
         with self._lock:

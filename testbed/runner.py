@@ -20,19 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from testbed import records
-from testbed.config import ExperimentSpec, PlannerSpec
-from testbed.controller import planners
-from testbed.controller.process import RPC_PORT
+from testbed import images, ports, records
+from testbed.config import ExperimentSpec, PlannerSpec, app_manifest
+from testbed.controller.config import ControllerConfig
 from testbed.mobility import build as build_mobility
 from testbed.net.network import MecNetwork
-from testbed.radio import HysteresisHandover, PathLoss, RadioParams
+from testbed.radio import HysteresisHandover, PathLoss
+from testbed.registry import PLANNERS
 from testbed.stack import Stack
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = {"counter": [], "alpr": ["plate-car.png", "plate-crop-1.png", "plate-crop-2.png"],
-                  "face": ["face-obama.jpg", "face-obama2.jpg", "face-obama3.jpg", "face-biden.jpg"],
-                  "detect": ["street-dog.jpg", "street-person.jpg", "street-horses.jpg"]}
 
 
 def environment(backend: str | None = None) -> dict:
@@ -114,13 +111,13 @@ class Runner:
         with net:
             (trial_dir / "network.json").write_text(json.dumps(net.applied(), indent=2, default=str))
             with Stack(net, trial_dir) as stack:
-                cloud = spec.topology.nodes_with_role("cloud")[0]
+                cloud = spec.topology.cloud()
                 controller_address = net.address(cloud)
-                stack.start_agents(controller=f"{controller_address}:{RPC_PORT}",
+                stack.start_agents(controller=f"{controller_address}:{ports.CONTROLLER_RPC}",
                                    monitor_period=spec.monitor_period)
                 users = self._initial_users()
-                controller = stack.start_controller(cloud, self._controller_config(planner, net, trial_dir, users,
-                                                                                   controller_address))
+                controller = stack.start_controller(self._controller_config(planner, net, trial_dir, users,
+                                                                            controller_address))
                 self.log(f"[{planner.name}] deploying services")
                 endpoints = controller.call("deploy", timeout=900)
                 controller.call("start")
@@ -142,7 +139,7 @@ class Runner:
 
     def _initial_users(self) -> dict:
         """Where each user starts, and the base station it hears best there."""
-        radio = RadioParams(**self.spec.radio.params())
+        radio = self.spec.radio
         loss, policy = PathLoss(radio, self.spec.seed), HysteresisHandover(radio)
         stations = {ap: self.spec.topology.nodes[ap].position for ap in self.spec.topology.nodes_with_role("ap")}
         result = {}
@@ -151,24 +148,20 @@ class Runner:
             result[name] = {"position": list(position), "ap": policy.best(loss.all(stations, position, 0))}
         return result
 
-    def _controller_config(self, planner: PlannerSpec, net, trial_dir, users, address) -> dict:
+    def _controller_config(self, planner: PlannerSpec, net, trial_dir, users, address) -> ControllerConfig:
         spec = self.spec
         services = []
         for user in spec.users:
             for index, use in enumerate(spec.users[user].services):
                 services.append({"service": self.service_name(user, index, use.app), "user": user, "app": use.app,
-                                 "image": f"mec-testbed/{use.app}:latest", "port": 7000,
-                                 "limits": {"cpus": use.cpus, "memory_mb": int(use.memory / 2**20)},
-                                 "task_bytes": self._task_bytes(use), "quota": use.quota})
-        return {"run_dir": str(trial_dir), "address": address, "port": RPC_PORT,
-                "node": spec.topology.nodes_with_role("cloud")[0],
-                "topology": self.source["topology"],
-                "planner": {"name": planner.name, "params": planner.params}, "seed": spec.seed,
-                "radio": spec.radio.params(), "report_period": spec.report_period,
-                "monitor_period": spec.monitor_period, "migration": {"mode": spec.migration.mode,
-                                                                     "options": spec.migration.options()},
-                "agents": {s: net.address(s) for s in spec.topology.nodes_with_role("cloud", "edge")},
-                "users": users, "services": services}
+                                 "image": images.image_name(use.app), "cpus": use.cpus,
+                                 "memory_mb": int(use.memory / 2**20), "task_bytes": self._task_bytes(use),
+                                 "quota": use.quota})
+        return ControllerConfig.model_validate({
+            "run_dir": trial_dir, "address": address, "node": spec.topology.cloud(), "topology": spec.topology,
+            "planner": planner, "seed": spec.seed, "radio": spec.radio, "report_period": spec.report_period,
+            "monitor_period": spec.monitor_period, "migration": spec.migration,
+            "agents": {s: net.address(s) for s in spec.topology.servers()}, "users": users, "services": services})
 
     @staticmethod
     def service_name(user: str, index: int, app: str) -> str:
@@ -177,10 +170,9 @@ class Runner:
     def _task_bytes(self, use) -> int:
         from testbed import assets
 
-        images = use.images if use.images is not None else DEFAULT_IMAGES[use.app]
-        if not images:
+        if not use.images:
             return use.payload_bytes
-        return int(sum(assets.fetch(i).stat().st_size for i in images) / len(images))
+        return int(sum(assets.fetch(i).stat().st_size for i in use.images) / len(use.images))
 
     def _services_of(self, user: str, endpoints: dict) -> list[dict]:
         from testbed import assets
@@ -188,16 +180,14 @@ class Runner:
         result = []
         for index, use in enumerate(self.spec.users[user].services):
             name = self.service_name(user, index, use.app)
-            images = use.images if use.images is not None else DEFAULT_IMAGES[use.app]
-            workload = ({"images": [str(assets.fetch(i)) for i in images]} if images
-                        else {"payload_bytes": use.payload_bytes})
-            workload["think_time"] = use.think_time
-            result.append({"service": name, "endpoint": endpoints[name], "workload": workload,
-                           "min_timeout": 0.5 if use.app == "counter" else 2.0})
+            workload = {"images": [str(assets.fetch(i)) for i in use.images], "payload_bytes": use.payload_bytes,
+                        "think_time": use.think_time}
+            result.append({"service": name, "app": use.app, "endpoint": endpoints[name], "workload": workload,
+                           "min_timeout": app_manifest(use.app).timeout})
         return result
 
     def _user_config(self, user: str, planner: PlannerSpec, controller: str, t0: float) -> dict:
-        return {"mobility": self.spec.mobility_params(user), "radio": self.spec.radio.params(),
-                "seed": self.spec.seed, "handover": planners.PLANNERS[planner.name].handover,
-                "controller": [controller, RPC_PORT], "t0": t0, "tick": 0.1,
+        return {"mobility": self.spec.mobility_params(user), "radio": self.spec.radio,
+                "seed": self.spec.seed, "handover": PLANNERS.get(planner.name).handover,
+                "controller": [controller, ports.CONTROLLER_RPC], "t0": t0,
                 "report_period": self.spec.report_period, "probe_interval": self.spec.probe_interval}

@@ -7,14 +7,16 @@ starts them, waits until they answer, and stops them again, also on failure.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from testbed import agent as agent_module
-from testbed.mu import process as mu_process
+from testbed.agent import AgentConfig, management_socket as agent_socket
+from testbed.controller.config import ControllerConfig
+from testbed.deprecation import renamed
+from testbed.mu.config import UserConfig
+from testbed.mu.user import management_socket as user_socket
 from testbed.rpc import RpcClient, RpcError
 
 PYTHON = sys.executable
@@ -53,24 +55,25 @@ class Stack:
         return False
 
     # -- agents -------------------------------------------------------------------
-    def start_agents(self, controller: str | None = None, monitor_period: float = 5.0,
+    def start_agents(self, controller: str | None = None, monitor_period: float | None = None,
                      only: list[str] | None = None) -> dict[str, RpcClient]:
+        """An agent on every server (or ``only`` these); ``controller``: ``address:port``
+        to report resources to every ``monitor_period``."""
         spec = self.net.spec
-        servers = spec.nodes_with_role("cloud", "edge")
+        servers = spec.servers()
         addresses = {s: self.net.address(s) for s in servers}
-        self._agent_options = (controller, monitor_period)
         for server in only or servers:
-            args = [PYTHON, "-m", "testbed.agent", "--host", server, "--address", addresses[server],
-                    "--subnet", str(self.net.plan.container_subnets[server]),
-                    "--peers", json.dumps({p: a for p, a in addresses.items() if p != server}),
-                    "--run-dir", str(self.run_dir), "--cpus", str(spec.nodes[server].cpus),
-                    "--congestion-control", spec.network.tcp_congestion_control,
-                    "--monitor-period", str(monitor_period)]
-            if controller:
-                args += ["--controller", controller]
+            config = AgentConfig(server=server, address=addresses[server],
+                                 subnet=str(self.net.plan.container_subnets[server]),
+                                 peers={p: a for p, a in addresses.items() if p != server}, run_dir=self.run_dir,
+                                 cpus=spec.nodes[server].cpus,
+                                 congestion_control=spec.network.tcp_congestion_control, controller=controller,
+                                 **({"monitor_period": monitor_period} if monitor_period else {}))
+            path = self.run_dir / f"agent-{server}.json"
+            path.write_text(config.model_dump_json(indent=2))
             self.processes[f"agent:{server}"] = self.net.node(server).popen(
-                args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            self.agents[server] = RpcClient(agent_module.management_socket(server), timeout=600)
+                [PYTHON, "-m", "testbed.agent", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.agents[server] = RpcClient(agent_socket(server), timeout=600)
         for server in only or servers:
             _wait_for(self.agents[server], f"agent:{server}", self.processes[f"agent:{server}"])
         return self.agents
@@ -83,20 +86,28 @@ class Stack:
         self.agents.pop(server).close()
 
     # -- controller --------------------------------------------------------------------
-    def start_controller(self, node: str, config: dict) -> RpcClient:
-        from testbed.controller.process import MANAGEMENT_SOCKET
+    def start_controller(self, config: ControllerConfig, legacy: dict | None = None) -> RpcClient:
+        """The central controller on ``config.node``."""
+        from testbed.controller.controller import MANAGEMENT_SOCKET
+
+        if isinstance(config, str):   # the former (node, dict) signature
+            config = renamed("Stack.start_controller(node, dict)", "Stack.start_controller(ControllerConfig)",
+                             ControllerConfig.model_validate({**(legacy or {}), "node": config}))
 
         path = self.run_dir / "controller.json"
-        path.write_text(json.dumps(config, indent=2, default=str))
-        Path(MANAGEMENT_SOCKET).parent.mkdir(parents=True, exist_ok=True)
-        self.processes["controller"] = self.net.node(node).popen(
+        path.write_text(config.model_dump_json(indent=2, by_alias=True))
+        socket = config.management or MANAGEMENT_SOCKET
+        Path(socket).parent.mkdir(parents=True, exist_ok=True)
+        self.processes["controller"] = self.net.node(config.node).popen(
             [PYTHON, "-m", "testbed.controller", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.controller = RpcClient(MANAGEMENT_SOCKET, timeout=600)
+        self.controller = RpcClient(socket, timeout=600)
         _wait_for(self.controller, "controller", self.processes["controller"])
         return self.controller
 
     # -- mobile users ----------------------------------------------------------------
-    def user_config(self, user: str, services: list[dict], initial_ap: str | None, **extra) -> dict:
+    def user_config(self, user: str, services: list[dict], initial_ap: str | None, **extra) -> UserConfig:
+        """The ``UserConfig`` of ``user``: its radio ports and the base stations from the
+        network; ``services`` and ``extra`` as ``UserConfig`` fields."""
         plan = self.net.plan
         ports = {}
         for ap in self.net.spec.nodes_with_role("ap"):
@@ -104,16 +115,25 @@ class Stack:
             ports[ap] = {"interface": self.net.interface(user, ap), "address": link.address(user),
                          "gateway": link.address(ap)}
         stations = {ap: list(self.net.spec.nodes[ap].position) for ap in self.net.spec.nodes_with_role("ap")}
-        return {"user": user, "run_dir": str(self.run_dir), "radio_ports": ports, "stations": stations,
-                "services": services, "initial_ap": initial_ap, **extra}
+        mobility, radio = extra.get("mobility"), extra.get("radio")
+        if isinstance(mobility, dict) and "name" in mobility:         # the former spelling
+            extra["mobility"] = renamed("mobility {'name': ...}", "{'model': ...}",
+                                        {"model": mobility["name"], **{k: v for k, v in mobility.items() if k != "name"}})
+        if isinstance(radio, dict) and "handover_time_s" in radio:
+            extra["radio"] = renamed("radio handover_time_s", "handover_time (with a unit)",
+                                     {**{k: v for k, v in radio.items() if k != "handover_time_s"},
+                                      "handover_time": f"{radio['handover_time_s']!r}s"})
+        return UserConfig.model_validate({"user": user, "run_dir": str(self.run_dir), "radio_ports": ports,
+                                          "stations": stations, "services": services, "initial_ap": initial_ap,
+                                          **extra})
 
     def start_user(self, user: str, services: list[dict], initial_ap: str | None = None, **extra) -> RpcClient:
         config = self.user_config(user, services, initial_ap, **extra)
         path = self.run_dir / f"mu-{user}.json"
-        path.write_text(json.dumps(config, indent=2))
+        path.write_text(config.model_dump_json(indent=2))
         self.processes[f"mu:{user}"] = self.net.node(user).popen(
             [PYTHON, "-m", "testbed.mu", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        client = RpcClient(mu_process.management_socket(user), timeout=60)
+        client = RpcClient(user_socket(user), timeout=60)
         _wait_for(client, f"mu:{user}", self.processes[f"mu:{user}"])
         self.users[user] = client
         return client
@@ -168,6 +188,6 @@ class Stack:
         self.processes.clear()
         # Containers reserved for a migration that an interruption cut short belong to
         # no agent any more: the run owns every testbed container on this host.
-        from testbed.net.clean import clean_containers
+        from testbed.containers.clean import clean_containers
 
         clean_containers()

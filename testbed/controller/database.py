@@ -15,12 +15,12 @@ from pathlib import Path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_reports (t REAL, user TEXT, ap TEXT, x REAL, y REAL, body TEXT);
-CREATE TABLE IF NOT EXISTS server_reports (t REAL, host TEXT, cpu_utilisation REAL, memory_bytes REAL, body TEXT);
+CREATE TABLE IF NOT EXISTS server_reports (t REAL, server TEXT, cpu_utilisation REAL, memory_bytes REAL, body TEXT);
 CREATE TABLE IF NOT EXISTS decisions (id INTEGER PRIMARY KEY, t REAL, planner TEXT, trigger TEXT, user TEXT,
                                       inputs TEXT, actions TEXT, estimates TEXT);
 CREATE TABLE IF NOT EXISTS migrations (id TEXT PRIMARY KEY, decision INTEGER, t REAL, service TEXT, source TEXT,
                                        dest TEXT, mode TEXT, ok INTEGER, record TEXT);
-CREATE TABLE IF NOT EXISTS placements (t REAL, service TEXT, host TEXT, endpoint TEXT);
+CREATE TABLE IF NOT EXISTS placements (t REAL, service TEXT, server TEXT, endpoint TEXT);
 """
 
 
@@ -44,7 +44,7 @@ class Database:
 
     def server_report(self, report: dict) -> None:
         self._write("INSERT INTO server_reports VALUES (?, ?, ?, ?, ?)",
-                    (report.get("time", time.time()), report["host"], report.get("cpu_utilisation"),
+                    (report.get("time", time.time()), report["server"], report.get("cpu_utilisation"),
                      report.get("memory_bytes"), json.dumps(report)))
 
     def decision(self, planner: str, trigger: str, user: str | None, inputs: dict, actions: list[dict],
@@ -59,8 +59,8 @@ class Database:
                     (record["migration"], decision, time.time(), record["service"], record["source"],
                      record["dest"], record["mode"], int(bool(record.get("ok"))), json.dumps(record, default=str)))
 
-    def placement(self, service: str, host: str, endpoint) -> None:
-        self._write("INSERT INTO placements VALUES (?, ?, ?, ?)", (time.time(), service, host, json.dumps(endpoint)))
+    def placement(self, service: str, server: str, endpoint) -> None:
+        self._write("INSERT INTO placements VALUES (?, ?, ?, ?)", (time.time(), service, server, json.dumps(endpoint)))
 
     def rows(self, table: str) -> list[dict]:
         with self.lock:

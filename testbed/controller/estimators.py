@@ -8,20 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# 802.11n, 20 MHz, one spatial stream, 800 ns guard interval: the rate a station
-# can use at a given SNR (seed 002 ref. [15]); noise floor of a 20 MHz channel.
-WIFI_RATES = [(5, 6.5), (8, 13.0), (11, 19.5), (14, 26.0), (18, 39.0), (22, 52.0), (24, 58.5), (26, 65.0)]
-NOISE_FLOOR_DBM = -95.0
+from testbed.rates import RateTable
 
+DEFAULT_RATES = RateTable.named("802.11n", -95.0)
 
-def wireless_rate_mbps(rssi_dbm: float) -> float:
-    """Data rate estimated from RSSI (0 below the lowest modulation's SNR)."""
-    snr = rssi_dbm - NOISE_FLOOR_DBM
-    rate = 0.0
-    for threshold, mbps in WIFI_RATES:
-        if snr >= threshold:
-            rate = mbps
-    return rate
+def wireless_rate_mbps(rssi_dbm: float, table: RateTable | None = None) -> float:
+    """Data rate estimated from RSSI (0 below the lowest modulation's SNR); 802.11n by default."""
+    return (table or DEFAULT_RATES).rate_mbps(rssi_dbm)
 
 
 @dataclass(frozen=True)

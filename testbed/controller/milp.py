@@ -1,17 +1,30 @@
 """Seed 002's joint placement (3a)-(3e) as a mixed-integer program.
 
 For every user u the candidates are pairs (b', s') of a base station and a
-server; z[u, b', s'] = 1 picks one.  Maximise
+server for each of u's services; z[d, b', s'] = 1 picks one for service d.
+Maximise
 
     sum  z * (gain - downtime_cost)            (3a: G - C, eqs. 1 and 2)
 
-subject to one pair per user (3b), server capacities per resource (3c), only
-base stations the user would hear above the receiver sensitivity (3d: such
-pairs are not candidates at all) and at most N_b' users per base station (3e).
-The LP relaxation (HiGHS) answers when it is integral and otherwise bounds
-the branch and bound, run by HiGHS (``highspy``) or CBC (shipped with PuLP)
-on the options that can still beat a good incumbent; ``brute_force``
-enumerates every combination, for checking small instances.
+subject to one pair per service (3b), one base station per user (the services
+of a user agree on b'), server capacities per resource (3c: CPU, memory,
+storage, ...), only base stations the user would hear above the receiver
+sensitivity (3d: such pairs are not candidates at all) and at most N_b' users
+per base station (3e).  Staying (the current b and s) is a candidate like any
+other.  With one service per user, d is the user.
+
+Solvers (``solve(problem, solver=...)``), all exact (absolute gap ``GAP`` on
+the objective):
+
+* ``cbc``: CBC (shipped with PuLP) on the whole model, as the paper did;
+* ``highs``: HiGHS's branch and bound on the whole model;
+* ``fast``: the LP relaxation first (HiGHS); when it is integral it is the
+  answer, otherwise an incumbent is built from it (a greedy repair, then a
+  small MIP over each service's few best options), every option whose reduced
+  cost says it cannot beat the incumbent is dropped (LP duality), and HiGHS's
+  branch and bound proves the optimum on the rest, starting from the incumbent.
+
+``brute_force`` enumerates every combination, for checking small instances.
 """
 
 from __future__ import annotations
@@ -23,6 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+GAP = 1e-6               # absolute optimality gap on the objective (seconds of G - C)
+SOLVERS = ("fast", "highs", "cbc")
+
 
 @dataclass(frozen=True)
 class Option:
@@ -31,27 +47,43 @@ class Option:
     server: str
     gain: float          # seconds: estimated E2E change x tasks (eq. 1 summand)
     downtime: float      # seconds: estimated downtime of moving there (eq. 2 summand)
+    service: str = ""    # the service it places ("": the user's only one)
 
     @property
     def value(self) -> float:
         return self.gain - self.downtime
+
+    @property
+    def key(self) -> str:
+        """The container this option places: the service, or the user when it has one."""
+        return self.service or self.user
 
 
 @dataclass
 class PlacementProblem:
     users: list[str]
     options: list[Option]
-    demand: dict[str, tuple[float, ...]]              # user -> resources its container needs
+    demand: dict[str, tuple[float, ...]]              # service (or user) -> resources its container needs
     server_capacity: dict[str, tuple[float, ...]]     # server -> resources available
     station_capacity: dict[str, int]                   # base station -> max users
+
+    def services(self) -> dict[str, list[str]]:
+        """Per user, the services placed (keys of ``demand``), in the order first seen."""
+        found: dict[str, list[str]] = {u: [] for u in self.users}
+        for option in self.options:
+            keys = found.setdefault(option.user, [])
+            if option.key not in keys:
+                keys.append(option.key)
+        return found
 
 
 @dataclass
 class Solution:
-    status: str                                        # "optimal" or "infeasible"
-    choice: dict[str, Option] = field(default_factory=dict)
+    status: str                                        # "optimal", "infeasible" or the solver's word
+    choice: dict[str, Option] = field(default_factory=dict)    # per service (or user) the option picked
     objective: float | None = None
     seconds: float = 0.0
+    solver: str = ""
 
     @property
     def feasible(self) -> bool:
@@ -59,50 +91,68 @@ class Solution:
 
 
 def _rows(problem: PlacementProblem):
-    """Constraint rows as (indices, coefficients, lower, upper), built in one pass."""
-    by_user: dict[str, list[int]] = {u: [] for u in problem.users}
+    """Constraint rows as (indices, coefficients, lower, upper), built in one pass;
+    and the options of each service (empty list: the service has none)."""
+    services = problem.services()
+    by_key: dict[str, list[int]] = {k: [] for keys in services.values() for k in keys}
     by_server: dict[str, list[int]] = {s: [] for s in problem.server_capacity}
-    by_station: dict[str, list[int]] = {b: [] for b in problem.station_capacity}
+    first_at: dict[str, list[int]] = {b: [] for b in problem.station_capacity}   # (3e): one per user
+    agree: dict[tuple[str, str], list[int]] = {}                                  # (key, station)
+    first = {keys[0]: user for user, keys in services.items() if keys}
     for i, option in enumerate(problem.options):
-        by_user[option.user].append(i)
+        by_key[option.key].append(i)
         if option.server in by_server:
             by_server[option.server].append(i)
-        if option.station in by_station:
-            by_station[option.station].append(i)
-    rows = [(idx, [1.0] * len(idx), 1.0, 1.0) for idx in by_user.values()]          # (3b)
+        if option.key in first and option.station in first_at:
+            first_at[option.station].append(i)
+        agree.setdefault((option.key, option.station), []).append(i)
+    rows = [(idx, [1.0] * len(idx), 1.0, 1.0) for idx in by_key.values()]            # (3b)
+    for user, keys in services.items():                                               # one b' per user
+        stations = sorted({o.station for k in keys for o in (problem.options[i] for i in by_key[k])})
+        for key in keys[1:]:
+            for station in stations:
+                mine, lead = agree.get((key, station), []), agree.get((keys[0], station), [])
+                rows.append((mine + lead, [1.0] * len(mine) + [-1.0] * len(lead), 0.0, 0.0))
     for server, capacity in problem.server_capacity.items():                          # (3c)
         idx = by_server[server]
         if idx:
             for d, limit in enumerate(capacity):
-                rows.append((idx, [problem.demand[problem.options[i].user][d] for i in idx], -np.inf, limit))
+                rows.append((idx, [problem.demand[problem.options[i].key][d] for i in idx], -np.inf, limit))
     for station, capacity in problem.station_capacity.items():                        # (3e)
-        idx = by_station[station]
+        idx = first_at[station]
         if idx:
             rows.append((idx, [1.0] * len(idx), -np.inf, float(capacity)))
-    return rows, by_user
+    return rows, by_key
 
 
-def solve(problem: PlacementProblem, solver: str = "highs", time_limit: float = 30.0) -> Solution:
-    """Optimal choice, or status "infeasible".
-
-    The LP relaxation comes first (HiGHS): the problem is nearly an assignment
-    problem, so its optimum is often integral and then it is the answer; an
-    infeasible relaxation means an infeasible problem.  Otherwise the users it
-    splits are placed by a small MIP for an incumbent, the options that cannot beat
-    the incumbent are dropped (reduced costs), and ``solver`` runs the branch
-    and bound on what is left, starting from the incumbent."""
+def solve(problem: PlacementProblem, solver: str = "fast", time_limit: float = 60.0) -> Solution:
+    """The optimal choice (within ``GAP``), or status "infeasible"."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r} ({', '.join(SOLVERS)})")
     started = time.monotonic()
+    if solver == "fast":
+        solution = _solve_fast(problem, time_limit)
+    else:
+        solution = _solve_model(problem, solver, time_limit)
+    solution.seconds = time.monotonic() - started
+    solution.solver = solver
+    return solution
+
+
+def _solve_fast(problem: PlacementProblem, time_limit: float) -> Solution:
     relaxation = _relaxation(problem)
     if relaxation.status == "infeasible":
-        return Solution("infeasible", seconds=time.monotonic() - started)
+        return Solution("infeasible")
     if relaxation.integral and feasible(problem, relaxation.picked):
         choice = relaxation.picked
-        return Solution("optimal", choice, sum(o.value for o in choice.values()), time.monotonic() - started)
-    start = round_relaxation(problem, relaxation) if relaxation.status == "optimal" else None
-    candidates = problem if start is None else without_hopeless_options(problem, relaxation, start)
-    solution = _solve_model(candidates, solver, time_limit, start=start)
-    solution.seconds = time.monotonic() - started
-    return solution
+        return Solution("optimal", choice, sum(o.value for o in choice.values()))
+    if relaxation.status != "optimal":
+        return _solve_model(problem, "highs", time_limit)
+    start = improve(problem, relaxation, round_relaxation(problem, relaxation))
+    if start is None:
+        return _solve_model(problem, "highs", time_limit)
+    return _solve_model(without_hopeless_options(problem, relaxation, start), "highs", time_limit, start=start,
+                        proof=True)
 
 
 @dataclass
@@ -111,7 +161,7 @@ class _Relaxation:
     values: np.ndarray              # z per option, fractional
     bound: float                    # the LP optimum: no choice is worth more
     reduced_costs: np.ndarray       # >= 0: how much picking the option costs the bound at least
-    picked: dict[str, Option] = field(default_factory=dict)    # per user the option with z > 0.5
+    picked: dict[str, Option] = field(default_factory=dict)    # per service the option with z > 0.5
 
     @property
     def integral(self) -> bool:
@@ -119,13 +169,17 @@ class _Relaxation:
 
 
 def _relaxation(problem: PlacementProblem) -> _Relaxation:
+    """The LP relaxation (HiGHS).  Its gap comes from the server capacities (3c) alone:
+    without them the problem is a transportation problem with an integral relaxation."""
     import highspy
 
     n = len(problem.options)
-    rows, by_user = _rows(problem)
-    if any(not by_user[u] for u in problem.users):
+    rows, by_key = _rows(problem)
+    if not by_key or any(not idx for idx in by_key.values()) or set(problem.services()) - set(problem.users):
         return _Relaxation("infeasible", np.zeros(n), -np.inf, np.zeros(n))
-    h = _highs_model(np.array([o.value for o in problem.options]), rows, integer=False, time_limit=30.0)
+    if any(not keys for keys in problem.services().values()):
+        return _Relaxation("infeasible", np.zeros(n), -np.inf, np.zeros(n))
+    h = _highs_model(np.array([o.value for o in problem.options]), rows, integer=False, time_limit=60.0)
     h.run()
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
@@ -133,44 +187,115 @@ def _relaxation(problem: PlacementProblem) -> _Relaxation:
         return _Relaxation(word, np.zeros(n), np.inf, np.zeros(n))
     solution = h.getSolution()
     values = np.array(solution.col_value)
-    choice = {problem.options[i].user: problem.options[i] for i in np.nonzero(values > 0.5)[0]}
+    choice = {problem.options[i].key: problem.options[i] for i in np.nonzero(values > 0.5)[0]}
     return _Relaxation("optimal", values, -h.getInfo().objective_function_value,
                        np.array(solution.col_dual), choice)
-
-
-SHORTLIST = 8    # options per user the incumbent's small MIP looks at
 
 
 def round_relaxation(problem: PlacementProblem, relaxation: _Relaxation) -> dict[str, Option] | None:
     """A feasible choice near the LP optimum, or None.
 
-    Users the LP places whole, on a server and a base station no split user
-    touches, stay where it puts them; the others are placed by a small MIP in
-    the capacity left, each choosing among its SHORTLIST options of lowest
-    reduced cost.  Only the incumbent's quality depends on this; the answer
-    stays exact."""
-    split = [problem.options[i] for i in np.nonzero(np.minimum(relaxation.values, 1 - relaxation.values) > 1e-6)[0]]
-    busy_servers, busy_stations = {o.server for o in split}, {o.station for o in split}
-    settled = {o.user: o for o in (problem.options[i] for i in np.nonzero(relaxation.values > 1 - 1e-6)[0])
-               if o.server not in busy_servers and o.station not in busy_stations}
-    if len(settled) == len(problem.users):
-        return settled
+    Users the LP places whole (every service) stay where it puts them; each
+    other user, in turn, takes the base station and servers of least reduced
+    cost that still fit (all its services at one station).  Only the
+    incumbent's quality depends on this; the answer stays exact."""
+    fractional = np.minimum(relaxation.values, 1 - relaxation.values) > 1e-6
+    split_users = {problem.options[i].user for i in np.nonzero(fractional)[0]}
+    chosen = {problem.options[i].key: problem.options[i] for i in np.nonzero(relaxation.values > 1 - 1e-6)[0]
+              if problem.options[i].user not in split_users}
+    left = {s: list(c) for s, c in problem.server_capacity.items()}
+    seats = dict(problem.station_capacity)
+    services = problem.services()
+    for key, option in chosen.items():
+        left[option.server] = [c - d for c, d in zip(left[option.server], problem.demand[key])]
+    for user, keys in services.items():
+        if user not in split_users and keys and option_station(chosen, keys) in seats:
+            seats[option_station(chosen, keys)] -= 1
+    if any(min(c) < -1e-9 for c in left.values()) or any(v < 0 for v in seats.values()):
+        return None
+    by_key: dict[str, list[int]] = {}
+    for i, option in enumerate(problem.options):
+        if option.user in split_users:
+            by_key.setdefault(option.key, []).append(i)
+    cost = relaxation.reduced_costs
+    for user in sorted(split_users, key=lambda u: -max(relaxation.values[i] for k in services[u] for i in by_key[k])):
+        keys = services[user]
+        stations = sorted({problem.options[i].station for i in by_key[keys[0]]},
+                          key=lambda b: min(cost[i] for i in by_key[keys[0]] if problem.options[i].station == b))
+        for station in stations:
+            if seats.get(station, 1) < 1:
+                continue
+            trial = {s: list(c) for s, c in left.items()}
+            picks = {}
+            for key in keys:
+                fitting = [i for i in sorted(by_key[key], key=lambda i: cost[i])
+                           if problem.options[i].station == station
+                           and all(c >= d - 1e-9 for c, d in zip(trial[problem.options[i].server], problem.demand[key]))]
+                if not fitting:
+                    break
+                picks[key] = problem.options[fitting[0]]
+                server = picks[key].server
+                trial[server] = [c - d for c, d in zip(trial[server], problem.demand[key])]
+            if len(picks) == len(keys):
+                chosen.update(picks)
+                left = trial
+                if station in seats:
+                    seats[station] -= 1
+                break
+        else:
+            return None
+    return chosen if feasible(problem, chosen) else None
+
+
+SHORTLIST = 6    # options per service the incumbent's small MIP looks at
+
+
+def improve(problem: PlacementProblem, relaxation: _Relaxation,
+            start: dict[str, Option] | None) -> dict[str, Option] | None:
+    """A better incumbent: users the LP places whole on servers and stations no split
+    user touches stay there; the others are placed by a small MIP over each of their
+    services' SHORTLIST options of least reduced cost (and ``start``'s).  The closer the
+    incumbent to the optimum, the more options the reduced costs rule out."""
+    fractional = np.minimum(relaxation.values, 1 - relaxation.values) > 1e-6
+    split_users = {problem.options[i].user for i in np.nonzero(fractional)[0]}
+    touched = [o for o in problem.options if o.user in split_users]
+    busy = {o.server for o in touched} | {o.station for o in touched}
+    whole = [problem.options[i] for i in np.nonzero(relaxation.values > 1 - 1e-6)[0]]
+    free = {o.user for o in whole} - split_users - {o.user for o in whole if o.server in busy or o.station in busy}
+    settled = {o.key: o for o in whole if o.user in free}
     servers = {s: list(c) for s, c in problem.server_capacity.items()}
     stations = dict(problem.station_capacity)
-    for user, option in settled.items():
-        servers[option.server] = [c - d for c, d in zip(servers[option.server], problem.demand[user])]
-        if option.station in stations:
-            stations[option.station] -= 1
-    candidates: dict[str, list[int]] = {u: [] for u in problem.users if u not in settled}
+    for key, option in settled.items():
+        servers[option.server] = [c - d for c, d in zip(servers[option.server], problem.demand[key])]
+    services = problem.services()
+    for user in free:
+        station = option_station(settled, services[user])
+        if station in stations:
+            stations[station] -= 1
+    picked = {id(o) for o in (start or {}).values()}
+    by_key: dict[str, list[int]] = {}
     for i, option in enumerate(problem.options):
-        if option.user in candidates:
-            candidates[option.user].append(i)
-    shortlisted = sorted(i for idx in candidates.values()
-                         for i in sorted(idx, key=lambda i: relaxation.reduced_costs[i])[:SHORTLIST])
-    rest = PlacementProblem(list(candidates), [problem.options[i] for i in shortlisted], problem.demand,
-                            {s: tuple(c) for s, c in servers.items()}, stations)
-    placed = _solve_model(rest, "highs", time_limit=30.0)
-    return {**settled, **placed.choice} if placed.feasible else None
+        if option.user not in free:
+            by_key.setdefault(option.key, []).append(i)
+    keep = {i for idx in by_key.values() for i in sorted(idx, key=lambda i: relaxation.reduced_costs[i])[:SHORTLIST]}
+    keep |= {i for idx in by_key.values() for i in idx if id(problem.options[i]) in picked}
+    rest = PlacementProblem([u for u in problem.users if u not in free], [problem.options[i] for i in sorted(keep)],
+                            problem.demand, {s: tuple(c) for s, c in servers.items()}, stations)
+    rest_start = {k: o for k, o in (start or {}).items() if o.user not in free} if start else None
+    if rest_start is not None and not feasible(rest, rest_start):
+        rest_start = None
+    found = _solve_model(rest, "highs", time_limit=30.0, start=rest_start, proof=True)
+    if not found.feasible:
+        return start
+    better = {**settled, **found.choice}
+    if start is None or sum(o.value for o in better.values()) >= sum(o.value for o in start.values()):
+        return better
+    return start
+
+
+def option_station(choice: dict[str, Option], keys: list[str]) -> str | None:
+    """The base station a user's chosen options put it at."""
+    return choice[keys[0]].station if keys and keys[0] in choice else None
 
 
 def without_hopeless_options(problem: PlacementProblem, relaxation: _Relaxation,
@@ -182,35 +307,35 @@ def without_hopeless_options(problem: PlacementProblem, relaxation: _Relaxation,
     when that is below the incumbent's value, j can go.  The relaxation is
     tight, so most options go and the branch and bound works on the rest."""
     slack = relaxation.bound - sum(o.value for o in incumbent.values())
-    keep = relaxation.reduced_costs <= slack + 1e-7 * max(1.0, abs(relaxation.bound))
+    keep = relaxation.reduced_costs <= slack + GAP / 10 + 1e-9 * max(1.0, abs(relaxation.bound))
     kept = {id(o) for o in incumbent.values()}
     options = [o for o, k in zip(problem.options, keep) if k or id(o) in kept]
     return PlacementProblem(problem.users, options, problem.demand, problem.server_capacity, problem.station_capacity)
 
 
 def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
-                 start: dict[str, Option] | None = None) -> Solution:
-    """``start``: a feasible choice to begin from (HiGHS only)."""
-    started = time.monotonic()
-    rows, by_user = _rows(problem)
-    if any(not by_user[u] for u in problem.users):
-        return Solution("infeasible", seconds=time.monotonic() - started)
+                 start: dict[str, Option] | None = None, proof: bool = False) -> Solution:
+    """Branch and bound over every option of ``problem``; ``start``: a feasible choice
+    to begin from (HiGHS only); ``proof``: the problem is already reduced around a good
+    start, so HiGHS skips presolve and primal heuristics (most of its time here)."""
+    rows, by_key = _rows(problem)
+    if not by_key or any(not idx for idx in by_key.values()) or any(not k for k in problem.services().values()):
+        return Solution("infeasible")
     values = np.array([o.value for o in problem.options])
     if solver == "highs":
         initial = None
         if start is not None:
             picked = {id(o) for o in start.values()}
             initial = np.array([1.0 if id(o) in picked else 0.0 for o in problem.options])
-        chosen, objective, status = _solve_highs(values, rows, time_limit, initial)
+        chosen, objective, status = _solve_highs(values, rows, time_limit, initial, proof)
     elif solver == "cbc":
         chosen, objective, status = _solve_cbc(values, rows, time_limit)
     else:
         raise ValueError(f"unknown solver {solver!r} (highs or cbc)")
-    seconds = time.monotonic() - started
     if status != "optimal":
-        return Solution(status, seconds=seconds)
-    choice = {problem.options[i].user: problem.options[i] for i in chosen}
-    return Solution("optimal", choice, objective, seconds)
+        return Solution(status)
+    choice = {problem.options[i].key: problem.options[i] for i in chosen}
+    return Solution("optimal", choice, objective)
 
 
 def _highs_model(values, rows, integer: bool, time_limit: float):
@@ -220,6 +345,8 @@ def _highs_model(values, rows, integer: bool, time_limit: float):
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_abs_gap", GAP / 10)
     n = len(values)
     inf = highspy.kHighsInf
     h.addVars(n, np.zeros(n), np.ones(n))
@@ -239,10 +366,13 @@ def _highs_model(values, rows, integer: bool, time_limit: float):
     return h
 
 
-def _solve_highs(values, rows, time_limit, initial=None):
+def _solve_highs(values, rows, time_limit, initial=None, proof=False):
     import highspy
 
     h = _highs_model(values, rows, integer=True, time_limit=time_limit)
+    if proof:
+        h.setOptionValue("presolve", "off")
+        h.setOptionValue("mip_heuristic_effort", 0.0)
     if initial is not None:
         incumbent = highspy.HighsSolution()
         incumbent.col_value = initial.tolist()
@@ -270,40 +400,51 @@ def _solve_cbc(values, rows, time_limit):
             model += expr <= upper, f"r{r}"
     with warnings.catch_warnings():  # PuLP 3.3 deprecates the name of the CBC it bundles
         warnings.simplefilter("ignore", DeprecationWarning)
-        cbc = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit)
+        cbc = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=0.0, gapAbs=GAP / 10)
     status = model.solve(cbc)
-    if pulp.LpStatus[status] != "Optimal":
-        return [], None, "infeasible" if pulp.LpStatus[status] == "Infeasible" else pulp.LpStatus[status]
+    if pulp.LpStatus[status] == "Infeasible":
+        return [], None, "infeasible"
+    if pulp.LpStatus[status] != "Optimal" or model.sol_status != pulp.LpSolutionOptimal:   # e.g. out of time
+        return [], None, "not solved to optimality"
     chosen = [i for i, var in enumerate(z) if (var.value() or 0) > 0.5]
     return chosen, float(sum(values[i] for i in chosen)), "optimal"
 
 
 def feasible(problem: PlacementProblem, choice: dict[str, Option]) -> bool:
-    """Does a full choice (one option per user) respect (3b), (3c) and (3e)?"""
-    if set(choice) != set(problem.users):
+    """Does a full choice (one option per service) respect (3b), (3c), (3e) and one
+    base station per user?"""
+    services = problem.services()
+    if set(choice) != {k for keys in services.values() for k in keys} or any(not k for k in services.values()):
         return False
+    for user, keys in services.items():
+        if len({choice[k].station for k in keys}) != 1:
+            return False
     dims = len(next(iter(problem.server_capacity.values()))) if problem.server_capacity else 0
     for server, capacity in problem.server_capacity.items():
         for d in range(dims):
-            if sum(problem.demand[u][d] for u, o in choice.items() if o.server == server) > capacity[d] + 1e-9:
+            used = sum(problem.demand[k][d] for k, o in choice.items() if o.server == server)
+            if used > capacity[d] + 1e-9:
                 return False
     for station, capacity in problem.station_capacity.items():
-        if sum(1 for o in choice.values() if o.station == station) > capacity:
+        if sum(1 for user, keys in services.items() if choice[keys[0]].station == station) > capacity:
             return False
     return True
 
 
 def brute_force(problem: PlacementProblem) -> Solution:
     started = time.monotonic()
-    per_user = [[o for o in problem.options if o.user == u] for u in problem.users]
+    services = problem.services()
+    keys = [k for user in problem.users for k in services.get(user, [])]
+    per_key = [[o for o in problem.options if o.key == k] for k in keys]
     best, best_value = None, None
-    for combo in itertools.product(*per_user):
-        choice = {o.user: o for o in combo}
-        if not feasible(problem, choice):
-            continue
-        value = sum(o.value for o in combo)
-        if best_value is None or value > best_value + 1e-12:
-            best, best_value = choice, value
+    if keys and all(services.get(u) for u in problem.users):
+        for combo in itertools.product(*per_key):
+            choice = {o.key: o for o in combo}
+            if not feasible(problem, choice):
+                continue
+            value = sum(o.value for o in combo)
+            if best_value is None or value > best_value + 1e-12:
+                best, best_value = choice, value
     if best is None:
-        return Solution("infeasible", seconds=time.monotonic() - started)
-    return Solution("optimal", best, best_value, time.monotonic() - started)
+        return Solution("infeasible", seconds=time.monotonic() - started, solver="brute force")
+    return Solution("optimal", best, best_value, time.monotonic() - started, solver="brute force")

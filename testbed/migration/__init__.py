@@ -1,25 +1,23 @@
 """Live migration of service containers between emulated servers.
 
-``MODES`` maps a mode name (as written in experiment files) to its class; a
-new mode is one new file with a ``MigrationMode`` subclass, added here.
+The engine is ``base``; modes are one module each in ``modes`` and delta
+encoders in ``delta``, found by name through ``testbed.registry``; ``transfer``
+moves state across the emulated WAN.
 """
 
-from testbed.migration.base import Migration, MigrationMode, ServiceSpec
-from testbed.migration.cold import Cold
-from testbed.migration.layered import Layered
-from testbed.migration.precopy_delta import PrecopyDelta
-from testbed.migration.stateless import Stateless
+from testbed.deprecation import module_getattr
+from testbed.migration.base import (ContainerSpec, Migration, MigrationMode, MigrationOptions, MigrationSource,
+                                    checkpoint_size, mode)
 
-MODES: dict[str, type[MigrationMode]] = {
-    mode.name: mode for mode in (Cold, PrecopyDelta, Layered, Stateless)
-}
+__all__ = ["ContainerSpec", "Migration", "MigrationMode", "MigrationOptions", "MigrationSource", "checkpoint_size",
+           "mode"]
 
 
-def mode(name: str) -> MigrationMode:
-    try:
-        return MODES[name]()
-    except KeyError:
-        raise ValueError(f"unknown migration mode {name!r} (known: {', '.join(MODES)})") from None
+def _modes() -> dict:
+    from testbed.registry import MIGRATION_MODES
+
+    return MIGRATION_MODES.items()
 
 
-__all__ = ["MODES", "Migration", "MigrationMode", "ServiceSpec", "mode"]
+__getattr__ = module_getattr(__name__, {"MODES": ("testbed.registry.MIGRATION_MODES", _modes),
+                                        "ServiceSpec": ("testbed.migration.ContainerSpec", lambda: ContainerSpec)})

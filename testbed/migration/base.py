@@ -1,8 +1,10 @@
 """The migration engine: what every mode shares.
 
 A migration runs in the *source* server's agent and talks to the destination
-server's agent over the emulated network.  A mode (one file each in this
-package) implements two hooks:
+server's agent over the emulated network.  A mode is one module of
+``testbed.migration.modes`` with one ``MigrationMode`` subclass that names
+itself, declares its options (an ``Options`` class, validated by the
+experiment schema) and implements two hooks:
 
 * ``pre(m)``: work done while the service keeps running (pre-migration);
 * ``final(m)``: the downtime phase; it must leave the service running at the
@@ -10,7 +12,8 @@ package) implements two hooks:
 
 ``Migration`` times every phase, counts every byte, and makes failure safe: if
 the destination cannot take over, the service is restored at the source from
-the state that was just checkpointed, and the error is reported.
+the state that was just checkpointed, and the error is reported.  It reaches
+the source server only through the ``MigrationSource`` protocol.
 """
 
 from __future__ import annotations
@@ -22,24 +25,30 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
-from testbed.net.containers import Instance, Limits
+from pydantic import Field
+
+from testbed import ports
+from testbed.config.base import Strict
+from testbed.containers.server import Instance, Limits, ServerContainers
+from testbed.events import EventLog
+from testbed.registry import MIGRATION_MODES
 
 
 @dataclass
-class ServiceSpec:
+class ContainerSpec:
     """Everything needed to create a container of a service on any server."""
 
     service: str
     app: str
     image: str
-    port: int = 7000
+    port: int = ports.SERVICE
     limits: Limits = field(default_factory=Limits)
     env: dict = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ServiceSpec":
+    def from_dict(cls, data: dict) -> "ContainerSpec":
         data = dict(data)
         data["limits"] = Limits(**data.get("limits", {}))
         return cls(**data)
@@ -48,11 +57,24 @@ class ServiceSpec:
         return asdict(self)
 
 
+class MigrationOptions(Strict):
+    """Options every mode that checkpoints understands (a mode may add its own)."""
+
+    quiesce: float = Field(default=1.0, ge=0, le=10, description=(
+        "longest wait (s) for a moment between two requests before a checkpoint; 0: any moment"))
+
+
 class MigrationMode(ABC):
-    """One way of moving a service.  Register new modes in ``testbed.migration.MODES``."""
+    """One way of moving a service (one module of ``testbed.migration.modes``)."""
 
     name: ClassVar[str]
     carries_state: ClassVar[bool] = True
+    Options: ClassVar[type[MigrationOptions]] = MigrationOptions
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            MIGRATION_MODES.register(cls)
 
     def pre(self, m: "Migration") -> None:
         """Pre-migration, while the service runs at the source (default: nothing)."""
@@ -62,28 +84,63 @@ class MigrationMode(ABC):
         """Downtime phase: stop at the source, start at the destination."""
 
 
+def mode(name: str) -> MigrationMode:
+    """An instance of the mode registered as ``name``."""
+    return MIGRATION_MODES.get(name)()
+
+
+class MigrationSource(Protocol):
+    """What a migration may use of the source server's agent, and nothing more."""
+
+    server: str
+    containers: ServerContainers
+    events: EventLog
+    outgoing: Path                      # where checkpoints are made before they leave
+
+    def peer(self, server: str):
+        """RPC client of another server's agent."""
+
+    def channel(self, server: str):
+        """The data channel to another server's receiver (testbed.migration.transfer)."""
+
+    def release(self, service: str, instance: Instance) -> None:
+        """After a successful move: drop the stopped source container."""
+
+    def resume(self, spec: ContainerSpec, instance: Instance, final_images: Path | None) -> Instance:
+        """After a failed move: the service runs here again, with its state."""
+
+    def fence(self, server: str, service: str) -> None:
+        """The destination does not answer: remove its container of ``service``."""
+
+    def sync_app_layer(self, app: str, dest: str) -> dict:
+        """Seed 001: rsync the app's application layer to ``dest`` (bytes sent)."""
+
+    def app_layer_size(self, app: str) -> int:
+        """Bytes of the app's application layer."""
+
+
 class Migration:
     """One migration of one service from this agent's server to ``dest``."""
 
-    def __init__(self, agent, spec: ServiceSpec, instance: Instance, dest: str, mode: MigrationMode,
-                 migration_id: str | None = None, options: dict | None = None):
-        self.agent = agent
-        self.options = dict(options or {})
+    def __init__(self, source: MigrationSource, spec: ContainerSpec, instance: Instance, dest: str,
+                 mode: MigrationMode, migration_id: str | None = None, options: dict | None = None):
+        self.source = source
+        self.options = mode.Options.model_validate(options or {})
         self.spec = spec
         self.source_instance = instance
         self.dest = dest
         self.mode = mode
         self.id = migration_id or uuid.uuid4().hex[:10]
-        self.workdir = agent.state_dir / "outgoing" / spec.service / self.id
+        self.workdir = source.outgoing / spec.service / self.id
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.peer = agent.peer(dest)
+        self.peer = source.peer(dest)
         self.reserved = None          # the destination's answer to "prepare"
         self.pre_done = False
         self.base_images: Path | None = None   # what the destination already holds
         self.final_images: Path | None = None  # set once the source has stopped
         self.record: dict = {
             "migration": self.id, "service": spec.service, "app": spec.app, "mode": mode.name,
-            "source": agent.host, "dest": dest, "carries_state": mode.carries_state,
+            "source": source.server, "dest": dest, "carries_state": mode.carries_state,
             "phases": {}, "bytes": {}, "sizes": {}, "ok": None,
         }
 
@@ -99,14 +156,14 @@ class Migration:
         self.record["sizes"][key] = int(nbytes)
 
     @property
-    def containers(self):
-        return self.agent.containers
+    def containers(self) -> ServerContainers:
+        return self.source.containers
 
     def send(self, phase: str, slot: str, root: Path, files: list[Path] | None = None,
              counter: str = "before_downtime") -> dict:
         """Push state to the destination (timed as ``phase``, bytes counted under ``counter``)."""
         with self.phase(phase):
-            sent = self.agent.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files)
+            sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files)
         self.count(counter, sent["bytes"])
         return sent
 
@@ -120,7 +177,7 @@ class Migration:
         order = {"method": "restore", "params": {"service": self.spec.service, "migration": self.id,
                                                  "slot": f"{self.id}-{slot}", **restore}}
         try:
-            sent = self.agent.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
+            sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
                                                       then=order)
         except Exception:
             self.record["phases"]["final_transfer"] = {"start": started, "end": time.time(),
@@ -134,7 +191,7 @@ class Migration:
         self.count("during_downtime", sent["bytes"])
         result = dict(reply["result"])
         self.record["restore_steps"] = result.pop("restore_steps", {})
-        return self.agent.instance_from(result)
+        return Instance(**result)
 
     def prepare_destination(self) -> dict:
         """Reserve a container (and so the new address) at the destination."""
@@ -142,7 +199,7 @@ class Migration:
             with self.phase("prepare"):
                 self.reserved = self.peer.call("prepare", spec=self.spec.to_dict(), migration=self.id)
             self.record["dest_endpoint"] = [self.reserved["ip"], self.reserved["port"]]
-            self.agent.events.emit("migration.prepared", migration=self.id, service=self.spec.service,
+            self.source.events.emit("migration.prepared", migration=self.id, service=self.spec.service,
                                    dest=self.dest, endpoint=self.record["dest_endpoint"])
         return self.reserved
 
@@ -152,7 +209,7 @@ class Migration:
         with self.phase("pre_migration"):
             self.mode.pre(self)
         self.pre_done = True
-        self.agent.events.emit("migration.pre_done", **self._summary())
+        self.source.events.emit("migration.pre_done", **self._summary())
         return self.record
 
     def run_final(self) -> tuple[dict, Instance]:
@@ -165,7 +222,7 @@ class Migration:
                 instance = self.mode.final(self)
             self.record["ok"] = True
             self.record["new_endpoint"] = [instance.ip, instance.port]
-            self.agent.forget_source(self.spec.service, self.source_instance)
+            self.source.release(self.spec.service, self.source_instance)
         except Exception as exc:
             self.record["ok"] = False
             self.record["error"] = f"{type(exc).__name__}: {exc}"
@@ -173,13 +230,13 @@ class Migration:
             try:
                 instance = self._resume_at_source()
             except Exception as resume_exc:
-                self.agent.events.emit("migration.lost", **self._summary(),
+                self.source.events.emit("migration.lost", **self._summary(),
                                        resume_error=f"{type(resume_exc).__name__}: {resume_exc}")
                 raise RuntimeError(f"migration of {self.spec.service} failed ({self.record['error']}) and "
-                                   f"resuming at {self.agent.host} failed too ({resume_exc})") from resume_exc
+                                   f"resuming at {self.source.server} failed too ({resume_exc})") from resume_exc
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
-        self.agent.events.emit("migration.done", **self._summary())
+        self.source.events.emit("migration.done", **self._summary())
         return self.record, instance
 
     def _resume_at_source(self) -> Instance:
@@ -187,9 +244,9 @@ class Migration:
             self.peer.call("abort", service=self.spec.service, migration=self.id, timeout=30)
         except Exception as exc:  # destination unreachable: fence its container ourselves
             self.record["abort_error"] = str(exc)
-            self.agent.fence(self.dest, self.spec.service)
+            self.source.fence(self.dest, self.spec.service)
         with self.phase("resume_at_source"):
-            instance = self.agent.resume(self.spec, self.source_instance, self.final_images)
+            instance = self.source.resume(self.spec, self.source_instance, self.final_images)
         self.record["fallback"] = True
         self.record["new_endpoint"] = [instance.ip, instance.port]
         return instance

@@ -1,20 +1,17 @@
-"""Mobility models of the virtual user: one file per model, one interface.
+"""Mobility models of the virtual user: one module per model, registered by name
+(``testbed.registry.MOBILITY_MODELS``); ``synthetic`` writes traces for them."""
 
-``MODELS`` maps the name used in experiment files to the class.
-"""
-
+from testbed.deprecation import module_getattr
 from testbed.mobility.base import MobilityModel
-from testbed.mobility.round_trip import RoundTrip
-from testbed.mobility.trace import TraceReplay
-from testbed.mobility.waypoints import Waypoints
-
-MODELS: dict[str, type[MobilityModel]] = {m.name: m for m in (RoundTrip, Waypoints, TraceReplay)}
+from testbed.registry import MOBILITY_MODELS
 
 
-def build(name: str, **params) -> MobilityModel:
-    if name not in MODELS:
-        raise ValueError(f"unknown mobility model {name!r} (known: {', '.join(MODELS)})")
-    return MODELS[name](**params)
+def build(model: str, **arguments) -> MobilityModel:
+    """The model registered as ``model``, made from its constructor ``arguments``."""
+    return MOBILITY_MODELS.get(model)(**arguments)
 
 
-__all__ = ["MODELS", "MobilityModel", "build"]
+__all__ = ["MobilityModel", "build"]
+
+
+__getattr__ = module_getattr(__name__, {"MODELS": ("testbed.registry.MOBILITY_MODELS", MOBILITY_MODELS.items)})

@@ -1,17 +1,39 @@
-"""The mobility model interface: where the user is at time t (seconds, metres)."""
+"""The mobility model interface: where the user is at time t (seconds, metres).
+
+A model is one module of this package with one ``MobilityModel`` subclass
+that names itself, declares the parameters an experiment file gives it
+(``Params``, validated by the schema) and turns them into its constructor's
+arguments (``arguments``; the user's path in the topology may fill gaps).
+"""
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from testbed.config import Strict
+from testbed.registry import MOBILITY_MODELS
 
 Point = tuple[float, float]
 
 
 class MobilityModel(ABC):
-    """A new model is one file with a subclass; register it in ``testbed.mobility.MODELS``."""
+    name: ClassVar[str]
 
-    name: str
+    class Params(Strict):
+        """A model without parameters; subclasses declare their own."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            MOBILITY_MODELS.register(cls)
+
+    @classmethod
+    def arguments(cls, params: "MobilityModel.Params", path: list[Point] | None) -> dict:
+        """Constructor arguments from validated ``params`` and the user's topology ``path``;
+        ValueError says what is missing."""
+        return params.model_dump()
 
     @abstractmethod
     def position(self, t: float) -> Point:

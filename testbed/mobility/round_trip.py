@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from testbed.config import Strict
 from testbed.mobility.base import MobilityModel, Point, distance, interpolate
+
+
+class RoundTripParams(Strict):
+    start: Point | None = Field(default=None, description="default: the first point of the user's path")
+    end: Point | None = Field(default=None, description="default: the last point of the user's path")
+    speed: float = Field(default=1.0, gt=0, description="m/s")
 
 
 class RoundTrip(MobilityModel):
     name = "round_trip"
+    Params = RoundTripParams
+
+    @classmethod
+    def arguments(cls, params: RoundTripParams, path):
+        start = params.start or (path[0] if path else None)
+        end = params.end or (path[-1] if path else None)
+        if start is None or end is None:
+            raise ValueError("round_trip needs start and end (or a path in the topology)")
+        return {"start": list(start), "end": list(end), "speed": params.speed}
 
     def __init__(self, start: Point, end: Point, speed: float):
         if speed <= 0:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pydantic import Field
+
+from testbed.config import Strict
 from testbed.mobility.base import MobilityModel, Point, interpolate
 
 EARTH_RADIUS_M = 6_371_000.0
@@ -59,8 +62,21 @@ def read_fixes(path: str | Path, bounds=SAN_FRANCISCO) -> list[tuple[float, floa
     return fixes
 
 
+class TraceParams(Strict):
+    file: str = Field(description="trace file (cabspotting format)")
+    origin: tuple[float, float] | None = Field(default=None, description="lat, lon placed at offset")
+    offset: Point = (0.0, 0.0)
+    speedup: float = Field(default=1.0, gt=0)
+
+
 class TraceReplay(MobilityModel):
     name = "trace"
+    Params = TraceParams
+
+    @classmethod
+    def arguments(cls, params: TraceParams, path):
+        return {"path": params.file, "origin": params.origin, "offset": list(params.offset),
+                "speedup": params.speedup}
 
     def __init__(self, path: str | Path, origin: tuple[float, float] | None = None,
                  offset: Point = (0.0, 0.0), bounds=SAN_FRANCISCO, speedup: float = 1.0):

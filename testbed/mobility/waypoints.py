@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from testbed.config import Strict
 from testbed.mobility.base import MobilityModel, Point, distance, interpolate
+
+
+class WaypointsParams(Strict):
+    points: list[Point] | None = Field(default=None, description="default: the user's path in the topology")
+    speed: float = Field(default=1.0, gt=0, description="m/s on every leg")
+    speeds: list[float] | None = Field(default=None, description="m/s per leg (instead of speed)")
+    loop: bool = False
 
 
 class Waypoints(MobilityModel):
     name = "waypoints"
+    Params = WaypointsParams
+
+    @classmethod
+    def arguments(cls, params: WaypointsParams, path):
+        points = params.points or path
+        if not points:
+            raise ValueError("waypoints needs points (or a path in the topology)")
+        return {"points": [list(p) for p in points], "speeds": params.speeds or params.speed, "loop": params.loop}
 
     def __init__(self, points: list[Point], speeds: list[float] | float, loop: bool = False):
         if len(points) < 2:

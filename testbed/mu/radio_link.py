@@ -52,11 +52,12 @@ class RadioLink:
                      f"route replace default via {port.gateway} dev {port.interface} src {port.address}")
             self.current = ap
 
-    def handover(self, ap: str, duration: float) -> dict:
-        """Break before make: down, ``duration`` seconds without radio, up at ``ap``."""
+    def handover(self, ap: str, duration: float, started: float | None = None) -> dict:
+        """Break before make: down, ``duration`` seconds without radio (counted from
+        ``started``, default now), up at ``ap``."""
         old = self.current
         self.in_handover = True
-        started = time.time()
+        started = started or time.time()
         try:
             self.down()
             time.sleep(max(0.0, started + duration - time.time()))

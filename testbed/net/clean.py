@@ -1,10 +1,10 @@
-"""``testbed clean``: remove everything the testbed created, and nothing else.
+"""Remove every network the testbed created on this host, and nothing else.
 
-Everything the testbed makes carries its mark: namespaces are published as
-``/run/netns/tb-*``, containers carry the label ``org.mec-testbed``, root
-namespace interfaces (only ever transient) start with ``tb``.  Processes are
-found through the namespaces they live in, so a killed run's helpers (delay
-lines, agents, the user's client) go with them.
+Everything a network makes carries its mark: namespaces are published as
+``/run/netns/tb-*`` and root namespace interfaces (only ever transient) start
+with ``tb``.  Processes are found through the namespaces they live in, so a
+killed run's helpers (delay lines, agents, the user's client) go with them.
+Containers are ``testbed.containers.clean``'s; ``testbed.clean`` does both.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 
-from testbed.net.namespaces import CONTAINER_LABEL, NETNS_PREFIX, kill_netns
+from testbed.net.namespaces import NETNS_PREFIX, kill_netns
 
 
 @dataclass
@@ -44,17 +44,6 @@ def testbed_root_interfaces() -> list[str]:
     return sorted(name for name in names if name.startswith("tb"))
 
 
-def testbed_containers() -> list[str]:
-    """Ids of containers carrying the testbed label (empty if no engine answers)."""
-    try:
-        import docker
-        client = docker.from_env(timeout=10)
-        found = client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
-        return [container.id for container in found]
-    except Exception:  # no engine: nothing of ours can be running in it
-        return []
-
-
 def clean_network(report: CleanReport | None = None) -> CleanReport:
     report = report or CleanReport()
     for name in testbed_namespaces():
@@ -63,29 +52,4 @@ def clean_network(report: CleanReport | None = None) -> CleanReport:
     for name in testbed_root_interfaces():
         subprocess.run(["ip", "link", "delete", name], capture_output=True)
         report.interfaces.append(name)
-    return report
-
-
-def clean_containers(report: CleanReport | None = None) -> CleanReport:
-    report = report or CleanReport()
-    ids = testbed_containers()
-    if ids:
-        import docker
-        client = docker.from_env(timeout=30)
-        for cid in ids:
-            try:
-                client.containers.get(cid).remove(force=True)
-                report.containers.append(cid[:12])
-            except docker.errors.NotFound:
-                pass
-    return report
-
-
-def clean_all() -> CleanReport:
-    from testbed.net.network import LOCK_FILE
-
-    report = CleanReport()
-    clean_containers(report)
-    clean_network(report)
-    LOCK_FILE.unlink(missing_ok=True)
     return report

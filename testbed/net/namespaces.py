@@ -1,4 +1,4 @@
-"""Names and marks that identify what the testbed created on a host.
+"""Names and marks that identify what the testbed's networks created on a host.
 
 Kept free of Mininet and Docker imports so that agents, ``testbed clean`` and
 the network builder can all share them cheaply.
@@ -7,10 +7,12 @@ the network builder can all share them cheaply.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 NETNS_PREFIX = "tb-"                  # /run/netns/tb-<node>
-CONTAINER_LABEL = "org.mec-testbed"   # on every container the testbed starts
 CONTAINER_BRIDGE = "svc0"             # on every server: the gateway of its containers
+RUN_STATE = Path("/run/testbed")      # run-time state of the network on this host
+LOCK_FILE = RUN_STATE / "network.pid"  # the process that owns the live network
 
 
 def netns_name(node_name: str) -> str:

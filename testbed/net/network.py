@@ -8,7 +8,6 @@ nothing behind (namespaces, veths, delay lines).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -17,50 +16,10 @@ from mininet.net import Mininet
 
 from testbed.config import TopologySpec
 from testbed.net import addressing
-from testbed.net.namespaces import CONTAINER_BRIDGE
-from testbed.net.links import DelayLineLink, choose_backend, link_class_for
+from testbed.net.hostlock import claim_host, release_host
+from testbed.net.links import choose_backend, link_class_for
+from testbed.net.namespaces import CONTAINER_BRIDGE, RUN_STATE
 from testbed.net.nodes import ROLE_CLASSES, TestbedNode
-
-RUN_STATE = Path("/run/testbed")
-LOCK_FILE = RUN_STATE / "network.pid"
-
-
-class NetworkBusyError(RuntimeError):
-    """Another live testbed network exists on this host."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
-    return state not in ("Z", "X")  # a killed run may linger as a zombie
-
-
-def claim_host() -> None:
-    """One testbed network per host: refuse if a live one exists, clean a dead one."""
-    RUN_STATE.mkdir(parents=True, exist_ok=True)
-    if LOCK_FILE.exists():
-        try:
-            owner = int(LOCK_FILE.read_text().strip() or 0)
-        except ValueError:
-            owner = 0
-        if owner and owner != os.getpid() and _pid_alive(owner):
-            raise NetworkBusyError(f"a testbed network of process {owner} is running on this host; "
-                                   "stop it or run `testbed clean`")
-    from testbed.net.clean import clean_network  # a killed run left things behind
-    clean_network()
-    LOCK_FILE.write_text(str(os.getpid()))
-
-
-def release_host() -> None:
-    try:
-        if LOCK_FILE.read_text().strip() == str(os.getpid()):
-            LOCK_FILE.unlink()
-    except FileNotFoundError:
-        pass
-
 
 def allow_congestion_control(name: str) -> None:
     """Namespaces may only pick algorithms the host allows; add ours to that list."""
@@ -113,8 +72,7 @@ class MecNetwork:
             self._address()
             self._route()
             for link in self.links.values():
-                if isinstance(link, DelayLineLink):
-                    link.wait_ready()
+                link.wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -147,10 +105,8 @@ class MecNetwork:
             net.addHost(name, cls=ROLE_CLASSES[node.role], congestion_control=cc)
         for link in self.plan.links:
             cls = link_class_for(self.backend, link.params)
-            options = {"shape": link.params}
-            if issubclass(cls, DelayLineLink):
-                options.update(seed=self.seed + link.index, workdir=str(self.workdir))
-            made = net.addLink(net[link.a], net[link.b], cls=cls, **options)
+            made = net.addLink(net[link.a], net[link.b], cls=cls, shape=link.params, seed=self.seed + link.index,
+                               workdir=str(self.workdir))
             self.links[link.name] = made
             if link.radio:
                 self.radio[(link.b, link.a)] = made

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,13 +13,15 @@ import docker
 import pytest
 
 from testbed.config import load_topology
+from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT
+from testbed.images import image_name
 from testbed.net.network import MecNetwork
 from testbed.records import counter_breaks, outages, read_jsonl
 from testbed.stack import Stack
 
 pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
-COUNTER = {"app": "counter", "image": "mec-testbed/counter:latest", "port": 7000,
+COUNTER = {"app": "counter", "image": image_name("counter"), "port": 7000,
            "limits": {"cpus": 1.0, "memory_mb": 512}}
 
 
@@ -88,7 +92,7 @@ def model_session(stack: Stack, app: str, image: str) -> Session:
     """A model service on edge1, used by the user at ap2 with one of the test images."""
     from testbed import assets
 
-    spec = {"app": app, "image": f"mec-testbed/{app}:latest", "port": 7000,
+    spec = {"app": app, "image": image_name(app), "port": 7000,
             "limits": {"cpus": 2.0, "memory_mb": 2048}}
     return Session(stack, app, "edge1", ap="ap2", spec=spec,
                    client={"workload": {"images": [str(assets.fetch(image))]}, "min_timeout": 1.0})
@@ -238,7 +242,7 @@ def test_failed_restore_resumes_at_the_source_with_its_counter(env):
     time.sleep(1.0)
     source = env.agents["edge1"]
     pre = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="pre")
-    inbox = Path("/var/lib/mec-testbed/hosts/edge2/incoming/svc") / f"{pre['migration']}-base"
+    inbox = STATE_ROOT / "servers" / "edge2" / "incoming" / "svc" / f"{pre['migration']}-base"
     for pages in inbox.glob("pages-*.img"):
         pages.write_bytes(b"\0" * 4096)
     record = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="final")
@@ -249,8 +253,8 @@ def test_failed_restore_resumes_at_the_source_with_its_counter(env):
     assert record["new_endpoint"][0] == rows[0]["endpoint"][0]       # back where it was
     assert counter_breaks(rows) == []
     assert served(rows)[-1]["counter"] > 50
-    assert not docker.from_env().containers.list(all=True, filters={"label": ["org.mec-testbed.host=edge2",
-                                                                              "org.mec-testbed.service=svc"]})
+    assert not docker.from_env().containers.list(all=True, filters={"label": [f"{SERVER_LABEL}=edge2",
+                                                                              f"{SERVICE_LABEL}=svc"]})
 
 
 def test_destination_killed_mid_migration_resumes_at_the_source(env):
@@ -258,8 +262,8 @@ def test_destination_killed_mid_migration_resumes_at_the_source(env):
     session = Session(env, "svc", "edge1", ap="ap1")
     time.sleep(1.0)
     source = env.agents["edge1"]
-    container = docker.from_env().containers.list(filters={"label": ["org.mec-testbed.host=edge1",
-                                                                     "org.mec-testbed.service=svc"]})[0]
+    container = docker.from_env().containers.list(filters={"label": [f"{SERVER_LABEL}=edge1",
+                                                                     f"{SERVICE_LABEL}=svc"]})[0]
     client = docker.from_env()
     events = client.events(decode=True, filters={"container": container.id, "event": "die"})
     killer = threading.Thread(target=lambda: (next(iter(events)), env.kill_agent("edge2")), daemon=True)
@@ -321,3 +325,23 @@ def test_parallel_migrations(env):
     # they really ran at the same time
     finals = [records[s]["phases"]["migration"] for s in services]
     assert max(f["start"] for f in finals) < min(f["end"] for f in finals)
+
+
+def test_the_agent_refuses_what_is_not_on_its_list(env):
+    """Only ``Agent.REMOTE`` can be called, from the runner's socket or across the network;
+    internal steps of a migration (fence, resume, release, on_arrival) cannot."""
+    from testbed.agent import Agent
+    from testbed.rpc import RpcClient, RpcError
+
+    assert "fence" not in Agent.REMOTE and "restore" not in Agent.REMOTE
+    for method in ("fence", "resume", "release", "on_arrival", "restore", "__init__", "deployment"):
+        with pytest.raises(RpcError, match="not offered remotely"):
+            env.agents["edge1"].call(method, timeout=10)
+    over_the_wan = env.net.node("edge2").popen(
+        [sys.executable, "-c", "import sys; from testbed.rpc import RpcClient; "
+         "c = RpcClient((sys.argv[1], 7100), timeout=10)\n"
+         "try:\n    c.call('fence', server='edge1', service='x')\nexcept Exception as e:\n    print(e)\n"
+         "print(c.call('ping')['server'])", env.net.address("edge1")], stdout=subprocess.PIPE, text=True)
+    out, _ = over_the_wan.communicate(timeout=30)
+    assert "not offered remotely" in out and out.strip().endswith("edge1"), out
+    assert isinstance(env.agents["edge1"], RpcClient) and env.agents["edge1"].call("ping")["server"] == "edge1"

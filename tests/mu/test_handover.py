@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from testbed.config import load_topology
+from testbed.images import image_name
 from testbed.events import read_events
 from testbed.net.network import MecNetwork
 from testbed.records import outages, read_jsonl
@@ -25,7 +26,7 @@ def env(tmp_path, no_leftovers):
     try:
         stack.start_agents(only=["edge1"])
         instance = stack.agents["edge1"].call("deploy", spec={
-            "service": "svc", "app": "counter", "image": "mec-testbed/counter:latest"})
+            "service": "svc", "app": "counter", "image": image_name("counter")})
         yield net, stack, instance
     finally:
         stack.stop()
@@ -40,8 +41,8 @@ def rx_packets(net, node, peer) -> int:
 def test_walking_past_three_base_stations_hands_over_twice(env):
     net, stack, instance = env
     stack.start_user("mu", [{"service": "svc", "endpoint": [instance["ip"], instance["port"]]}],
-                     mobility={"name": "waypoints", "points": [[0, 5], [60, 5]], "speeds": 3.0},
-                     radio={"hysteresis_db": 3.0, "handover_time_s": 0.5}, handover="rssi", t0=time.time() + 1)
+                     mobility={"model": "waypoints", "points": [[0, 5], [60, 5]], "speeds": 3.0},
+                     radio={"hysteresis_db": 3.0, "handover_time": "500ms"}, handover="rssi", t0=time.time() + 1)
     user = stack.users["mu"]
     seen = {}
     deadline = time.time() + 40

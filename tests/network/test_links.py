@@ -98,9 +98,10 @@ from testbed.config import load_topology
 from testbed.net.network import MecNetwork
 net = MecNetwork(load_topology(sys.argv[1])).start()
 if sys.argv[2] == "with-container":
-    from testbed.net.containers import HostContainers, Limits
-    edge1 = HostContainers("edge1", str(net.plan.container_subnets["edge1"]))
-    container = edge1.reserve("svc", "counter", "mec-testbed/counter:latest", 7000, Limits())
+    from testbed.containers.server import Limits, ServerContainers
+    from testbed.images import image_name
+    edge1 = ServerContainers("edge1", str(net.plan.container_subnets["edge1"]))
+    container = edge1.reserve("svc", "counter", image_name("counter"), 7000, Limits())
     edge1.start(container, 7000)
 print("ready", flush=True)
 time.sleep(600)
@@ -108,11 +109,10 @@ time.sleep(600)
 
 
 def _leftovers():
-    from testbed.net.clean import testbed_containers, testbed_namespaces, testbed_root_interfaces
+    from testbed.clean import leftovers
 
-    helpers = subprocess.run(["pgrep", "-f", "testbed.net.delayline"], capture_output=True, text=True)
-    return {"namespaces": testbed_namespaces(), "interfaces": testbed_root_interfaces(),
-            "containers": testbed_containers(), "delay_lines": helpers.stdout.split()}
+    helpers = subprocess.run(["pgrep", "-f", "testbed.net.wire"], capture_output=True, text=True)
+    return {**leftovers(), "delay_lines": helpers.stdout.split()}
 
 
 def test_sigkilled_run_then_clean_leaves_nothing(testbed_cli, no_leftovers):

@@ -11,6 +11,7 @@ import pytest
 
 from testbed import assets
 from testbed.config import load_topology
+from testbed.images import image_name
 from testbed.net.network import MecNetwork
 from testbed.stack import Stack
 
@@ -35,7 +36,7 @@ def env(tmp_path_factory):
         endpoints = {}
         for app, cpus in APPS.items():
             instance = stack.agents["edge1"].call("deploy", spec={
-                "service": app, "app": app, "image": f"mec-testbed/{app}:latest",
+                "service": app, "app": app, "image": image_name(app),
                 "limits": {"cpus": cpus, "memory_mb": 2048}})
             endpoints[app] = instance["ip"]
         net.attach("mu", "ap1")

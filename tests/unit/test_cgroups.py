@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from testbed.net.cgroups import CgroupError, CgroupMeter, ContainerCgroups
-from testbed.net.freezer import Freezer
+from testbed.containers.cgroups import CgroupError, CgroupMeter, ContainerCgroups
+from testbed.containers.freezer import Freezer
 
 V1 = {c: f"/sys/fs/cgroup/{c}/docker/abc" for c in ("cpu", "cpuacct", "memory", "freezer")}
 V2 = {"": "/sys/fs/cgroup/system.slice/docker-abc.scope"}

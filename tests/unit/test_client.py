@@ -9,7 +9,7 @@ import threading
 import time
 
 from testbed import protocol
-from testbed.mu.client import OffloadingClient, Workload
+from testbed.mu.offloading import OffloadingClient, Workload
 
 IMAGE = bytes(range(256)) * 640          # 160 kB, the size of a test photo
 LINK_BYTES_PER_S = 1_600_000             # 100 ms per task upload when alone on the link

@@ -129,3 +129,45 @@ def test_every_experiment_file_loads():
     for path in sorted((ROOT / "experiments").glob("*.yaml")):
         spec, _ = load_experiment_with_source(path)
         assert spec.name == path.stem, path
+
+
+def experiment_with(tmp_path, **fields) -> Path:
+    data = {"name": "x", "topology": str(PAPER), "duration": "10s", "planners": ["nearest"],
+            "users": {"mu": {"services": [{"app": "counter"}]}}, **fields}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("fields,field,reason", [
+    ({"planners": [{"name": "orchestrated", "params": {"horizn_s": 10}}]}, "planners.0.params.horizn_s",
+     "unknown field"),
+    ({"planners": [{"name": "orchestrated", "params": {"margin": 2}}]}, "planners.0.params.margin", "less than 1"),
+    ({"planners": [{"name": "green-first", "params": {"threshold": "high"}}]}, "planners.0.params.threshold",
+     "valid number"),
+    ({"planners": ["oracle"]}, "planners.0", "unknown planner 'oracle'"),
+    ({"migration": {"mode": "teleport"}}, "migration", "unknown migration mode 'teleport'"),
+    ({"migration": {"mode": "precopy-delta", "delta": "bsdiff"}}, "migration.delta", "unknown delta encoder"),
+    ({"migration": {"mode": "cold", "quiesse": 1}}, "migration.quiesse", "unknown field"),
+    ({"users": {"mu": {"mobility": {"model": "round_trip", "sped": 2}, "services": [{"app": "counter"}]}}},
+     "users.mu.mobility.sped", "unknown field"),
+    ({"users": {"mu": {"mobility": {"model": "hover"}, "services": [{"app": "counter"}]}}},
+     "users.mu.mobility.model", "unknown mobility model 'hover'"),
+])
+def test_extension_parameters_are_validated_by_their_own_classes(tmp_path, fields, field, reason):
+    """Planners, migration modes and mobility models each declare their parameters;
+    a typo in any of them is a config error naming the field, before anything is built."""
+    path = experiment_with(tmp_path, **fields)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment_with_source(path)
+    message = str(caught.value)
+    line = next((l for l in message.splitlines() if l.strip().startswith(field)), None)
+    assert line is not None and reason in line, message
+
+
+def test_extension_parameters_get_their_declared_defaults(tmp_path):
+    spec, _ = load_experiment_with_source(experiment_with(
+        tmp_path, planners=[{"name": "orchestrated", "params": {"solver": "cbc"}}], migration={"mode": "precopy-delta"}))
+    params = spec.planners[0].typed_params()
+    assert (params.solver, params.horizon_s, params.margin) == ("cbc", 30.0, 0.1)
+    assert spec.migration.options() == {"quiesce": 1.0, "delta": "pages"}

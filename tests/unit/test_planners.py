@@ -4,37 +4,28 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.controller.estimators import MigrationTimeModel
+from testbed.config import RadioSpec
 from testbed.controller.planners import Handover, Migrate, build
-from testbed.controller.planners.base import Network, Server, Service, Station, SystemState, User
+from testbed.controller.state import Service, SystemState, User
 from testbed.controller.planners.shareon import ShareOnParams, utilization_region
-from testbed.net import addressing
-from testbed.radio import HysteresisHandover, PathLoss, RadioParams
 
 T0 = 1000.0
 
 
+# A radio whose coverage ends: RSSI = -20 - 40 log10(d), below -75 dBm beyond 23.7 m.
+COVERAGE = RadioSpec(exponent=4.0, sensitivity_dbm=-75)
+
+
 def make_state(paper_spec, user_x=5.0, ap="ap1", host="edge1", velocity=(1.0, 0.0), utils=None, e2e_ms=50.0,
-               proc_ms=0.0, sites=None, quota=0.1, full_bytes=5e6) -> SystemState:
-    plan = addressing.plan(paper_spec)
-    servers = {}
-    for name in paper_spec.nodes_with_role("cloud", "edge"):
-        node = paper_spec.nodes[name]
-        servers[name] = Server(name, node.role, node.position, node.cpus, node.memory / 2**20, node.compute,
-                               site=(sites or {}).get(name, "default"), cpu_util=(utils or {}).get(name, 0.0))
-    stations = {}
-    for conn in paper_spec.connections:
-        for ap_name, other in ((conn.a, conn.b), (conn.b, conn.a)):
-            if paper_spec.nodes[ap_name].role == "ap":
-                stations[ap_name] = Station(ap_name, paper_spec.nodes[ap_name].position,
-                                            paper_spec.nodes[ap_name].max_users, other)
-    params = RadioParams()
-    user = User("mu", ap, (user_x, 5.0), velocity, t=T0, e2e_ms={"svc": e2e_ms})
-    service = Service("svc", "mu", "counter", host, cpus=1.0, memory_mb=512, proc_ms=proc_ms,
-                      image_bytes=170e6, full_bytes=full_bytes, delta_bytes=10e3, quota=quota)
-    return SystemState(T0, servers, stations, {"mu": user}, {"svc": service}, Network(plan), PathLoss(params),
-                       HysteresisHandover(params), MigrationTimeModel(), handover_time_s=0.5,
-                       report_period_s=0.5)
+               proc_ms=0.0, sites=None, quota=0.1, full_bytes=5e6, radio=RadioSpec()) -> SystemState:
+    state = SystemState.build(paper_spec, radio, report_period=0.5, t=T0)
+    for name, server in state.servers.items():
+        server.site = (sites or {}).get(name, "default")
+        server.cpu_util = (utils or {}).get(name, 0.0)
+    state.users["mu"] = User("mu", ap, (user_x, 5.0), velocity, t=T0, e2e_ms={"svc": e2e_ms})
+    state.services["svc"] = Service("svc", "mu", "counter", host, cpus=1.0, memory_mb=512, proc_ms=proc_ms,
+                                    image_bytes=170e6, full_bytes=full_bytes, delta_bytes=10e3, quota=quota)
+    return state
 
 
 def test_cloud_places_on_the_cloud_and_never_moves(paper_spec):
@@ -67,17 +58,19 @@ def test_nearest_follows_the_user_to_the_closest_edge(paper_spec):
 
 
 def test_orchestrated_plans_one_window_around_the_predicted_handover(paper_spec):
-    # The user walks at 1 m/s from x = 15 towards ap2 (x = 30); hysteresis (3 dB, n = 3)
-    # hands it over at about x = 16.7, i.e. in ~1.7 s: close enough that it must plan now.
-    state = make_state(paper_spec, user_x=15.0)
+    # At x = 19 the user is past the hysteresis point (it needs a handover now) and ap1's
+    # coverage ends at x = 23.2, within the 5 s look-ahead at 1 m/s: staying is not a
+    # candidate (3d), and the service follows it to edge2 (100 ms RTT saved per task).
+    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
     planner = build("orchestrated")
     actions = planner.on_report(state, state.users["mu"])
     migrate = next(a for a in actions if isinstance(a, Migrate))
     handover = next(a for a in actions if isinstance(a, Handover))
-    t_ho = planner.last_estimates["t_ho"]
-    assert 1.2 < t_ho - T0 < 2.2
+    t_ho = migrate.estimates["t_ho"]
+    assert t_ho == pytest.approx(T0)
     assert (migrate.dest, handover.target) == ("edge2", "ap2")
-    mig = planner.last_estimates["migration"]
+    assert planner.last_estimates["choice"] == {"svc": {"user": "mu", "station": "ap2", "server": "edge2"}}
+    mig = migrate.estimates["migration"]
     lead = 1.1 * mig["pre_migration_s"] + 2 * 0.150       # + the prepare order's round trip cloud-edge1
     assert migrate.final_at == pytest.approx(max(t_ho, T0 + lead))
     assert migrate.pre_at == pytest.approx(migrate.final_at - lead)
@@ -85,8 +78,23 @@ def test_orchestrated_plans_one_window_around_the_predicted_handover(paper_spec)
     assert migrate.final_at <= handover.at
     assert handover.at + 0.5 <= migrate.final_at + mig["migration_s"] + 1e-9 or \
         handover.at == migrate.final_at
-    assert planner.last_estimates["downtime_s"] == pytest.approx(max(mig["migration_s"], 0.5))
+    assert migrate.estimates["downtime_s"] == pytest.approx(max(mig["migration_s"], 0.5))
+    assert migrate.estimates["e2e_change_s"] == pytest.approx(0.0, abs=1e-3)     # vs staying with ap1 at t'
     assert planner.on_report(state, state.users["mu"]) == []     # planned once
+
+
+def test_orchestrated_keeps_the_user_where_staying_is_best(paper_spec):
+    """Staying is a candidate: with ap1 heard well at t' and nothing to gain for the
+    counter (no processing, equal rates, co-located servers), the user stays; it is
+    decided again ``replan_s`` later."""
+    state = make_state(paper_spec, user_x=17.0)
+    planner = build("orchestrated")
+    assert planner.on_report(state, state.users["mu"]) == []
+    assert planner.last_estimates["choice"] == {"svc": {"user": "mu", "station": "ap1", "server": "edge1"}}
+    assert planner.on_report(state, state.users["mu"]) == []              # not decided again yet ...
+    state.t = state.users["mu"].t = T0 + 6.0
+    planner.on_report(state, state.users["mu"])
+    assert planner.planned["mu"] == pytest.approx(T0 + 6.0)               # ... but after replan_s
 
 
 def test_orchestrated_waits_while_the_handover_is_far(paper_spec):
@@ -96,11 +104,49 @@ def test_orchestrated_waits_while_the_handover_is_far(paper_spec):
 
 def test_orchestrated_respects_station_capacity(paper_spec):
     # ap2 full: the user cannot be placed behind it, so no migration to edge2 via ap2
-    state = make_state(paper_spec, user_x=15.0)
+    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
     state.stations["ap2"].max_users = 0
     planner = build("orchestrated")
     actions = planner.on_report(state, state.users["mu"])
     assert not any(isinstance(a, Migrate) and a.dest == "edge2" for a in actions)
+
+
+def test_orchestrated_decides_users_jointly(paper_spec):
+    """Two users past the hysteresis point and ap2 holds one more user only.  mu (x = 19)
+    loses ap1 within the look-ahead and must take ap2; mu2 (x = 17, its service on edge2)
+    would take ap2 too if decided alone.  Together (3e), mu2 stays with ap1 and its
+    service comes to edge1 instead."""
+    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
+    state.users["mu2"] = User("mu2", "ap1", (17.0, 5.0), (1.0, 0.0), t=T0, e2e_ms={"svc2": 50.0})
+    state.services["svc2"] = Service("svc2", "mu2", "counter", "edge2", cpus=1.0, memory_mb=512,
+                                     image_bytes=170e6, full_bytes=5e6, delta_bytes=10e3)
+    state.stations["ap2"].max_users = 1
+    planner = build("orchestrated")
+    actions = planner.on_report(state, state.users["mu"])
+    plan = planner.last_estimates
+    assert set(plan["users"]) == {"mu", "mu2"} and plan["status"] == "optimal"
+    assert plan["choice"] == {"svc": {"user": "mu", "station": "ap2", "server": "edge2"},
+                              "svc2": {"user": "mu2", "station": "ap1", "server": "edge1"}}
+    assert plan["per_user_differs"] is True
+    moves = sorted((type(a).__name__, getattr(a, "user", None) or a.service, getattr(a, "target", None)
+                    or a.dest) for a in actions)
+    assert moves == [("Handover", "mu", "ap2"), ("Migrate", "svc", "edge2"), ("Migrate", "svc2", "edge1")]
+
+
+def test_orchestrated_places_every_service_of_a_user(paper_spec):
+    """Two services of one user, edge2 has room for one: (3a) keeps the one it can move
+    with the user and places the other where (3a) prefers; the user has one station."""
+    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
+    state.services["svc2"] = Service("svc2", "mu", "counter", "edge1", cpus=1.0, memory_mb=512,
+                                     image_bytes=170e6, full_bytes=5e6, delta_bytes=10e3)
+    state.users["mu"].e2e_ms["svc2"] = 50.0
+    state.servers["edge2"].cpus = 1.5
+    planner = build("orchestrated")
+    planner.on_report(state, state.users["mu"])
+    choice = planner.last_estimates["choice"]
+    assert set(choice) == {"svc", "svc2"}
+    assert {c["station"] for c in choice.values()} == {"ap2"}
+    assert sorted(c["server"] for c in choice.values()).count("edge2") == 1
 
 
 @pytest.mark.parametrize("sp,m,region", [(0.4, 2000, "HIGH"), (2.0, 400, "HIGH"), (0.8, 2000, "MED"),
@@ -128,7 +174,7 @@ def test_shareon_baselines(paper_spec):
     user = state.users["mu"]
     assert build("nearest-edge").initial_server(state, state.services["svc"], user) == "edge2"
     assert build("nearest-edge").on_tick(state) == []
-    state.services["svc"].host = "edge2"
+    state.services["svc"].server = "edge2"
     assert build("equal-load").initial_server(state, state.services["svc"], user) == "edge3"  # empty, idle
     assert build("equal-load").on_tick(state) == []
 

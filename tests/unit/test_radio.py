@@ -5,10 +5,11 @@ import math
 import pytest
 
 from testbed.mobility.round_trip import RoundTrip
-from testbed.radio import HysteresisHandover, PathLoss, RadioParams
+from testbed.config import RadioSpec
+from testbed.radio import HysteresisHandover, PathLoss
 
-PARAMS = RadioParams(tx_power_dbm=20, pl_d0_db=40, d0_m=1, exponent=3.0, sensitivity_dbm=-85,
-                     hysteresis_db=3)
+PARAMS = RadioSpec(tx_power_dbm=20, pl_d0_db=40, d0_m=1, exponent=3.0, sensitivity_dbm=-85,
+                   hysteresis_db=3)
 
 
 @pytest.mark.parametrize("d,expected", [(1, -20.0), (10, -50.0), (100, -80.0), (0.2, -20.0),
@@ -18,7 +19,7 @@ def test_rssi_matches_the_formula(d, expected):
 
 
 def test_shadowing_is_seeded_and_gaussian():
-    params = RadioParams(shadowing_sigma_db=4.0)
+    params = RadioSpec(shadowing_sigma_db=4.0)
     a, b, c = PathLoss(params, seed=1), PathLoss(params, seed=1), PathLoss(params, seed=2)
     samples = [a.shadowing("ap1", k) for k in range(4000)]
     assert samples[:50] == [b.shadowing("ap1", k) for k in range(50)]

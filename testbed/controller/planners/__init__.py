@@ -1,28 +1,17 @@
-"""Planners: one file each, registered here by the name experiment files use."""
+"""Planners: one module each, registered by the name experiment files use (``testbed.registry.PLANNERS``)."""
 
-from testbed.controller.planners.bandwidth_only import BandwidthOnlyPlanner
-from testbed.controller.planners.base import Handover, Migrate, Planner, SystemState
-from testbed.controller.planners.cloud import CloudPlanner
-from testbed.controller.planners.eco import EcoPlanner
-from testbed.controller.planners.equal_load import EqualLoadPlanner
-from testbed.controller.planners.green_first import GreenFirstPlanner
-from testbed.controller.planners.nearest import NearestPlanner
-from testbed.controller.planners.nearest_edge import NearestEdgePlanner
-from testbed.controller.planners.orchestrated import OrchestratedPlanner
-from testbed.controller.planners.processing_only import ProcessingOnlyPlanner
-from testbed.controller.planners.random_server import RandomPlanner
-from testbed.controller.planners.shareon import ShareOnPlanner
+from testbed.controller.planners.base import Action, Handover, Migrate, Planner, build
+from testbed.controller.state import Server, Service, Station, SystemState, User
+from testbed.deprecation import module_getattr
 
-PLANNERS: dict[str, type[Planner]] = {p.name: p for p in (
-    CloudPlanner, RandomPlanner, NearestPlanner, OrchestratedPlanner,
-    ShareOnPlanner, EqualLoadPlanner, NearestEdgePlanner, BandwidthOnlyPlanner, ProcessingOnlyPlanner,
-    GreenFirstPlanner, EcoPlanner)}
+__all__ = ["Action", "Handover", "Migrate", "Planner", "Server", "Service", "Station", "SystemState", "User",
+           "build"]
 
 
-def build(name: str, seed: int = 0, **params) -> Planner:
-    if name not in PLANNERS:
-        raise ValueError(f"unknown planner {name!r} (known: {', '.join(PLANNERS)})")
-    return PLANNERS[name](seed=seed, **params)
+def _planners() -> dict:
+    from testbed.registry import PLANNERS
+
+    return PLANNERS.items()
 
 
-__all__ = ["PLANNERS", "Handover", "Migrate", "Planner", "SystemState", "build"]
+__getattr__ = module_getattr(__name__, {"PLANNERS": ("testbed.registry.PLANNERS", _planners)})

@@ -12,9 +12,9 @@ class BandwidthOnlyPlanner(ShareOnPlanner):
         for service in sorted(state.services.values(), key=lambda s: s.name):
             if service.moving or self.model.measured(state, service) <= self.p.app_threshold:
                 continue
-            others = [n for n in sorted(state.servers) if n != service.host]
-            best = max(others, key=lambda n: (state.network.bandwidth(service.host, n),
-                                              -state.network.one_way(service.host, n), n))
+            others = [n for n in sorted(state.servers) if n != service.server]
+            best = max(others, key=lambda n: (state.network.bandwidth(service.server, n),
+                                              -state.network.one_way(service.server, n), n))
             actions.append(Migrate(service.name, best, estimates={
-                "bandwidth_mbps": state.network.bandwidth(service.host, best)}))
+                "bandwidth_mbps": state.network.bandwidth(service.server, best)}))
         return actions

@@ -1,9 +1,11 @@
-"""What planners see (``SystemState``), what they answer (``Action``), and their interface.
+"""What planners answer (``Action``) and their interface (``Planner``).
 
-A planner is one file with a ``Planner`` subclass registered in
-``testbed.controller.planners.PLANNERS``.  It is called by the controller on
-three triggers and answers with actions, which the controller executes and
-logs with the planner's estimates:
+A planner is one module of this package with one ``Planner`` subclass that
+names itself and declares its parameters as a ``Params`` class (validated by
+the experiment schema: a typo is an error before anything is built).  The
+controller calls it on three triggers with the current ``SystemState``
+(``testbed.controller.state``) and executes the actions it answers, logging
+them with the planner's estimates:
 
 * ``on_handover``: a user handed over by itself (RSSI), seed 002's trigger of
   the cloud, random and nearest planners;
@@ -13,127 +15,16 @@ logs with the planner's estimates:
 
 from __future__ import annotations
 
-import math
+import random
 from abc import ABC
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from testbed.controller.estimators import MigrationTimeModel, PathEstimate, wireless_rate_mbps
-from testbed.mobility.base import Point, distance
-from testbed.radio import HysteresisHandover, PathLoss
-
-
-@dataclass
-class Server:
-    name: str
-    role: str                     # "cloud" or "edge"
-    position: Point | None
-    cpus: float
-    memory_mb: float
-    compute: float
-    site: str = "default"         # servers of one site share a network (seed 004)
-    cpu_util: float = 0.0         # fraction of its cpus in use (reported)
-    memory_used_mb: float = 0.0
-
-
-@dataclass
-class Station:
-    name: str
-    position: Point
-    max_users: int
-    uplink: str                   # the server the base station is wired to
-
-
-@dataclass
-class User:
-    name: str
-    ap: str | None
-    position: Point | None = None
-    velocity: Point = (0.0, 0.0)
-    rssi: dict[str, float] = field(default_factory=dict)
-    e2e_ms: dict[str, float] = field(default_factory=dict)
-    t: float = 0.0
-
-
-@dataclass
-class Service:
-    name: str
-    user: str
-    app: str
-    host: str
-    cpus: float
-    memory_mb: float
-    task_bytes: float = 100.0
-    proc_ms: float = 0.0          # processing delay measured on ``host``
-    image_bytes: float = 100e6
-    full_bytes: float = 50e6      # checkpoint size estimate (probe at t0)
-    delta_bytes: float = 1e6
-    quota: float = 0.1            # CPU share of a node in the app profile (seed 004)
-    moving: bool = False          # a migration is under way
-
-
-class Network:
-    """Paths between nodes of the emulated network (from its address plan)."""
-
-    def __init__(self, plan):
-        self.plan = plan
-
-    def one_way(self, a: str, b: str) -> float:
-        return 0.0 if a == b else self.plan.one_way_delay(a, b)
-
-    def bandwidth(self, a: str, b: str) -> float:
-        return math.inf if a == b else self.plan.bottleneck_mbps(a, b)
-
-
-@dataclass
-class SystemState:
-    t: float
-    servers: dict[str, Server]
-    stations: dict[str, Station]
-    users: dict[str, User]
-    services: dict[str, Service]
-    network: Network
-    path_loss: PathLoss
-    policy: HysteresisHandover
-    migration_model: MigrationTimeModel
-    handover_time_s: float = 0.5
-    report_period_s: float = 0.5
-
-    def users_on(self, station: str) -> int:
-        return sum(1 for u in self.users.values() if u.ap == station)
-
-    def services_of(self, user: str) -> list[Service]:
-        return [s for s in self.services.values() if s.user == user]
-
-    def nearest_server(self, position: Point, roles=("edge",)) -> str:
-        candidates = [s for s in self.servers.values() if s.role in roles and s.position is not None]
-        return min(candidates, key=lambda s: (distance(s.position, position), s.name)).name
-
-    def path(self, rssi: float, station: str, server: str) -> PathEstimate:
-        """What the user would see through ``station`` to ``server`` at this RSSI."""
-        return PathEstimate(bandwidth_mbps=min(wireless_rate_mbps(rssi), self.network.bandwidth(station, server)),
-                            rtt_s=2 * self.network.one_way(station, server),
-                            compute=self.servers[server].compute)
-
-    def predicted_position(self, user: User, at: float) -> Point:
-        dt = max(0.0, at - user.t)
-        return user.position[0] + user.velocity[0] * dt, user.position[1] + user.velocity[1] * dt
-
-    def predicted_rssi(self, user: User, at: float) -> dict[str, float]:
-        position = self.predicted_position(user, at)
-        return {name: self.path_loss.rssi(name, st.position, position) for name, st in self.stations.items()}
-
-    def predict_handover(self, user: User, horizon_s: float, step_s: float = 0.1) -> tuple[float, str] | None:
-        """When and where relative hysteresis will move ``user`` within ``horizon_s`` (mean model)."""
-        if user.position is None or user.ap is None:
-            return None
-        k = 0
-        while k * step_s <= horizon_s:
-            at = user.t + k * step_s
-            target = self.policy.decide(user.ap, self.predicted_rssi(user, at))
-            if target:
-                return at, target
-            k += 1
-        return None
+from testbed.config import Strict
+from testbed.controller import state as _state
+from testbed.controller.state import Service, SystemState, User
+from testbed.deprecation import module_getattr
+from testbed.registry import PLANNERS
 
 
 @dataclass
@@ -156,14 +47,20 @@ Action = Migrate | Handover
 
 
 class Planner(ABC):
-    name: str = "planner"
-    handover: str = "rssi"          # who triggers handovers: the user ("rssi") or the controller
+    name: ClassVar[str]
+    handover: ClassVar[str] = "rssi"     # who triggers handovers: the user ("rssi") or the controller
 
-    def __init__(self, seed: int = 0, **params):
-        import random
+    class Params(Strict):
+        """A planner without parameters; subclasses declare their own."""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            PLANNERS.register(cls)
+
+    def __init__(self, seed: int = 0, params: "Planner.Params | None" = None):
         self.rng = random.Random(seed)
-        self.params = params
+        self.params = params if params is not None else self.Params()
 
     def initial_server(self, state: SystemState, service: Service, user: User) -> str:
         """Where to deploy a new service (default: the edge nearest to the user)."""
@@ -177,3 +74,26 @@ class Planner(ABC):
 
     def on_tick(self, state: SystemState) -> list[Action]:
         return []
+
+    def explain(self) -> dict:
+        """What the last decision was based on, for the Central Database (default: nothing more
+        than each action's own estimates)."""
+        return {}
+
+
+def build(name: str, seed: int = 0, **params) -> Planner:
+    """The planner registered as ``name`` with its parameters validated (ValueError names a bad one)."""
+    from pydantic import ValidationError
+
+    from testbed.config.base import validation_lines
+
+    cls = PLANNERS.get(name)
+    try:
+        typed = cls.Params.model_validate(params)
+    except ValidationError as exc:
+        raise ValueError(f"planner {name!r}: " + "; ".join(validation_lines(exc, "params"))) from None
+    return cls(seed=seed, params=typed)
+
+
+__getattr__ = module_getattr(__name__, {name: (f"testbed.controller.state.{name}", lambda name=name: getattr(_state, name))
+                                        for name in ("Network", "Server", "Station")})

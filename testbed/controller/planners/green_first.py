@@ -1,15 +1,23 @@
 """Seed 004's Algorithm I: services leave an overloaded ("red") node for the least-loaded green
 node of the same site, else of another site, else the cloud; the app profile (CPU quota) must fit."""
 
+from pydantic import Field
+
+from testbed.config import Strict
 from testbed.controller.planners.base import Migrate, Planner
+
+
+class GreenFirstParams(Strict):
+    threshold: float = Field(default=0.5, gt=0, le=1, description="a node over this CPU share is red (seed 004)")
 
 
 class GreenFirstPlanner(Planner):
     name = "green-first"
+    Params = GreenFirstParams
 
-    def __init__(self, seed: int = 0, threshold: float = 0.5, **params):
-        super().__init__(seed, **params)
-        self.threshold = threshold
+    @property
+    def threshold(self) -> float:
+        return self.params.threshold
 
     def red(self, state):
         return [n for n, s in sorted(state.servers.items()) if s.role == "edge" and s.cpu_util > self.threshold]
@@ -22,7 +30,7 @@ class GreenFirstPlanner(Planner):
         actions = []
         for node in self.red(state):
             site = state.servers[node].site
-            for service in sorted((s for s in state.services.values() if s.host == node and not s.moving),
+            for service in sorted((s for s in state.services.values() if s.server == node and not s.moving),
                                   key=lambda s: s.name):
                 dest = self.choose(state, load, node, site, service.quota)
                 load[dest] = load.get(dest, 0.0) + service.quota

@@ -10,4 +10,4 @@ class NearestPlanner(Planner):
         where = user.position or state.stations[target].position
         dest = state.nearest_server(where)
         return [Migrate(s.name, dest) for s in state.services_of(user.name)
-                if s.host != dest and not s.moving]
+                if s.server != dest and not s.moving]

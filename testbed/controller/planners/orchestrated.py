@@ -1,124 +1,256 @@
-"""Seed 002's orchestrated planner: optimal placement and coordinated timing (Sec. IV).
+"""Seed 002's orchestrated planner: joint optimal placement and coordinated timing (Sec. IV).
 
-On every report of a user it predicts, from position and velocity with the
-mean path-loss model and relative hysteresis, when (t_ho) and to which base
-station the user will hand over.  When that moment is close enough that the
-pre-migration must start now, it solves (3a)-(3e) for t' = t_ho over every
-(base station, server) pair the user will hear, with
+On every report it predicts, from each user's position and velocity with the
+mean path-loss model and relative hysteresis, when (t_ho) each user will need
+a handover.  Every user whose t_ho is close enough that a pre-migration must
+start now is decided together: one MILP (3a)-(3e) (``testbed.controller.milp``)
+over all of them and all their services, at t' = t_ho, with
 
-* gain: eq. (4) times the tasks expected over ``horizon_s`` (eq. 1),
-* cost: DT = max(T_mig, T_ho) (eq. 2), T_mig from eq. (5),
+* candidates: every base station the user will hear above the sensitivity
+  from t' until ``coverage_lookahead_s`` after (3d), staying included, times
+  every server, for each service;
+* gain: eq. (4) times the tasks the user sends over ``horizon_s`` (eq. 1),
+  against the E2E of staying where it is at t';
+* cost: DT = max(T_mig, T_ho) per service (eq. 2), T_mig from eq. (5);
+* (3c): CPU, memory and storage left on each server by the services not being
+  decided (and by any background load the Resource Monitor sees); (3e): the
+  users a base station holds besides those being decided.
 
-and schedules (Fig. 2, fourth timeline, 10 % margins): pre-migration at
-t_ho - 1.1 T_pre, so it is done when the migration starts at t_ho; the
-handover at t_ho + max(0, 0.9 T_mig - T_ho), so that it ends inside the
-migration's downtime and the user sees one short window.
+and schedules (Fig. 2, fourth timeline, 10 % margins): each service's
+pre-migration early enough that it is done when its migration phase starts;
+the migration phases so that they all end together; the handover so that it
+ends inside the longest migration's downtime: t_ho + max(0, 0.9 T_mig - T_ho).
+A user the MILP leaves where it is is decided again ``replan_s`` later.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
+from testbed.config import Strict
 from testbed.controller import milp
 from testbed.controller.estimators import downtime, e2e_change
 from testbed.controller.planners.base import Handover, Migrate, Planner
+from testbed.rates import TABLES, RateTable
+
+RESOURCES = ("cpu", "memory", "storage")
+
+
+class OrchestratedParams(Strict):
+    horizon_s: float = Field(default=30.0, gt=0, description="the gain counts the tasks of this long (eq. 1)")
+    margin: float = Field(default=0.1, ge=0, lt=1, description="Fig. 2's 10 % error margins")
+    solver: Literal["fast", "highs", "cbc"] = Field(
+        default="fast", description="cbc: CBC on the whole model (the paper); highs: HiGHS on the whole model; "
+                                    "fast: LP relaxation, reduced-cost pruning, HiGHS (all exact)")
+    replan_s: float = Field(default=5.0, ge=0, description="a predicted handover this close to a planned one is "
+                                                            "that one; a user left in place is decided again after")
+    coverage_lookahead_s: float = Field(default=5.0, ge=0, description="(3d): a base station must stay above the "
+                                                                        "sensitivity this long after t'")
+    lead_reports: float = Field(default=2.0, ge=0, description="plan this many report periods before it must start")
+    lead_control_trips: float = Field(default=3.0, ge=0, description="... plus this many controller-to-agent trips")
+    prediction_step_s: float = Field(default=0.1, gt=0, description="time step of the handover prediction")
+    resources: list[Literal["cpu", "memory", "storage"]] = Field(default=list(RESOURCES),
+                                                                  description="the resources of (3c)")
+    rate_table: str | list[tuple[float, float]] | None = Field(
+        default=None, description="eq. (4)'s radio rates (testbed.rates); none: the experiment's radio")
+    noise_floor_dbm: float | None = Field(default=None, description="none: the experiment's radio")
+
+    def rates(self, radio: RateTable) -> RateTable:
+        if self.rate_table is None and self.noise_floor_dbm is None:
+            return radio
+        table = self.rate_table if self.rate_table is not None else list(radio.steps)
+        if isinstance(table, str) and table not in TABLES:
+            raise ValueError(f"unknown rate table {table!r} (known: {', '.join(TABLES)})")
+        floor = self.noise_floor_dbm if self.noise_floor_dbm is not None else radio.noise_floor_dbm
+        return RateTable.named(table, floor)
 
 
 class OrchestratedPlanner(Planner):
     name = "orchestrated"
     handover = "controller"
+    Params = OrchestratedParams
 
-    def __init__(self, seed: int = 0, horizon_s: float = 30.0, margin: float = 0.1, solver: str = "highs",
-                 **params):
-        super().__init__(seed, **params)
-        self.horizon_s = horizon_s
-        self.margin = margin
-        self.solver = solver
-        self.planned: dict[str, float] = {}     # user -> t_ho already planned for
+    def __init__(self, seed: int = 0, params: OrchestratedParams | None = None):
+        super().__init__(seed, params)
+        self.planned: dict[str, float] = {}     # user -> t' last decided for
+        self.last_solution: milp.Solution | None = None
+        self.last_estimates: dict = {}
 
+    # -- when ---------------------------------------------------------------------------
     def estimate_migration(self, state, service, dest) -> dict:
-        source = state.servers[service.host]
-        target = state.servers[dest]
+        source, target = state.servers[service.server], state.servers[dest]
         return state.migration_model.estimate(
-            service.host, dest, service.image_bytes, service.full_bytes, service.delta_bytes,
-            state.network.bandwidth(service.host, dest), state.network.one_way(service.host, dest),
+            service.server, dest, service.image_bytes, service.full_bytes, service.delta_bytes,
+            state.network.bandwidth(service.server, dest), state.network.one_way(service.server, dest),
             source.compute, target.compute)
 
-    def on_report(self, state, user):
-        services = [s for s in state.services_of(user.name) if not s.moving]
-        if not services or user.position is None:
-            return []
+    def _control(self, state, services) -> float:
+        cloud = state.cloud()
+        return max((state.network.one_way(cloud, s.server) for s in services), default=0.0) if cloud else 0.0
+
+    def lead(self, state, services) -> float:
+        """How long before t' a plan must be made: the longest pre-migration, the orders'
+        trips and the reports that may pass before the next decision."""
         longest = max((self.estimate_migration(state, s, d)["pre_migration_s"]
-                       for s in services for d in state.servers if d != s.host), default=0.0)
-        control = max((state.network.one_way("cloud", s.host) for s in services if "cloud" in state.servers),
-                      default=0.0)
-        lead = (1 + self.margin) * longest + 3 * control + 2 * state.report_period_s
-        predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s)
+                       for s in services for d in state.servers if d != s.server), default=0.0)
+        return ((1 + self.params.margin) * longest + self.params.lead_control_trips * self._control(state, services)
+                + self.params.lead_reports * state.report_period_s)
+
+    def _coverage_end(self, state, user, until: float) -> float | None:
+        """When the serving station's predicted RSSI falls below the sensitivity (before ``until``)."""
+        sensitivity = state.policy.params.sensitivity_dbm
+        at = user.t
+        while at <= until:
+            if state.predicted_rssi(user, at).get(user.ap, -1e9) < sensitivity:
+                return at
+            at += self.params.prediction_step_s
+        return None
+
+    def due(self, state, user) -> tuple[float, str] | None:
+        """(t', target) if ``user`` must be decided now, else None."""
+        services = state.services_of(user.name)
+        if not services or user.position is None or user.ap is None or any(s.moving for s in services):
+            return None
+        lead = self.lead(state, services)
+        predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s,
+                                           step_s=self.params.prediction_step_s)
+        lost = self._coverage_end(state, user, state.t + lead + self.params.coverage_lookahead_s)
+        if predicted is None and lost is not None:
+            at = max(user.t, lost - self.params.coverage_lookahead_s)
+            predicted = at, state.policy.best(state.predicted_rssi(user, lost)) or user.ap
         if predicted is None:
-            return []
+            return None
         t_ho, target = predicted
-        if user.name in self.planned and abs(self.planned[user.name] - t_ho) < 5.0:
-            return []                                   # already planned for this handover
+        if user.name in self.planned and abs(self.planned[user.name] - t_ho) < self.params.replan_s:
+            return None                                 # already decided for this handover
         if t_ho - state.t > lead:
-            return []                                   # a later report will plan it
-        self.planned[user.name] = t_ho
-        return self.plan(state, user, services, t_ho, target)
+            return None                                 # a later report will decide it
+        return t_ho, target
 
-    def problem(self, state, user, services, t_ho, target: str):
-        """The placement problem at t' = t_ho for one user (one service: its container D_u).
+    def on_report(self, state, user):
+        if self.due(state, user) is None:
+            return []
+        due = {u.name: when for u in state.users.values() if (when := self.due(state, u)) is not None}
+        return self.plan(state, due)
 
-        Hysteresis says the user leaves its base station at t_ho, so staying is not a
-        candidate; E2E changes are taken against the least the user must do: hand
-        over to ``target`` and leave the service where it is."""
-        service = services[0]
-        rssi_then = state.predicted_rssi(user, t_ho)
-        usable = {b: r for b, r in state.policy.usable(rssi_then).items() if b != user.ap}
-        now_path = state.path(rssi_then[target], target, service.host)
-        tasks = self.horizon_s / max(0.05, (user.e2e_ms.get(service.name) or 100.0) / 1e3)
-        options, estimates = [], {}
-        for station, rssi in sorted(usable.items()):
-            for server in sorted(state.servers):
-                new_path = state.path(rssi, station, server)
-                gain = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, new_path)
-                t_ho_cost = state.handover_time_s
-                mig = self.estimate_migration(state, service, server) if server != service.host else None
-                dt = downtime(mig["migration_s"] if mig else None, t_ho_cost)
-                options.append(milp.Option(user.name, station, server, gain * tasks, dt))
-                estimates[(station, server)] = {"e2e_change_s": gain, "tasks": tasks, "downtime_s": dt,
-                                                "migration": mig}
-        others = {s: (srv.cpus * (1 - srv.cpu_util), srv.memory_mb - srv.memory_used_mb)
-                  for s, srv in state.servers.items()}
-        own = (service.cpus, service.memory_mb)
-        capacity = {s: (c + (own[0] if s == service.host else 0), m + (own[1] if s == service.host else 0))
-                    for s, (c, m) in others.items()}
-        stations = {b: st.max_users - state.users_on(b) + (1 if b == user.ap else 0)
+    # -- where ----------------------------------------------------------------------------
+    def _candidates(self, state, user, t_prime: float) -> dict[str, float]:
+        """(3d): stations heard above the sensitivity at t' and ``coverage_lookahead_s`` later."""
+        now = state.policy.usable(state.predicted_rssi(user, t_prime))
+        later = state.policy.usable(state.predicted_rssi(user, t_prime + self.params.coverage_lookahead_s))
+        return {b: rssi for b, rssi in now.items() if b in later}
+
+    def problem(self, state, due: dict[str, tuple[float, str]]):
+        """The joint placement problem at t' of every user in ``due``."""
+        rates = self.params.rates(state.rates)
+        deciding = {s.name for u in due for s in state.services_of(u)}
+        options, estimates, demand = [], {}, {}
+        for name, (t_prime, target) in sorted(due.items()):
+            user = state.users[name]
+            rssi = state.predicted_rssi(user, t_prime)
+            stations = self._candidates(state, user, t_prime)
+            baseline = user.ap if user.ap in state.policy.usable(rssi) else target
+            for service in sorted(state.services_of(name), key=lambda s: s.name):
+                demand[service.name] = self._demand(service)
+                now_path = state.path(rssi[baseline], baseline, service.server, rates)
+                tasks = self._tasks(user, service)
+                for station in sorted(stations):
+                    for server in sorted(state.servers):
+                        new_path = state.path(stations[station], station, server, rates)
+                        change = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, new_path)
+                        mig = self.estimate_migration(state, service, server) if server != service.server else None
+                        handover = state.handover_time_s if station != user.ap else None
+                        dt = downtime(mig["migration_s"] if mig else None, handover)
+                        options.append(milp.Option(name, station, server, change * tasks, dt, service.name))
+                        estimates[(service.name, station, server)] = {
+                            "t_ho": t_prime, "e2e_change_s": change, "tasks": tasks, "downtime_s": dt,
+                            "migration": mig, "rssi": stations[station]}
+        capacity = {s: self._capacity(state, s, deciding) for s in state.servers}
+        stations = {b: st.max_users - sum(1 for u in state.users.values() if u.ap == b and u.name not in due)
                     for b, st in state.stations.items()}
-        problem = milp.PlacementProblem([user.name], options, {user.name: own}, capacity, stations)
-        return problem, estimates
+        return milp.PlacementProblem(sorted(due), options, demand, capacity, stations), estimates
 
-    def plan(self, state, user, services, t_ho, target):
-        problem, estimates = self.problem(state, user, services, t_ho, target)
-        solution = milp.solve(problem, solver=self.solver)
+    def _tasks(self, user, service) -> float:
+        """n-hat of eq. (1): the user's measured task rate times the horizon."""
+        rate = user.task_rate.get(service.name)
+        if not rate:
+            rate = 1.0 / max(0.05, (user.e2e_ms.get(service.name) or 100.0) / 1e3)
+        return rate * self.params.horizon_s
+
+    def _demand(self, service) -> tuple[float, ...]:
+        values = {"cpu": service.cpus, "memory": service.memory_mb,
+                  "storage": (service.image_bytes + service.full_bytes) / 2**20}
+        return tuple(values[r] for r in self.params.resources)
+
+    def _capacity(self, state, server: str, deciding: set[str]) -> tuple[float, ...]:
+        info = state.servers[server]
+        fixed = [s for s in state.services.values() if s.server == server and s.name not in deciding]
+        values = {"cpu": info.cpus - sum(s.cpus for s in fixed) - info.background_cores,
+                  "memory": info.memory_mb - sum(s.memory_mb for s in fixed),
+                  "storage": info.storage_mb - sum((s.image_bytes + s.full_bytes) / 2**20 for s in fixed)}
+        return tuple(values[r] for r in self.params.resources)
+
+    def per_user_choices(self, problem: milp.PlacementProblem) -> dict[str, milp.Option]:
+        """What solving each user alone (the capacities as they are) would choose: for the record."""
+        chosen = {}
+        for user in problem.users:
+            alone = milp.PlacementProblem([user], [o for o in problem.options if o.user == user], problem.demand,
+                                          problem.server_capacity, problem.station_capacity)
+            chosen.update(milp.solve(alone, solver=self.params.solver).choice)
+        return chosen
+
+    # -- the plan ------------------------------------------------------------------------------
+    def plan(self, state, due: dict[str, tuple[float, str]]):
+        problem, estimates = self.problem(state, due)
+        solution = milp.solve(problem, solver=self.params.solver)
         self.last_solution = solution
-        if not solution.feasible:
-            return [Handover(user.name, target, at=t_ho)]
-        choice = solution.choice[user.name]
-        chosen = estimates[(choice.station, choice.server)]
-        self.last_estimates = {"t_ho": t_ho, "station": choice.station, "server": choice.server, **chosen,
-                               "objective": solution.objective, "solve_s": solution.seconds}
-        service = services[0]
+        for name, (t_prime, _) in due.items():
+            self.planned[name] = t_prime
+        alone = self.per_user_choices(problem) if len(due) > 1 else {}
+        self.last_estimates = {
+            "users": {n: {"t_ho": t, "target": b} for n, (t, b) in due.items()}, "status": solution.status,
+            "objective": solution.objective, "solve_s": solution.seconds, "solver": solution.solver,
+            "options": len(problem.options),
+            "choice": {k: {"user": o.user, "station": o.station, "server": o.server} for k, o in solution.choice.items()},
+            "per_user_differs": bool(alone) and any(alone.get(k) != o for k, o in solution.choice.items())}
+        if not solution.feasible:        # nothing fits: the network's own handover, services stay
+            return [Handover(name, target, at=t_prime) for name, (t_prime, target) in due.items()]
         actions = []
-        t_mig = t_ho
-        if choice.server != service.host:
-            mig = chosen["migration"]
-            # the controller's "prepare" order makes a round trip before the pre-migration
-            control = 2 * state.network.one_way("cloud", service.host) if "cloud" in state.servers else 0.0
-            lead = (1 + self.margin) * mig["pre_migration_s"] + control
-            t_mig = max(t_ho, state.t + lead)
-            pre_at = t_mig - lead
-            actions.append(Migrate(service.name, choice.server, pre_at=pre_at, final_at=t_mig,
-                                   estimates=self.last_estimates))
-            t_trigger_ho = t_mig + max(0.0, (1 - self.margin) * mig["migration_s"] - state.handover_time_s)
-        else:
-            t_trigger_ho = t_ho
-        if choice.station != user.ap:
-            actions.append(Handover(user.name, choice.station, at=t_trigger_ho))
+        for name, (t_prime, _) in sorted(due.items()):
+            user = state.users[name]
+            chosen = {s.name: solution.choice[s.name] for s in state.services_of(name)}
+            station = next(iter(chosen.values())).station
+            moving = {k: o for k, o in chosen.items() if o.server != state.services[k].server}
+            t_handover = t_prime
+            if moving:
+                migrations, start, longest = self._migrations(state, moving, t_prime, estimates)
+                actions += migrations
+                t_handover = start + max(0.0, (1 - self.params.margin) * longest - state.handover_time_s)
+            if station != user.ap:
+                actions.append(Handover(name, station, at=t_handover))
         return actions
+
+    def _migrations(self, state, moving: dict[str, milp.Option], t_prime: float, estimates):
+        """One user's migrations: pre-migrations early enough, migration phases ending together.
+        Returns them, when the first migration phase starts, and the longest's estimate."""
+        services = [state.services[k] for k in moving]
+        control = 2 * self._control(state, services)       # the "prepare" order's round trip
+        plans = {}
+        for key, option in moving.items():
+            mig = estimates[(key, option.station, option.server)]["migration"]
+            plans[key] = (mig, (1 + self.params.margin) * mig["pre_migration_s"] + control)
+        longest = max(mig["migration_s"] for mig, _ in plans.values())
+        start = max(t_prime, state.t + max(lead for _, lead in plans.values()))
+        actions = []
+        for key, option in sorted(moving.items()):
+            mig, lead = plans[key]
+            final_at = start + (longest - mig["migration_s"])
+            actions.append(Migrate(key, option.server, pre_at=final_at - lead, final_at=final_at,
+                                   estimates={"station": option.station, "server": option.server,
+                                              **estimates[(key, option.station, option.server)]}))
+        return actions, start, longest
+
+    def explain(self) -> dict:
+        return self.last_estimates

@@ -13,7 +13,7 @@ class ProcessingOnlyPlanner(ShareOnPlanner):
             if service.moving or self.model.measured(state, service) <= self.p.app_threshold:
                 continue
             best = min(sorted(state.servers), key=lambda n: (self.model.processing(state, service, n), n))
-            if best != service.host:
+            if best != service.server:
                 actions.append(Migrate(service.name, best, estimates={
                     "processing_s": self.model.processing(state, service, best)}))
         return actions

@@ -16,6 +16,6 @@ class RandomPlanner(Planner):
         actions = []
         for service in state.services_of(user.name):
             dest = self._pick(state)
-            if dest != service.host and not service.moving:
+            if dest != service.server and not service.moving:
                 actions.append(Migrate(service.name, dest))
         return actions

@@ -15,14 +15,13 @@ pair) stays below the cost threshold (Alg. 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from testbed.controller.planners.base import Migrate, Planner, SystemState
+from testbed.config import Strict
+from testbed.controller.planners.base import Migrate, Planner
+from testbed.controller.state import SystemState
 from testbed.mobility.base import distance
 
 
-@dataclass(frozen=True)
-class ShareOnParams:
+class ShareOnParams(Strict):
     sp_th1: float = 0.5          # available processing speed per container (cores x compute): High below
     sp_th2: float = 1.0          # ... Med below, Low above
     m_th1: float = 512.0         # available RAM per container (MB)
@@ -52,7 +51,7 @@ class LatencyModel:
     def regions(self, state: SystemState) -> dict[str, str]:
         result = {}
         for name, server in state.servers.items():
-            k = max(1, sum(1 for s in state.services.values() if s.host == name))
+            k = max(1, sum(1 for s in state.services.values() if s.server == name))
             speed = server.cpus * server.compute * (1 - server.cpu_util)
             ram = server.memory_mb - server.memory_used_mb
             result[name] = utilization_region(speed / k, ram / k, self.p)
@@ -66,7 +65,7 @@ class LatencyModel:
         return distance(user.position, server.position) * self.p.latency_per_metre + self.p.latency_variance
 
     def processing(self, state: SystemState, service, node: str) -> float:
-        here, there = state.servers[service.host], state.servers[node]
+        here, there = state.servers[service.server], state.servers[node]
         average = service.proc_ms / 1e3 * here.compute / there.compute
         return average + there.cpu_util * self.p.latency_factor
 
@@ -83,10 +82,11 @@ class LatencyModel:
 
 class ShareOnPlanner(Planner):
     name = "shareon"
+    Params = ShareOnParams
 
-    def __init__(self, seed: int = 0, **params):
-        super().__init__(seed)
-        self.p = ShareOnParams(**params)
+    def __init__(self, seed: int = 0, params: ShareOnParams | None = None):
+        super().__init__(seed, params)
+        self.p = self.params
         self.model = LatencyModel(self.p)
 
     def candidates(self, state: SystemState) -> dict[str, list[str]]:
@@ -100,7 +100,7 @@ class ShareOnPlanner(Planner):
             measured = self.model.measured(state, service)
             if measured <= self.p.app_threshold:
                 continue
-            better = [n for n in favourable if n != service.host and self.model.total(state, service, n) < measured]
+            better = [n for n in favourable if n != service.server and self.model.total(state, service, n) < measured]
             if better:
                 chosen[service.name] = sorted(better, key=lambda n: (self.model.total(state, service, n), n))
         return chosen
@@ -110,8 +110,8 @@ class ShareOnPlanner(Planner):
         for name, nodes in self.candidates(state).items():
             service = state.services[name]
             for node in nodes:
-                pair = (service.host, node)
-                cost = self.model.migration_cost(state, service, service.host, node, sharing.get(pair, 0))
+                pair = (service.server, node)
+                cost = self.model.migration_cost(state, service, service.server, node, sharing.get(pair, 0))
                 if cost < self.p.cost_threshold:
                     sharing[pair] = sharing.get(pair, 0) + 1
                     actions.append(Migrate(name, node, estimates={"migration_cost_s": cost,

@@ -1,0 +1,106 @@
+"""``Agent``: the parts of a server's agent behind one remote interface."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from testbed.agent.config import AgentConfig
+from testbed.agent.deployment import Deployment
+from testbed.agent.destination import DestinationSide
+from testbed.agent.layers import LayerStore
+from testbed.agent.monitor import ResourceMonitor
+from testbed.agent.source import SourceSide
+from testbed.containers.server import ServerContainers
+from testbed.events import EventLog
+from testbed.migration.base import ContainerSpec
+
+MANAGEMENT_DIR = Path("/run/mec-testbed/agents")
+
+
+def management_socket(server: str) -> str:
+    """Unix socket on which the runner (outside the emulated network) manages an agent."""
+    MANAGEMENT_DIR.mkdir(parents=True, exist_ok=True)
+    return str(MANAGEMENT_DIR / f"{server}.sock")
+
+
+class Agent:
+    # What other processes may call (controller, peer agents, the runner); anything else is refused.
+    REMOTE = ("ping", "deploy", "remove", "instances_here", "resources", "migrate", "probe_checkpoints",
+              "prepare", "start_fresh", "abort", "install_layer", "has_layer")
+
+    def __init__(self, config: AgentConfig, docker_client=None):
+        self.config = config
+        self.server = config.server
+        containers = ServerContainers(config.server, config.subnet, client=docker_client,
+                                      congestion_control=config.congestion_control, inside=True)
+        state_dir = containers.state_dir
+        # A fresh server: no application layers, no half-received state from a past run.
+        for stale in ("incoming", "outgoing", "layers", "probe"):
+            shutil.rmtree(state_dir / stale, ignore_errors=True)
+        self.state_dir = state_dir
+        self.inbox = state_dir / "incoming"
+        self.events = EventLog(Path(config.run_dir) / "events.jsonl" if config.run_dir else None,
+                               f"agent:{config.server}")
+        self.deployment = Deployment(containers, self.events)
+        self.layers = LayerStore(state_dir / "layers", containers.client)
+        self.monitor = ResourceMonitor(self.deployment, config.cpus)
+        self.source = SourceSide(self.deployment, self.layers, config.peers, state_dir)
+        self.destination = DestinationSide(self.deployment, self.layers, self.inbox)
+
+    # -- Deployment-S -------------------------------------------------------------------
+    def ping(self) -> dict:
+        return {"server": self.server, "time": time.time(), "services": sorted(self.deployment.instances)}
+
+    def deploy(self, spec: dict) -> dict:
+        """Start a fresh container of a service here; its record says where it answers
+        and how large its image is."""
+        container_spec = ContainerSpec.from_dict(spec)
+        instance = self.deployment.deploy(container_spec)
+        self.layers.install(container_spec.app)
+        image = self.deployment.containers.client.images.get(container_spec.image)
+        return {**instance.record(), "image_bytes": image.attrs["Size"]}
+
+    def remove(self, service: str) -> bool:
+        return self.deployment.remove(service)
+
+    def instances_here(self) -> list[dict]:
+        return [instance.record() for instance in self.deployment.running()]
+
+    # -- Resource Monitor ------------------------------------------------------------------
+    def resources(self) -> dict:
+        return self.monitor.resources()
+
+    # -- Migration: source side ---------------------------------------------------------------
+    def migrate(self, service: str, dest: str, mode: str, phase: str = "all", migration_id: str | None = None,
+                options: dict | None = None, final_at: float | None = None) -> dict:
+        """Move ``service`` to ``dest``: phase 'prepare' (reserve the destination: its
+        address is known from then on), 'pre', 'final', or 'all' (pre and final).
+        ``options``: the mode's options (e.g. ``delta``, ``quiesce``).  With phase 'all',
+        ``final_at`` (wall time) holds the migration phase until then: one order from
+        the controller covers both phases, with no round trip between them."""
+        return self.source.migrate(service, dest, mode, phase, migration_id, options, final_at)
+
+    def probe_checkpoints(self, service: str, options: dict | None = None) -> dict:
+        """Seed 002's two checkpoints at t0 (sizes of the pre-migration state and its delta)."""
+        return self.source.probe_checkpoints(service, options)
+
+    # -- Migration: destination side --------------------------------------------------------------
+    def prepare(self, spec: dict, migration: str) -> dict:
+        return self.destination.prepare(spec, migration)
+
+    def start_fresh(self, service: str, migration: str) -> dict:
+        return self.destination.start_fresh(service, migration)
+
+    def abort(self, service: str, migration: str) -> bool:
+        return self.destination.abort(service, migration)
+
+    # -- application layers (seed 001) ---------------------------------------------------------
+    def install_layer(self, app: str) -> bool:
+        """Pre-install an app's application layer here (seed 001's "app found" case)."""
+        self.layers.install(app)
+        return True
+
+    def has_layer(self, app: str) -> bool:
+        return self.layers.has(app)

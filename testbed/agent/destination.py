@@ -1,0 +1,115 @@
+"""The Migration module's destination side: taking services over from a peer.
+
+A peer first reserves a container here (``prepare``: its address is fixed and
+its network wired before any downtime), pushes state into the inbox, and then
+orders a restore (carried with the last push, see ``on_arrival``) or a fresh
+start; ``abort`` undoes this side of a failed migration.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from testbed.agent.deployment import Deployment
+from testbed.agent.layers import LayerStore
+from testbed.containers.server import IP_LABEL
+from testbed.migration.base import ContainerSpec
+from testbed.migration.delta import encoder
+from testbed.stopwatch import Stopwatch
+
+
+class DestinationSide:
+    ARRIVAL_ORDERS = ("restore",)          # what a push may order on arrival
+
+    def __init__(self, deployment: Deployment, layers: LayerStore, inbox: Path):
+        self.deployment = deployment
+        self.server = deployment.server
+        self.containers = deployment.containers
+        self.events = deployment.events
+        self.layers = layers
+        self.inbox = inbox
+        self.reserved: dict[str, tuple[str, object]] = {}   # service -> (migration id, container)
+        self.arrived_by: dict[str, str] = {}                # service -> migration that brought it
+        self._lock = threading.RLock()
+
+    def on_arrival(self, order: dict):
+        """An order that travelled with pushed state (only restoring is allowed)."""
+        if order.get("method") not in self.ARRIVAL_ORDERS:
+            raise ValueError(f"unsupported order on arrival: {order.get('method')!r}")
+        return self.restore(**order["params"])
+
+    def prepare(self, spec: dict, migration: str) -> dict:
+        container_spec = ContainerSpec.from_dict(spec)
+        with self._lock:
+            old = self.reserved.pop(container_spec.service, None)
+        if old is not None:
+            self.containers.remove(old[1].id)
+        container = self.containers.reserve(container_spec.service, container_spec.app, container_spec.image,
+                                            container_spec.port, container_spec.limits, container_spec.env)
+        with self._lock:
+            self.reserved[container_spec.service] = (migration, container)
+        with self.deployment.lock:
+            self.deployment.specs[container_spec.service] = container_spec
+        return {"ip": container.labels[IP_LABEL], "port": container_spec.port,
+                "container": container.id}
+
+    def _take_reserved(self, service: str, migration: str):
+        with self._lock:
+            entry = self.reserved.get(service)
+            if entry is None or entry[0] != migration:
+                raise RuntimeError(f"no container reserved here for {service} (migration {migration})")
+            return entry[1]
+
+    def restore(self, service: str, migration: str, slot: str, base_slot: str | None = None,
+                delta_encoder: str = "pages") -> dict:
+        """Start the reserved container from the state in ``slot`` (or, if ``base_slot``
+        is given, from that base with the delta in ``slot`` applied)."""
+        steps = Stopwatch()
+        container = self._take_reserved(service, migration)
+        images_dir = self.inbox / service / slot
+        if base_slot is not None:
+            encoder(delta_encoder).apply(images_dir / "delta", self.inbox / service / base_slot)
+            shutil.rmtree(images_dir, ignore_errors=True)
+            images_dir = self.inbox / service / base_slot
+            steps.lap("apply_delta")
+        rw_layer = images_dir / "rootfs-diff.tar"
+        if rw_layer.exists():
+            self.containers.import_rw_layer(container, rw_layer)
+            steps.lap("import_rw_layer")
+        spec = self.deployment.specs[service]
+        instance = self.containers.restore(container, images_dir, spec.port, steps)
+        with self._lock:
+            self.reserved.pop(service, None)
+            self.arrived_by[service] = migration
+        self.deployment.register(spec, instance)
+        self.events.emit("service.restored", service=service, server=self.server, migration=migration,
+                         endpoint=[instance.ip, instance.port], steps=steps.laps)
+        self.layers.install(spec.app)
+        return {**instance.record(), "restore_steps": steps.laps}
+
+    def start_fresh(self, service: str, migration: str) -> dict:
+        container = self._take_reserved(service, migration)
+        spec = self.deployment.specs[service]
+        instance = self.containers.start(container, spec.port)
+        with self._lock:
+            self.reserved.pop(service, None)
+            self.arrived_by[service] = migration
+        self.deployment.register(spec, instance)
+        self.events.emit("service.started_fresh", service=service, server=self.server, migration=migration,
+                         endpoint=[instance.ip, instance.port])
+        return instance.record()
+
+    def abort(self, service: str, migration: str) -> bool:
+        """Undo this server's part of a failed migration (reserved or restored container)."""
+        with self._lock:
+            entry = self.reserved.pop(service, None)
+            arrived = self.arrived_by.get(service) == migration
+        if entry is not None and entry[0] == migration:
+            self.containers.remove(entry[1].id)
+        if arrived and service in self.deployment.instances:
+            self.deployment.remove(service)
+        shutil.rmtree(self.inbox / service, ignore_errors=True)
+        self.events.emit("migration.aborted", service=service, server=self.server, migration=migration)
+        return True

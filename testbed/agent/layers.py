@@ -1,0 +1,43 @@
+"""Seed 001's application layers held by this server (the image's own layers above the base).
+
+A server that runs an app holds its layer; a layered migration rsyncs it to the
+destination's daemon while the service still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from testbed import images, ports
+from testbed.migration.transfer import rsync_push
+
+
+class LayerStore:
+    def __init__(self, directory: Path, docker_client):
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.client = docker_client
+
+    def install(self, app: str) -> None:
+        """Hold ``app``'s application layer here (hard links to the exported layer)."""
+        target = self.directory / app
+        if (target / images.LAYER_MARKER).exists():
+            return
+        source = images.export_app_layer(app, self.client)
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for item in source.iterdir():
+            os.link(item, target / item.name)
+
+    def has(self, app: str) -> bool:
+        return (self.directory / app / images.LAYER_MARKER).exists()
+
+    def size(self, app: str) -> int:
+        return sum(f.stat().st_size for f in (self.directory / app).glob("*") if f.is_file())
+
+    def sync_to(self, app: str, address: str) -> dict:
+        """rsync the layer to the daemon at ``address`` (incremental: nothing if already there)."""
+        self.install(app)
+        return rsync_push(self.directory / app, address, "layers", app, ports.AGENT_RSYNC)

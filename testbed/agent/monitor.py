@@ -1,0 +1,50 @@
+"""Resource Monitor (seed 002, Fig. 1): CPU and memory of every service container here,
+reported to the controller every monitor period."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from testbed.agent.deployment import Deployment
+from testbed.rpc import RpcClient
+
+
+class ResourceMonitor:
+    def __init__(self, deployment: Deployment, cpus: float):
+        self.deployment = deployment
+        self.cpus = cpus
+
+    def resources(self) -> dict:
+        """CPU cores and memory per service (None where unknown: no meter, the first
+        sample, or the container just went) and the server's totals."""
+        services = {}
+        with self.deployment.lock:
+            meters = list(self.deployment.meters.items())
+        for service, meter in meters:
+            try:
+                cpu, memory = (meter.cpu_cores(), meter.memory_bytes()) if meter else (None, None)
+            except OSError:
+                cpu, memory = None, None
+            services[service] = {"cpu_cores": None if cpu is None else round(cpu, 4), "memory_bytes": memory}
+        total_cpu = sum(s["cpu_cores"] or 0.0 for s in services.values())
+        return {"server": self.deployment.server, "time": time.time(), "cpus": self.cpus,
+                "cpu_utilisation": round(total_cpu / self.cpus, 4),
+                "memory_bytes": sum(s["memory_bytes"] or 0 for s in services.values()),
+                "services": services}
+
+    def report_every(self, period: float, controller: str, stop: threading.Event) -> threading.Thread:
+        """Send ``resources()`` to the controller (``address:port``) every ``period`` s until ``stop``."""
+        host, port = controller.rsplit(":", 1)
+        client = RpcClient((host, int(port)), timeout=10)
+
+        def loop():
+            while not stop.wait(period):
+                try:
+                    client.call("server_report", report=self.resources())
+                except Exception:  # the controller may be briefly unreachable; report next period
+                    pass
+
+        thread = threading.Thread(target=loop, name="resource-monitor", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,22 @@
+"""``testbed clean``: remove everything the testbed created on this host, also after a killed run."""
+
+from __future__ import annotations
+
+from testbed.containers.clean import clean_containers, testbed_containers
+from testbed.net.clean import CleanReport, clean_network, testbed_namespaces, testbed_root_interfaces
+from testbed.net.namespaces import LOCK_FILE
+
+
+def clean_all() -> CleanReport:
+    """Containers first (their holders are plugged into the servers), then the network."""
+    report = CleanReport()
+    clean_containers(report)
+    clean_network(report)
+    LOCK_FILE.unlink(missing_ok=True)
+    return report
+
+
+def leftovers() -> dict[str, list[str]]:
+    """What of the testbed is still on this host (empty lists: nothing)."""
+    return {"namespaces": testbed_namespaces(), "interfaces": testbed_root_interfaces(),
+            "containers": testbed_containers()}

@@ -1,0 +1,249 @@
+"""Experiment files: what to run on a topology.
+
+Planners, migration modes and mobility models are looked up in their
+registries (``testbed.registry``) and their parameters validated by the
+parameter class each one declares, so a typo in any of them is an error here,
+before anything is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from testbed.config.apps import app_manifest, app_names
+from testbed.config.base import (Bytes, ConfigError, Seconds, Strict, format_validation_error, nested_errors,
+                                 read_yaml)
+from testbed.config.overrides import apply_overrides, parse_override
+from testbed.config.topology import TopologySpec
+from testbed.rates import TABLES, RateTable
+from testbed.registry import MIGRATION_MODES, MOBILITY_MODELS, PLANNERS
+
+
+class PlannerSpec(Strict):
+    name: str
+    params: dict = {}
+
+    @model_validator(mode="after")
+    def _known_with_valid_params(self):
+        planner = PLANNERS.get(self.name)            # ValueError names the known planners
+        problems = nested_errors(planner.Params, self.params, "params")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def typed_params(self):
+        """The parameters as the planner's own ``Params`` (defaults filled in)."""
+        return PLANNERS.get(self.name).Params.model_validate(self.params)
+
+
+class MigrationSpec(Strict):
+    """``mode`` and that mode's options (its ``Options`` class, e.g. ``delta`` and
+    ``quiesce`` for precopy-delta), written side by side."""
+
+    model_config = ConfigDict(extra="allow")
+    mode: str = "precopy-delta"
+
+    @model_validator(mode="after")
+    def _known_with_valid_options(self):
+        mode = MIGRATION_MODES.get(self.mode)
+        problems = nested_errors(mode.Options, self.model_extra or {}, "")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def options(self) -> dict:
+        """The mode's options with every default filled in."""
+        return MIGRATION_MODES.get(self.mode).Options.model_validate(self.model_extra or {}).model_dump()
+
+
+class RadioSpec(Strict):
+    tx_power_dbm: float = 20.0
+    pl_d0_db: float = Field(default=40.0, description="path loss at the reference distance (2.4 GHz, 1 m)")
+    d0_m: float = Field(default=1.0, gt=0)
+    exponent: float = Field(default=3.0, gt=0, description="urban / indoor obstructed")
+    shadowing_sigma_db: float = Field(default=0.0, ge=0)
+    sensitivity_dbm: float = Field(default=-85.0, description="minimum RSSI to decode (3d)")
+    hysteresis_db: float = Field(default=3.0, ge=0)
+    handover_time: Seconds = Field(default=0.5, ge=0, description="seed 002: 500 ms (ref. [22])")
+    rate_table: str | list[tuple[float, float]] = Field(
+        default="802.11n", description="rate by SNR: a named table (testbed.rates) or [[snr_db, mbps], ...]")
+    noise_floor_dbm: float = Field(default=-95.0, description="of the channel (20 MHz: -95 dBm)")
+
+    @field_validator("rate_table")
+    @classmethod
+    def _known_table(cls, table):
+        if isinstance(table, str) and table not in TABLES:
+            raise ValueError(f"unknown rate table {table!r} (known: {', '.join(TABLES)}, or a list of "
+                             "[snr_db, mbps] pairs)")
+        if isinstance(table, list):
+            if not table or any(b[0] <= a[0] or b[1] <= a[1] for a, b in zip(table, table[1:])):
+                raise ValueError("a rate table lists [snr_db, mbps] pairs with both rising")
+        return table
+
+    def rates(self) -> RateTable:
+        return RateTable.named(self.rate_table, self.noise_floor_dbm)
+
+
+class MobilitySpec(Strict):
+    """``model`` and that model's parameters (its ``Params`` class), side by side."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = "round_trip"
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, model):
+        MOBILITY_MODELS.get(model)
+        return model
+
+    def parameters(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class ServiceUse(Strict):
+    """A service a user offloads tasks to; unset limits come from the app's manifest."""
+
+    app: str
+    cpus: float | None = Field(default=None, gt=0)
+    memory: Bytes | None = Field(default=None, gt=0)
+    quota: float = Field(default=0.1, gt=0, le=1, description="CPU share in the app profile (seed 004)")
+    images: list[str] | None = Field(default=None, description="assets sent as tasks (default: the app's)")
+    payload_bytes: int = Field(default=16, ge=0, le=65536, description="task size of an app without images")
+    think_time: Seconds = Field(default=0.0, ge=0)
+
+    @field_validator("app")
+    @classmethod
+    def _known_app(cls, app):
+        if app not in app_names():
+            raise ValueError(f"unknown app {app!r} (known: {', '.join(app_names())})")
+        return app
+
+    @model_validator(mode="after")
+    def _manifest_defaults(self):
+        manifest = app_manifest(self.app)
+        if self.cpus is None:
+            self.cpus = manifest.cpus
+        if self.memory is None:
+            self.memory = manifest.memory
+        if self.images is None:
+            self.images = list(manifest.test_images)
+        return self
+
+
+class UserSpec(Strict):
+    mobility: MobilitySpec = MobilitySpec()
+    services: list[ServiceUse] = Field(min_length=1)
+
+
+class ExperimentSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    topology: TopologySpec
+    seed: int = 0
+    duration: Seconds = Field(gt=0)
+    planners: list[PlannerSpec] = Field(min_length=1)
+    migration: MigrationSpec = MigrationSpec()
+    radio: RadioSpec = RadioSpec()
+    users: dict[str, UserSpec] = Field(min_length=1)
+    report_period: Seconds = Field(default=0.5, gt=0, description="the users' Local Monitor")
+    monitor_period: Seconds = Field(default=5.0, gt=0, description="the servers' Resource Monitor")
+    probe_interval: Seconds = Field(default=0.01, gt=0, description="the client's retries during an outage")
+
+    @field_validator("planners", mode="before")
+    @classmethod
+    def _names(cls, value):
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _users_exist(self):
+        problems = []
+        for name, user in self.users.items():
+            node = self.topology.nodes.get(name)
+            if node is None or node.role != "mu":
+                problems.append(f"users.{name}: not a mobile user (role mu) of topology {self.topology.name!r}")
+                continue
+            model = MOBILITY_MODELS.get(user.mobility.model)
+            where = f"users.{name}.mobility"
+            found = nested_errors(model.Params, user.mobility.parameters(), where)
+            if not found:
+                try:
+                    model.arguments(model.Params.model_validate(user.mobility.parameters()), node.path)
+                except ValueError as exc:
+                    found = [f"{where}: {exc}"]
+            problems += found
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def mobility_params(self, user: str) -> dict:
+        """The user's mobility model and its arguments (``testbed.mobility.build``)."""
+        mobility = self.users[user].mobility
+        model = MOBILITY_MODELS.get(mobility.model)
+        params = model.Params.model_validate(mobility.parameters())
+        return {"model": mobility.model, **model.arguments(params, self.topology.nodes[user].path)}
+
+
+def schema_default(field: str):
+    """The default an experiment file gets for a top-level ``field`` (declared once, above)."""
+    return ExperimentSpec.model_fields[field].default
+
+
+def _top_level_fields(model) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+def _apply_experiment_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """KEY=VALUE applied to the experiment, or to its (inline) topology when the
+    first segment is a topology field."""
+    experiment_keys, topology_keys = [], []
+    for text in overrides:
+        head = parse_override(text)[0][0]
+        if head in _top_level_fields(ExperimentSpec):
+            experiment_keys.append(text)
+        elif head in _top_level_fields(TopologySpec):
+            topology_keys.append(text)
+        else:
+            raise ConfigError(f"{source} {text!r}: {head!r} is neither an experiment nor a topology field")
+    data = apply_overrides(data, experiment_keys, source)
+    if topology_keys and isinstance(data.get("topology"), dict):
+        data["topology"] = apply_overrides(data["topology"], topology_keys, source)
+    return data
+
+
+def load_experiment(path, overrides: list[str] | None = None) -> ExperimentSpec:
+    return load_experiment_with_source(path, overrides)[0]
+
+
+def load_experiment_with_source(path, overrides: list[str] | None = None) -> tuple[ExperimentSpec, dict]:
+    """An experiment file; ``topology`` is a path (relative to the file) or inline.
+    Returns the validated spec and the effective input (overrides applied, topology
+    inline), which is what a run records: it loads again as an experiment file.
+
+    ``--set`` keys apply to the experiment, or to its topology when the first
+    segment is a topology field (``links.edge_edge.delay=30ms``).  The file's own
+    ``set:`` list is applied the same way, first, so a scenario can change a shared
+    topology without copying it; the command line's keys win."""
+    path = Path(path)
+    data = read_yaml(path)
+    own = data.pop("set", [])
+    if not isinstance(own, list) or not all(isinstance(item, str) for item in own):
+        raise ConfigError(f"{path}: set: expected a list of KEY=VALUE strings, e.g. [nodes.edge1.cpus=0.5]")
+    topology = data.get("topology")
+    topology_source = str(path)
+    if isinstance(topology, str):
+        topology_path = (path.parent / topology).resolve()
+        topology_source = str(topology_path)
+        data["topology"] = read_yaml(topology_path)
+    for keys, source in ((own, f"{path}: set:"), (list(overrides or []), "--set")):
+        data = _apply_experiment_overrides(data, keys, source)
+    if isinstance(data.get("topology"), dict):
+        try:
+            TopologySpec.model_validate(data["topology"])
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(topology_source, exc)) from None
+    try:
+        return ExperimentSpec.model_validate(data), data
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None

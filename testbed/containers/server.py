@@ -1,0 +1,410 @@
+"""Docker containers wired into the emulated servers, as Containernet does.
+
+Each service container shares the network namespace of a small *holder*
+container (``sleep``, Docker networking disabled: no libnetwork hook), the way
+a Kubernetes pod shares its sandbox's.  The testbed plugs the holder's
+namespace into the server it runs on (a veth pair whose outer end joins the
+server's bridge ``svc0``, gateway ``172.16.<j>.1``, and whose inner end becomes
+``eth0``), so requests and migration transfers cross the shaped links of the
+topology like any traffic.
+
+The holder is created and wired when a container is *reserved*, before a
+migration's downtime.  runc then treats the service's namespace as external:
+CRIU neither dumps nor rebuilds it, and a restored service finds its network
+ready, with nothing left to wire while the user waits.
+
+Everything here addresses a server by its published namespace ``tb-<server>``,
+so it works from the runner or from an agent running inside the server.
+Containers carry the label ``org.mec-testbed`` (``testbed clean`` finds them).
+
+Terms: a *server* is an emulated cloud or edge machine (a Mininet node); the
+*host* is the one Linux machine everything runs on, with one Docker engine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import shutil
+import subprocess
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import docker
+
+from testbed.containers.cgroups import CgroupError, CgroupMeter, ContainerCgroups
+from testbed.containers.criu import ADDRESSES_FILE
+from testbed.containers.freezer import Freezer
+from testbed.net.namespaces import CONTAINER_BRIDGE, netns_name
+from testbed.stopwatch import Stopwatch
+
+TESTBED_LABEL = "org.mec-testbed"            # on every container the testbed starts
+SERVER_LABEL = "org.mec-testbed.server"
+SERVICE_LABEL = "org.mec-testbed.service"
+APP_LABEL = "org.mec-testbed.app"
+IP_LABEL = "org.mec-testbed.ip"
+HOLDER_LABEL = "org.mec-testbed.holder"      # on a service container: its holder's id
+NETNS_FOR_LABEL = "org.mec-testbed.netns-for"  # on a holder: the service it holds the network for
+STATE_ROOT = Path(os.environ.get("MEC_STATE", "/var/lib/mec-testbed"))
+OFFLOADS_OFF = "tx off rx off sg off tso off gso off gro off"
+RUNC_ROOTS = [Path("/run/docker/runtime-runc/moby"), Path("/run/containerd/runc/moby")]
+
+
+class ContainerError(RuntimeError):
+    pass
+
+
+def _run(args: list[str], check: bool = True) -> str:
+    result = subprocess.run(args, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise ContainerError(f"`{' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+@dataclass
+class Limits:
+    """Resource quota of one service container (seed 004's application profile)."""
+
+    cpus: float = 1.0
+    memory_mb: int = 2048
+
+
+@dataclass
+class Instance:
+    """One running container of a service on one server."""
+
+    service: str
+    app: str
+    server: str
+    container_id: str
+    name: str
+    ip: str
+    port: int
+    pid: int
+
+    def endpoint(self) -> tuple[str, int]:
+        return self.ip, self.port
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+class ServerContainers:
+    """The containers of one emulated server: create, wire, checkpoint, restore."""
+
+    def __init__(self, server: str, subnet: str, client: docker.DockerClient | None = None,
+                 congestion_control: str = "cubic", inside: bool = False):
+        """``inside``: this process already runs in the server's namespace (an agent).
+        Mininet nodes have their own mount namespace, in which /run/netns is stale,
+        so from inside, commands run directly rather than through ``ip -n``."""
+        self.server = server
+        self.netns = netns_name(server)
+        self._in_server = [] if inside else ["ip", "netns", "exec", self.netns]
+        self.subnet = ipaddress.IPv4Network(subnet)
+        self.gateway = str(next(self.subnet.hosts()))
+        self.client = client or docker.from_env(timeout=120)
+        self.congestion_control = congestion_control
+        self._lock = threading.Lock()
+        self._upper_dirs: dict[str, Path] = {}
+        self.state_dir = STATE_ROOT / "servers" / server
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- addresses ------------------------------------------------------------
+    def _containers(self) -> list:
+        return self.client.containers.list(all=True, filters={"label": f"{SERVER_LABEL}={self.server}"})
+
+    def _free_ip(self) -> str:
+        used = {c.labels.get(IP_LABEL) for c in self._containers()}
+        for address in list(self.subnet.hosts())[1:]:
+            if str(address) not in used:
+                return str(address)
+        raise ContainerError(f"{self.server}: no free address in {self.subnet}")
+
+    # -- lifecycle ----------------------------------------------------------
+    def reserve(self, service: str, app: str, image: str, port: int, limits: Limits,
+                env: dict | None = None):
+        """Create (not start) a container of ``service`` here; its address is fixed now."""
+        with self._lock:
+            return self._create(service, app, image, port, limits, env)
+
+    def _create(self, service, app, image, port, limits, env):
+        ip = self._free_ip()
+        tag = uuid.uuid4().hex[:6]
+        holder = self.client.containers.run(
+            image, entrypoint=["sleep", "infinity"], name=f"tb-net-{service}-{self.server}-{tag}", detach=True,
+            network_mode="none", network_disabled=True, mem_limit="32m",
+            labels={TESTBED_LABEL: "1", SERVER_LABEL: self.server, NETNS_FOR_LABEL: service, IP_LABEL: ip})
+        try:
+            self._wire(holder, ip)
+            return self.client.containers.create(
+                image, name=f"tb-{service}-{self.server}-{tag}", detach=True, network_mode=f"container:{holder.id}",
+                labels={TESTBED_LABEL: "1", SERVER_LABEL: self.server, SERVICE_LABEL: service,
+                        APP_LABEL: app, IP_LABEL: ip, HOLDER_LABEL: holder.id},
+                # numerical libraries size their thread pools by this: as many threads as the
+                # container has cores, not the host's (extra threads only spin against the quota)
+                environment={"MEC_PORT": str(port), "OMP_NUM_THREADS": str(max(1, math.ceil(limits.cpus))),
+                             **(env or {})},
+                nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
+            )
+        except Exception:
+            holder.remove(force=True)
+            raise
+
+    def start(self, container, port: int, ready_timeout: float = 300.0) -> Instance:
+        """Start a reserved container from its image (a fresh service, no state) and
+        return once it accepts connections (model services load for seconds)."""
+        container.start()
+        instance = self.instance(container, port)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                socket.create_connection((instance.ip, port), timeout=1).close()
+                return instance
+            except OSError:
+                container.reload()
+                if container.status != "running":
+                    raise ContainerError(f"{container.name} exited while starting: "
+                                         f"{container.logs(tail=20).decode(errors='replace')}") from None
+                if time.monotonic() > deadline:
+                    raise ContainerError(f"{container.name} did not accept connections in {ready_timeout} s")
+                time.sleep(0.05)
+
+    def instance(self, container, port: int) -> Instance:
+        """The running service container as an ``Instance``."""
+        container.reload()
+        self._upper_dirs[container.id] = Path(container.attrs["GraphDriver"]["Data"]["UpperDir"])
+        pid = container.attrs["State"]["Pid"]
+        if not pid:
+            raise ContainerError(f"{container.name} is not running: {container.attrs['State']}")
+        return Instance(service=container.labels[SERVICE_LABEL], app=container.labels[APP_LABEL],
+                        server=self.server, container_id=container.id, name=container.name,
+                        ip=container.labels[IP_LABEL], port=port, pid=pid)
+
+    def _wire(self, holder, ip: str) -> None:
+        """Plug a running holder's namespace into this server's bridge with address ``ip``."""
+        holder.reload()
+        pid = holder.attrs["State"]["Pid"]
+        if not pid:
+            raise ContainerError(f"{holder.name} is not running: {holder.attrs['State']}")
+        mac = "02:00:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))   # one per address
+        outer, inner = f"c{holder.id[:10]}", f"p{holder.id[:10]}"
+        # The neighbour entry announces the (possibly reused) address at once, as a
+        # gratuitous ARP would: an entry left FAILED by clients probing the address
+        # earlier would otherwise hold their packets until the next ARP retry.
+        _run(self._in_server + ["sh", "-c",
+                              f"ip link add {outer} type veth peer name {inner} address {mac} netns {pid} && "
+                              f"ethtool -K {outer} {OFFLOADS_OFF} && "
+                              f"ip link set {outer} master {CONTAINER_BRIDGE} up && "
+                              f"ip neigh replace {ip} lladdr {mac} dev {CONTAINER_BRIDGE} nud reachable"])
+        _run(["nsenter", f"--net=/proc/{pid}/ns/net", "sh", "-c",
+              f"ip link set {inner} name eth0 && ethtool -K eth0 {OFFLOADS_OFF} && "
+              f"ip addr add {ip}/{self.subnet.prefixlen} dev eth0 && ip link set eth0 up && "
+              f"ip link set lo up && ip route replace default via {self.gateway} && "
+              f"sysctl -q -w net.ipv4.tcp_congestion_control={self.congestion_control} "
+              f"net.ipv6.conf.all.disable_ipv6=1"])
+
+    def remove(self, container_id: str) -> None:
+        """Remove a service container and its holder, unplugging the holder first: a
+        namespace can outlive its last process (orphaned TCP sockets hold it), and
+        with its address and MAC still on the bridge it would answer for the next
+        container given that address."""
+        self._upper_dirs.pop(container_id, None)
+        holder = remove_container(self.client, container_id, remove_holder=False)
+        if holder:
+            _run(self._in_server + ["ip", "link", "delete", f"c{holder[:10]}"], check=False)
+            remove_container(self.client, holder)
+
+    def stop(self, container_id: str) -> None:
+        """Kill a service container (its state is not needed any more)."""
+        try:
+            self.client.containers.get(container_id).kill()
+        except docker.errors.APIError:
+            pass
+
+    def is_running(self, container_id: str) -> bool:
+        try:
+            return self.client.containers.get(container_id).status == "running"
+        except docker.errors.NotFound:
+            return False
+
+    # -- checkpoint / restore --------------------------------------------------
+    def docker_root(self) -> Path:
+        if not hasattr(self, "_docker_root"):
+            self._docker_root = Path(self.client.info()["DockerRootDir"])
+        return self._docker_root
+
+    def runc_root(self, container_id: str) -> Path | None:
+        """Where Docker's runc keeps this container's state (None if not found)."""
+        for root in RUNC_ROOTS:
+            if (root / container_id / "state.json").exists():
+                return root
+        return None
+
+    def cgroups(self, container_id: str) -> ContainerCgroups:
+        root = self.runc_root(container_id)
+        if root is None:
+            raise CgroupError(f"no runc state for container {container_id[:12]}")
+        return ContainerCgroups(root / container_id / "state.json", Path(f"/proc/{engine_pid()}/root"))
+
+    def freezer(self, container_id: str) -> Freezer | None:
+        try:
+            return Freezer(self.cgroups(container_id))
+        except (CgroupError, OSError):
+            return None
+
+    def meter(self, container_id: str) -> CgroupMeter:
+        return CgroupMeter(self.cgroups(container_id))
+
+    def freeze_when_idle(self, instance: Instance, timeout: float) -> tuple[Freezer | None, bool]:
+        """Freeze the container as soon as none of its threads is working (at most
+        ``timeout`` s from now, then regardless), so that a checkpoint catches it
+        between requests.  Returns the freezer (None if this host has none; CRIU
+        then freezes by itself; so does ``timeout`` 0) and whether an idle moment came."""
+        freezer = self.freezer(instance.container_id) if timeout > 0 else None
+        if freezer is None:
+            return None, False
+        idle = freezer.wait_idle(timeout)
+        freezer.freeze()
+        return freezer, idle
+
+    def checkpoint(self, instance: Instance, target: Path, leave_running: bool,
+                   frozen: Freezer | None = None, steps: Stopwatch | None = None) -> Path:
+        """Checkpoint the container's processes into ``target`` (a fresh directory).
+
+        Docker's own runc is called directly on Docker's container: the images are
+        the same as ``docker checkpoint create`` makes, minus containerd's copy of
+        them into its content store and back, which the service would otherwise
+        wait out while stopped.  Falls back to the Docker API.  ``frozen``: the
+        container's freezer, frozen beforehand (see ``freeze_when_idle``); it is
+        thawed afterwards, whatever happened."""
+        steps = steps or Stopwatch()
+        try:
+            return self._checkpoint(instance, target, leave_running, steps)
+        finally:
+            if frozen is not None:
+                frozen.thaw()
+
+    def _checkpoint(self, instance: Instance, target: Path, leave_running: bool, steps: Stopwatch) -> Path:
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        addresses = self._addresses(instance)  # before: a final checkpoint ends the process
+        root = self.runc_root(instance.container_id)
+        steps.lap("addresses")
+        if root is not None:
+            work = target.with_name(target.name + ".work")
+            # In the Docker engine's mount namespace: Mininet nodes (where agents
+            # run) have their own, without the cgroup mounts runc and CRIU need.
+            args = ["nsenter", f"--mount=/proc/{engine_pid()}/ns/mnt", "runc", "--root", str(root), "checkpoint",
+                    "--image-path", str(target),
+                    "--work-path", str(work)]
+            if leave_running:
+                args.append("--leave-running")
+            result = subprocess.run(args + [instance.container_id], capture_output=True, text=True)
+            steps.lap("runc_checkpoint")
+            log = (work / "dump.log").read_text()[-1500:] if (work / "dump.log").exists() else ""
+            shutil.rmtree(work, ignore_errors=True)
+            if result.returncode != 0:
+                raise ContainerError(f"checkpoint of {instance.name} failed: {result.stderr.strip()} {log}")
+            (target / ADDRESSES_FILE).write_text(addresses)
+            return target
+        api = self.client.api
+        response = api.post(api._url("/containers/{0}/checkpoints", instance.container_id),
+                            json={"CheckpointID": target.name, "CheckpointDir": str(target.parent),
+                                  "Exit": not leave_running})
+        if response.status_code >= 300:
+            raise ContainerError(f"checkpoint of {instance.name} failed: {_docker_message(response)}")
+        (target / ADDRESSES_FILE).write_text(addresses)
+        return target
+
+    @staticmethod
+    def _addresses(instance: Instance) -> str:
+        """Every address the service holds (its own, and old ones a restore left on lo,
+        to which sockets may still be bound), for CRIU's action script."""
+        out = _run(["nsenter", f"--net=/proc/{instance.pid}/ns/net", "ip", "-4", "-o", "addr", "show",
+                    "scope", "global"], check=False)
+        addresses = {line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3}
+        addresses.add(instance.ip)
+        return "\n".join(sorted(addresses)) + "\n"
+
+    def restore(self, container, images_dir: Path, port: int, steps: Stopwatch | None = None) -> Instance:
+        """Start a reserved container from the CRIU images in ``images_dir`` (moved, not copied)."""
+        steps = steps or Stopwatch()
+        name = f"restore-{uuid.uuid4().hex[:8]}"
+        slot = self.docker_root() / "containers" / container.id / "checkpoints" / name
+        slot.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(images_dir, slot)
+        except OSError:
+            shutil.copytree(images_dir, slot)
+        # Docker 20.10 uploads the images to containerd's content store, where the
+        # identical upload of a recent "checkpoint create" may linger until GC
+        # ("content ... already exists", moby#42900): a nonce makes ours unique.
+        (slot / "mec-testbed-restore.nonce").write_text(uuid.uuid4().hex)
+        api = self.client.api
+        steps.lap("stage_images")
+        response = api.post(api._url("/containers/{0}/start", container.id), params={"checkpoint": name})
+        if response.status_code >= 300:
+            raise ContainerError(f"restore of {container.name} on {self.server} failed: "
+                                 f"{_docker_message(response)}")
+        steps.lap("docker_restore")
+        instance = self.instance(container, port)
+        steps.lap("inspect")
+        return instance
+
+    # -- the container's own files (its writable layer) --------------------------
+    def upper_dir(self, container_id: str) -> Path:
+        """The overlay upper dir, fixed for the container's life.  Remembered: right
+        after a final checkpoint the engine answers an inspect only once it has
+        processed the exit (80 ms of downtime)."""
+        if container_id not in self._upper_dirs:
+            data = self.client.api.inspect_container(container_id)["GraphDriver"]["Data"]
+            self._upper_dirs[container_id] = Path(data["UpperDir"])
+        return self._upper_dirs[container_id]
+
+    def export_rw_layer(self, container_id: str, tar_path: Path) -> int:
+        """Archive what the container wrote to its root filesystem (overlay upper dir)."""
+        tar_path.parent.mkdir(parents=True, exist_ok=True)
+        _run(["tar", "--xattrs", "-C", str(self.upper_dir(container_id)), "-cf", str(tar_path), "."])
+        return tar_path.stat().st_size
+
+    def import_rw_layer(self, container, tar_path: Path) -> None:
+        _run(["tar", "--xattrs", "-C", str(self.upper_dir(container.id)), "-xf", str(tar_path)])
+
+
+def remove_container(client: docker.DockerClient, container_id: str, remove_holder: bool = True) -> str | None:
+    """Remove a container and (unless told not to) its holder; return the holder's id."""
+    try:
+        container = client.containers.get(container_id)
+    except docker.errors.NotFound:
+        return None
+    holder = container.labels.get(HOLDER_LABEL)
+    container.remove(force=True)
+    if holder and remove_holder:
+        remove_container(client, holder)
+    return holder
+
+
+def engine_pid() -> int:
+    """Process id of the Docker engine (dockerd)."""
+    try:
+        pid = int(Path("/var/run/docker.pid").read_text().strip())
+        if Path(f"/proc/{pid}").exists():
+            return pid
+    except (OSError, ValueError):
+        pass
+    found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    if not found:
+        raise ContainerError("cannot find the Docker engine's process (dockerd)")
+    return int(found[0])
+
+
+def _docker_message(response) -> str:
+    try:
+        return response.json().get("message", response.text)
+    except ValueError:
+        return response.text

@@ -1,0 +1,257 @@
+"""The central controller (seed 002, Fig. 1), a process on the cloud server.
+
+* Deployment: places each service (planner's choice) by ordering an agent;
+* Monitor: takes the users' Local Monitor reports, their handover notices and
+  the servers' resource reports (all over the emulated network);
+* Planner: one of ``testbed.controller.planners``, asked on every trigger;
+* Central Database: ``controller.sqlite`` in the run directory.
+
+Orders travel to agents over the emulated network; actions timed by the
+planner are sent early by the controller-to-agent one-way delay so they take
+effect on time.  The user learns where its services are (and where they are
+about to be) in the replies to its reports.
+
+    python -m testbed.controller CONFIG.json        # a ControllerConfig, written by the runner
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import asdict
+
+from testbed import ports
+from testbed.controller import planners
+from testbed.controller.config import ControllerConfig
+from testbed.controller.database import Database
+from testbed.controller.planners.base import Handover, Migrate
+from testbed.controller.state import Service, SystemState, User
+from testbed.events import EventLog
+from testbed.rpc import RpcClient, RpcError
+
+MANAGEMENT_SOCKET = "/run/mec-testbed/controller.sock"
+
+
+class Controller:
+    # What users, agents and the runner may call; anything else is refused.
+    REMOTE = ("report", "handover_started", "handover_done", "server_report", "deploy", "start", "stop", "status")
+
+    def __init__(self, config: ControllerConfig):
+        self.config = config
+        self.node = config.node
+        self.spec = config.topology
+        run_dir = config.run_dir
+        self.db = Database(run_dir / "controller.sqlite" if run_dir else None)
+        self.events = EventLog(run_dir / "events.jsonl" if run_dir else None, "controller")
+        self.state = SystemState.build(self.spec, config.radio, config.report_period)
+        self.planner = planners.build(config.planner.name, seed=config.seed, **config.planner.params)
+        self.mode = config.migration.mode
+        self.mode_options = config.migration.options()
+        self.agents = {server: RpcClient((address, ports.AGENT_RPC), timeout=600)
+                       for server, address in config.agents.items()}
+        self.placements = {p.service: p for p in config.services}
+        self.endpoints: dict[str, dict] = {}
+        self.handover_orders: dict[str, dict] = {}
+        self.handovers_seen: dict[str, float] = {}     # user -> start of the last handover noticed
+        self.lock = threading.RLock()
+        self._stop = threading.Event()
+        for name, user in config.users.items():
+            self.state.users[name] = User(name, user.ap, tuple(user.position) if user.position else None,
+                                          t=time.time())
+
+    # -- Deployment -------------------------------------------------------------------
+    def deploy(self) -> dict:
+        """Place every service (planner's choice), start it, probe its checkpoint sizes."""
+        for name, placement in self.placements.items():
+            user = self.state.users[placement.user]
+            service = Service(name, placement.user, placement.app, "", cpus=placement.cpus,
+                              memory_mb=placement.memory_mb, task_bytes=placement.task_bytes, quota=placement.quota)
+            self.state.services[name] = service
+            server = self.planner.initial_server(self.state, service, user)
+            service.server = server
+            instance = self.agents[server].call("deploy", spec=placement.container())
+            service.image_bytes = float(instance["image_bytes"])
+            self.endpoints[name] = {"endpoint": [instance["ip"], instance["port"]], "pending": []}
+            self.db.placement(name, server, self.endpoints[name]["endpoint"])
+            if self.config.probe:
+                probe = self.agents[server].call("probe_checkpoints", service=name, options=self.mode_options)
+                service.full_bytes, service.delta_bytes = probe["full_bytes"], max(1, probe["delta_bytes"])
+                for seconds in probe["checkpoint_seconds"]:
+                    self.state.migration_model.observe_checkpoint(server, seconds, service.image_bytes,
+                                                                  self.state.servers[server].compute)
+            self.events.emit("controller.deployed", service=name, server=server, planner=self.planner.name,
+                             endpoint=self.endpoints[name]["endpoint"], full_bytes=service.full_bytes,
+                             delta_bytes=service.delta_bytes)
+        return {name: where["endpoint"] for name, where in self.endpoints.items()}
+
+    # -- Monitor ----------------------------------------------------------------------
+    def report(self, user: str, t: float, position=None, velocity=None, ap=None, rssi=None, e2e_ms=None,
+               proc_ms=None, task_rate=None, sim_t=None) -> dict:
+        with self.lock:
+            state = self.state
+            state.t = time.time()
+            known = state.users.setdefault(user, User(user, ap))
+            known.ap, known.t = ap, t
+            known.position = tuple(position) if position else known.position
+            known.velocity = tuple(velocity) if velocity else known.velocity
+            known.rssi = rssi or {}
+            known.e2e_ms = e2e_ms or {}
+            known.task_rate = task_rate or {}
+            for service in state.services_of(user):
+                if proc_ms and service.name in proc_ms and not service.moving:
+                    service.proc_ms = float(proc_ms[service.name])   # as measured on its current server
+            order = self.handover_orders.get(user)
+            if order and order["target"] == ap:
+                self.handover_orders.pop(user, None)
+            self._decide("report", user, lambda: self.planner.on_report(state, known))
+        self.db.user_report({"user": user, "t": t, "sim_t": sim_t, "position": position, "velocity": velocity,
+                             "ap": ap, "rssi": rssi, "e2e_ms": e2e_ms, "task_rate": task_rate})
+        return self._reply(user)
+
+    def handover_started(self, user: str, source: str | None, target: str, reason: str, start: float) -> None:
+        """A user's own handover began (a notice sent just before its radio went down):
+        the trigger of the planners that act on handovers, so that a pre-migration runs
+        during the handover (seed 002, Fig. 6 b, c)."""
+        with self.lock:
+            state = self.state
+            state.t = time.time()
+            known = state.users.setdefault(user, User(user, target))
+            known.ap = target
+            self.handovers_seen[user] = start
+            self.events.emit("controller.handover_notice", user=user, source=source, target=target,
+                             reason=reason, start=start, phase="start")
+            self._decide("handover", user, lambda: self.planner.on_handover(state, known, source, target))
+
+    def handover_done(self, user: str, reason: str, start: float, end: float, **record) -> dict:
+        """A user's handover ended; the planners act here only if its start went unnoticed."""
+        with self.lock:
+            state = self.state
+            state.t = time.time()
+            known = state.users.setdefault(user, User(user, record.get("to")))
+            source, known.ap = record.get("from"), record.get("to")
+            self.events.emit("controller.handover_notice", user=user, source=source, target=known.ap,
+                             reason=reason, start=start, end=end, phase="end")
+            if self.handovers_seen.get(user) != start:
+                self._decide("handover", user, lambda: self.planner.on_handover(state, known, source, known.ap))
+        return self._reply(user)
+
+    def server_report(self, report: dict) -> bool:
+        with self.lock:
+            server = self.state.servers.get(report["server"])
+            if server is not None:
+                server.cpu_util = float(report.get("cpu_utilisation", 0.0))
+                server.memory_used_mb = float(report.get("memory_bytes", 0)) / 2**20
+                services = sum(s.get("cpu_cores") or 0.0 for s in report.get("services", {}).values())
+                server.background_cores = max(0.0, server.cpu_util * server.cpus - services)
+        self.db.server_report(report)
+        return True
+
+    def _reply(self, user: str) -> dict:
+        with self.lock:
+            services = {name: dict(self.endpoints[name]) for name in self.endpoints
+                        if self.state.services[name].user == user}
+            return {"services": services, "handover": self.handover_orders.get(user)}
+
+    # -- Planner -----------------------------------------------------------------------
+    def _decide(self, trigger: str, user: str | None, ask) -> None:
+        actions = ask()
+        if not actions:
+            return
+        estimates = next((a.estimates for a in actions if isinstance(a, Migrate)), {})
+        explained = self.planner.explain()
+        inputs = {"users": {n: asdict(u) for n, u in self.state.users.items()},
+                  "services": {n: asdict(s) for n, s in self.state.services.items()},
+                  "servers": {n: {"cpu_util": s.cpu_util, "memory_used_mb": s.memory_used_mb}
+                              for n, s in self.state.servers.items()}}
+        decision = self.db.decision(self.planner.name, trigger, user, inputs,
+                                    [{"type": type(a).__name__, **asdict(a)} for a in actions],
+                                    {**estimates, **({"plan": explained} if explained else {})})
+        self.events.emit("controller.decision", decision=decision, planner=self.planner.name, trigger=trigger,
+                         user=user, actions=[{"type": type(a).__name__, **asdict(a)} for a in actions])
+        for action in actions:
+            if isinstance(action, Handover):
+                self.handover_orders[action.user] = {"target": action.target, "at": action.at}
+            elif isinstance(action, Migrate):
+                service = self.state.services[action.service]
+                if service.moving or action.dest == service.server:
+                    continue
+                service.moving = True
+                threading.Thread(target=self._migrate, args=(action, decision), daemon=True).start()
+
+    def _sleep_until(self, when: float | None, server: str) -> None:
+        if when is None:
+            return
+        lead = self.state.network.one_way(self.node, server)   # the order's trip to the agent
+        self._stop.wait(max(0.0, when - lead - time.time()))
+
+    def _migrate(self, action: Migrate, decision: int) -> None:
+        service = self.state.services[action.service]
+        source, migration_id = service.server, uuid.uuid4().hex[:10]
+        agent = self.agents[source]
+        record = {"migration": migration_id, "service": service.name, "source": source, "dest": action.dest,
+                  "mode": self.mode, "ok": False}
+        try:
+            self._sleep_until(action.pre_at, source)
+            prepared = agent.call("migrate", service=service.name, dest=action.dest, mode=self.mode,
+                                  phase="prepare", migration_id=migration_id, options=self.mode_options)
+            with self.lock:   # the user can look for the service there from now on
+                self.endpoints[service.name]["pending"] = [prepared["dest_endpoint"]]
+            record = agent.call("migrate", service=service.name, dest=action.dest, mode=self.mode, phase="all",
+                                migration_id=migration_id, options=self.mode_options, final_at=action.final_at)
+        except RpcError as exc:
+            record["error"] = str(exc)
+        with self.lock:
+            if record.get("ok"):
+                service.server = action.dest
+            if record.get("new_endpoint"):
+                self.endpoints[service.name]["endpoint"] = record["new_endpoint"]
+            self.endpoints[service.name]["pending"] = []
+            service.moving = False
+            self._learn(record)
+        self.db.migration(decision, record)
+        self.db.placement(service.name, service.server, self.endpoints[service.name]["endpoint"])
+        self.events.emit("controller.migration", decision=decision, **{k: v for k, v in record.items()
+                                                                       if k != "trace"})
+
+    def _learn(self, record: dict) -> None:
+        """Feed measured checkpoint and restore times to psi and rho (eq. 5)."""
+        service = self.state.services[record["service"]]
+        phases = record.get("phases", {})
+        model = self.state.migration_model
+        if "prepare" in phases:
+            model.observe_setup(record["dest"], phases["prepare"]["seconds"])
+        if "final_checkpoint" in phases:
+            model.observe_checkpoint(record["source"], phases["final_checkpoint"]["seconds"], service.image_bytes,
+                                     self.state.servers[record["source"]].compute)
+        if "restore" in phases and record.get("ok"):
+            restored = service.image_bytes + service.full_bytes + service.delta_bytes
+            model.observe_restore(record["dest"], phases["restore"]["seconds"], restored,
+                                  self.state.servers[record["dest"]].compute)
+
+    def _ticks(self) -> None:
+        period = self.config.monitor_period
+        while not self._stop.wait(period):
+            with self.lock:
+                self.state.t = time.time()
+                self._decide("tick", None, lambda: self.planner.on_tick(self.state))
+
+    # -- management ----------------------------------------------------------------------
+    def status(self) -> dict:
+        with self.lock:
+            return {"planner": self.planner.name, "services": {n: {"server": s.server, "moving": s.moving,
+                                                                   **self.endpoints.get(n, {})}
+                                                               for n, s in self.state.services.items()},
+                    "users": {n: {"ap": u.ap, "position": u.position} for n, u in self.state.users.items()}}
+
+    def start(self) -> bool:
+        threading.Thread(target=self._ticks, name="ticks", daemon=True).start()
+        return True
+
+    def stop(self) -> bool:
+        self._stop.set()
+        return True
+
+    def wait(self) -> None:
+        """Until ``stop``."""
+        self._stop.wait()

@@ -1,0 +1,159 @@
+"""The controller's view of the system: what every planner reads (``SystemState``).
+
+The controller keeps one ``SystemState`` up to date from the users' and the
+servers' reports; tests and the simulator build the same state with
+``SystemState.build``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from testbed.config import RadioSpec, TopologySpec
+from testbed.controller.estimators import DEFAULT_RATES, MigrationTimeModel, PathEstimate
+from testbed.mobility.base import Point, distance
+from testbed.radio import HysteresisHandover, PathLoss
+from testbed.rates import RateTable
+
+
+@dataclass
+class Server:
+    name: str
+    role: str                     # "cloud" or "edge"
+    position: Point | None
+    cpus: float
+    memory_mb: float
+    compute: float
+    site: str = "default"         # servers of one site share a network (seed 004)
+    storage_mb: float = 65536.0
+    cpu_util: float = 0.0         # fraction of its cpus in use (reported: services and any other load)
+    memory_used_mb: float = 0.0
+    background_cores: float = 0.0  # cores in use by anything but its services (reported)
+
+
+@dataclass
+class Station:
+    name: str
+    position: Point
+    max_users: int
+    uplink: str                   # the server the base station is wired to
+
+
+@dataclass
+class User:
+    name: str
+    ap: str | None
+    position: Point | None = None
+    velocity: Point = (0.0, 0.0)
+    rssi: dict[str, float] = field(default_factory=dict)
+    e2e_ms: dict[str, float] = field(default_factory=dict)
+    task_rate: dict[str, float] = field(default_factory=dict)   # tasks answered per second, per service
+    t: float = 0.0
+
+
+@dataclass
+class Service:
+    name: str
+    user: str
+    app: str
+    server: str                   # where it runs now
+    cpus: float
+    memory_mb: float
+    task_bytes: float = 100.0
+    proc_ms: float = 0.0          # processing delay measured on ``server``
+    image_bytes: float = 100e6
+    full_bytes: float = 50e6      # checkpoint size estimate (probe at t0)
+    delta_bytes: float = 1e6
+    quota: float = 0.1            # CPU share of a node in the app profile (seed 004)
+    moving: bool = False          # a migration is under way
+
+
+class Network:
+    """Paths between nodes of the emulated network (from its address plan)."""
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def one_way(self, a: str, b: str) -> float:
+        return 0.0 if a == b else self.plan.one_way_delay(a, b)
+
+    def bandwidth(self, a: str, b: str) -> float:
+        return math.inf if a == b else self.plan.bottleneck_mbps(a, b)
+
+
+@dataclass
+class SystemState:
+    t: float
+    servers: dict[str, Server]
+    stations: dict[str, Station]
+    users: dict[str, User]
+    services: dict[str, Service]
+    network: Network
+    path_loss: PathLoss
+    policy: HysteresisHandover
+    migration_model: MigrationTimeModel
+    handover_time_s: float = 0.5
+    report_period_s: float = 0.5
+    rates: RateTable = DEFAULT_RATES        # the radio's rate by RSSI (eq. 4's B_ub)
+
+    @classmethod
+    def build(cls, spec: TopologySpec, radio: RadioSpec, report_period: float, t: float | None = None,
+              seed: int = 0) -> "SystemState":
+        """The state of a topology with no users or services yet."""
+        from testbed.net import addressing
+
+        servers = {name: Server(name, node.role, node.position, node.cpus, node.memory / 2**20, node.compute,
+                                site=node.site, storage_mb=node.storage / 2**20)
+                   for name, node in spec.nodes.items() if node.is_server}
+        stations = {}
+        for name in spec.nodes_with_role("ap"):
+            uplinks = [c.b if c.a == name else c.a for c in spec.connections if name in (c.a, c.b)]
+            uplink = next((u for u in uplinks if spec.nodes[u].is_server), uplinks[0] if uplinks else None)
+            stations[name] = Station(name, spec.nodes[name].position, spec.nodes[name].max_users, uplink)
+        return cls(time.time() if t is None else t, servers, stations, {}, {}, Network(addressing.plan(spec)),
+                   PathLoss(radio, seed), HysteresisHandover(radio), MigrationTimeModel(),
+                   handover_time_s=radio.handover_time, report_period_s=report_period, rates=radio.rates())
+
+    def users_on(self, station: str) -> int:
+        return sum(1 for u in self.users.values() if u.ap == station)
+
+    def services_of(self, user: str) -> list[Service]:
+        return [s for s in self.services.values() if s.user == user]
+
+    def cloud(self) -> str | None:
+        return next((name for name, s in sorted(self.servers.items()) if s.role == "cloud"), None)
+
+    def nearest_server(self, position: Point, roles=("edge",)) -> str:
+        candidates = [s for s in self.servers.values() if s.role in roles and s.position is not None]
+        return min(candidates, key=lambda s: (distance(s.position, position), s.name)).name
+
+    def path(self, rssi: float, station: str, server: str, rates: RateTable | None = None) -> PathEstimate:
+        """What the user would see through ``station`` to ``server`` at this RSSI (rates: the
+        radio's table unless given)."""
+        rate = (rates or self.rates).rate_mbps(rssi)
+        return PathEstimate(bandwidth_mbps=min(rate, self.network.bandwidth(station, server)),
+                            rtt_s=2 * self.network.one_way(station, server),
+                            compute=self.servers[server].compute)
+
+    def predicted_position(self, user: User, at: float) -> Point:
+        dt = max(0.0, at - user.t)
+        return user.position[0] + user.velocity[0] * dt, user.position[1] + user.velocity[1] * dt
+
+    def predicted_rssi(self, user: User, at: float) -> dict[str, float]:
+        position = self.predicted_position(user, at)
+        return {name: self.path_loss.rssi(name, st.position, position) for name, st in self.stations.items()}
+
+    def predict_handover(self, user: User, horizon_s: float, step_s: float = 0.1) -> tuple[float, str] | None:
+        """When and where relative hysteresis will move ``user`` within ``horizon_s`` (mean model)."""
+        if user.position is None or user.ap is None:
+            return None
+        k = 0
+        while k * step_s <= horizon_s:
+            at = user.t + k * step_s
+            target = self.policy.decide(user.ap, self.predicted_rssi(user, at))
+            if target:
+                return at, target
+            k += 1
+        return None

@@ -1,0 +1,52 @@
+"""Delta encoders: turn checkpoint B into instructions against checkpoint A.
+
+The destination holds A (the pre-migration checkpoint); only the delta
+crosses the WAN during downtime.  An encoder is one module of this package
+with one ``DeltaEncoder`` subclass that names itself:
+
+* ``pages``: block matching at page granularity against CRIU's pagemap;
+* ``rsync``: rsync's own delta algorithm in batch mode, exact for any file.
+
+Both compress their output (zlib): literal memory pages compress well.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+from testbed.registry import DELTA_ENCODERS
+
+PAGE = 4096
+
+
+class DeltaError(RuntimeError):
+    pass
+
+
+class DeltaEncoder(ABC):
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            DELTA_ENCODERS.register(cls)
+
+    @abstractmethod
+    def encode(self, new: Path, base: Path, out: Path) -> dict:
+        """Write the delta turning directory ``base`` into ``new``; ``base`` is unchanged.
+        Returns at least ``bytes`` (the delta's size) and ``seconds``."""
+
+    @abstractmethod
+    def apply(self, delta: Path, target: Path) -> None:
+        """Turn directory ``target`` (a copy of the base) into the new checkpoint."""
+
+
+def encoder(name: str) -> DeltaEncoder:
+    """An instance of the encoder registered as ``name``."""
+    return DELTA_ENCODERS.get(name)()
+
+
+def checkpoint_files(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,1 @@
+"""Migration modes: one module each, registered by name (see ``testbed.migration.base``)."""

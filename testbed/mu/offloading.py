@@ -1,0 +1,370 @@
+"""The offloading client of the mobile user: continuous tasks, every one logged.
+
+While the service answers, tasks go one after another on a kept-open
+connection.  When a task fails (reset, timeout, link down, error reply) the
+client enters recovery: every ``probe_interval`` (10 ms) it starts a fresh
+attempt of the *same* task at every candidate endpoint (the current one and
+any the controller announced as pending), in parallel, without waiting for
+older attempts to time out.  The first attempt that gets a valid reply ends the
+outage, and its endpoint becomes the current one.  So an outage is measured to
+one probe interval, and since the task id does not change, the service counts
+it once (it replays its cached reply to a repeated id).
+
+Probes are cheap (a connection attempt), uploads are not: an image task is
+~160 kB, a few tens of ms on the radio link.  So at most one copy of the task
+is on its way up to an endpoint at a time (one that stalls for
+``STALLED_UPLOAD_S`` no longer counts), and copies no longer needed are
+reset, not drained.  Otherwise every probe would upload its copy at once, all
+would share the link, and none would finish before its timeout: the outage
+would never end (congestion collapse).
+
+Every attempt is one line of the request log::
+
+    {"user", "service", "app", "id", "endpoint", "ap", "sent", "received", "ok",
+     "e2e_ms", "proc_ms", "tx_ms", "counter", "error", "recovery"}
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import selectors
+import socket
+import struct
+import termios
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import protocol
+
+STALLED_UPLOAD_S = 0.1
+
+
+@dataclass
+class Workload:
+    """What the user offloads: an op and the payloads it cycles through."""
+
+    payloads: list[bytes]
+    op: str = "task"
+    think_time: float = 0.0   # seconds between a reply and the next task
+    extra: dict = field(default_factory=dict)
+
+    def payload(self, rid: int) -> bytes:
+        return self.payloads[rid % len(self.payloads)]
+
+
+class _Attempt:
+    """One non-blocking try of a task at one endpoint."""
+
+    def __init__(self, endpoint: tuple[str, int], frame: bytes, started: float, deadline: float):
+        self.endpoint = endpoint
+        self.frame = frame
+        self.started = started      # wall clock, for the log
+        self.deadline = deadline    # monotonic
+        self.buffer = bytearray()
+        self.sent = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connected = False
+        self.remaining = len(frame)  # bytes of the frame not yet acknowledged by the service
+        self.progressed = 0.0        # monotonic time ``remaining`` last went down
+        code = self.sock.connect_ex(endpoint)
+        self.error = None
+        if code not in (0, errno.EINPROGRESS):
+            self.error = f"connect: {errno.errorcode.get(code, code)}"
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def abort(self):
+        """Close with a reset: what is still queued to send is dropped, not sent."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
+
+    def uploading(self, now: float) -> bool:
+        """Its frame is going up to the service (sent or queued, not yet acknowledged)
+        and still moving."""
+        if not self.connected:
+            return False
+        remaining = len(self.frame) - self.sent + _unacknowledged(self.sock)
+        if remaining < self.remaining:
+            self.remaining, self.progressed = remaining, now
+        return remaining > 0 and now - self.progressed < STALLED_UPLOAD_S
+
+    def reply(self) -> dict | None:
+        """The reply header once a whole frame has arrived."""
+        if len(self.buffer) < protocol.PREFIX.size:
+            return None
+        magic, hlen, plen = protocol.PREFIX.unpack_from(self.buffer)
+        if magic != protocol.MAGIC:
+            raise protocol.ProtocolError("bad_magic", "reply is not a protocol frame")
+        end = protocol.PREFIX.size + hlen + plen
+        if len(self.buffer) < end:
+            return None
+        return json.loads(bytes(self.buffer[protocol.PREFIX.size:protocol.PREFIX.size + hlen]))
+
+
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return 0
+
+
+def _discard(selector: selectors.BaseSelector, attempts: list[_Attempt], attempt: _Attempt) -> None:
+    selector.unregister(attempt.sock)
+    attempt.abort()
+    attempts.remove(attempt)
+
+
+class OffloadingClient(threading.Thread):
+    def __init__(self, user: str, service: str, workload: Workload, log_path: Path | None,
+                 probe_interval: float = 0.010, min_timeout: float = 0.5, max_timeout: float = 10.0,
+                 ap_of=lambda: None, on_reply=None, app: str | None = None):
+        super().__init__(name=f"client-{service}", daemon=True)
+        self.user = user
+        self.service = service
+        self.app = app
+        self.workload = workload
+        self.probe_interval = probe_interval
+        self.min_timeout = min_timeout
+        self.max_timeout = max_timeout
+        self.ap_of = ap_of
+        self.on_reply = on_reply
+        self._lock = threading.Lock()
+        self._current: tuple[str, int] | None = None
+        self._pending: list[tuple[str, int]] = []
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._sock: socket.socket | None = None
+        self._log = open(log_path, "a", buffering=1) if log_path else None
+        self._interrupted_at: float | None = None
+        self.rid = 0
+        self.ewma_e2e: float | None = None
+        self.last_counter: int | None = None
+        self.stats = {"ok": 0, "failed": 0}
+
+    # -- control from other threads -------------------------------------------------
+    def set_endpoints(self, current=None, pending=None) -> None:
+        with self._lock:
+            if current is not None:
+                current = (current[0], int(current[1]))
+                if current != self._current:
+                    self._current = current
+                    self._drop_connection()
+            if pending is not None:
+                self._pending = [(p[0], int(p[1])) for p in pending]
+        self._wake.set()
+
+    def interrupt(self) -> None:
+        """The radio link went down: abandon the task in flight now (do not wait for a timeout).
+        It is logged as failed at this moment: the outage began with the radio, not when
+        the task was sent."""
+        self._interrupted_at = time.time()
+        self._drop_connection()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._drop_connection()
+
+    def endpoints(self) -> dict:
+        with self._lock:
+            return {"current": self._current, "pending": list(self._pending)}
+
+    # -- internals --------------------------------------------------------------------
+    def _drop_connection(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _timeout(self) -> float:
+        if self.ewma_e2e is None:
+            return max(self.min_timeout, 2.0)
+        return min(self.max_timeout, max(self.min_timeout, 4 * self.ewma_e2e + 0.2))
+
+    def _record(self, **fields) -> None:
+        record = {"user": self.user, "service": self.service, "app": self.app, "ap": self.ap_of(), **fields}
+        if self._log:
+            self._log.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def _frame(self) -> bytes:
+        header = {"id": self.rid, "op": self.workload.op, "client": self.user, **self.workload.extra}
+        return protocol.encode(header, self.workload.payload(self.rid))
+
+    def _success(self, endpoint, started: float, received: float, header: dict, recovery: bool) -> None:
+        e2e = received - started
+        self.ewma_e2e = e2e if self.ewma_e2e is None else 0.8 * self.ewma_e2e + 0.2 * e2e
+        proc_ms = float(header.get("proc_ms", 0.0))
+        counter = header.get("counter")
+        self._record(id=self.rid, endpoint=list(endpoint), sent=started, received=received, ok=True,
+                     e2e_ms=round(e2e * 1e3, 3), proc_ms=proc_ms, tx_ms=round(e2e * 1e3 - proc_ms, 3),
+                     counter=counter, replayed=bool(header.get("replayed")), recovery=recovery,
+                     result=header.get("result"))
+        self.stats["ok"] += 1
+        self.last_counter = counter
+        if self.on_reply:
+            self.on_reply(e2e * 1e3, header)
+        self.rid += 1
+
+    def _failure(self, endpoint, started: float, error: str, recovery: bool, failed_at: float | None = None) -> None:
+        self.stats["failed"] += 1
+        self._record(id=self.rid, endpoint=list(endpoint) if endpoint else None, sent=started,
+                     received=failed_at or time.time(), ok=False, error=error, recovery=recovery)
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                current = self._current
+            if current is None:
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            if not self._steady(current):
+                self._recover()
+            elif self.workload.think_time:
+                self._stopping.wait(self.workload.think_time)
+        self._drop_connection()
+        if self._log:
+            self._log.close()
+
+    def _steady(self, endpoint) -> bool:
+        """One task on the kept-open connection; False if it failed."""
+        started = time.time()
+        deadline = time.monotonic() + self._timeout()
+        try:
+            if self._sock is None:
+                sock = socket.create_connection(endpoint, timeout=self._timeout())
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._sock = sock
+            sock = self._sock
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.sendall(self._frame())
+            while True:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                header, _ = protocol.read_frame(sock)
+                if header.get("id") == self.rid:
+                    break
+        except (OSError, AttributeError, protocol.ConnectionClosed, protocol.ProtocolError) as exc:
+            self._drop_connection()
+            if self._stopping.is_set():
+                return True  # we hung up ourselves: not an outage
+            interrupted, self._interrupted_at = self._interrupted_at, None
+            if interrupted is not None and interrupted >= started:
+                self._failure(endpoint, started, "interrupted: radio link down", recovery=False,
+                              failed_at=interrupted)
+                return False
+            kind = "timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
+            self._failure(endpoint, started, f"{kind}: {exc}", recovery=False)
+            return False
+        received = time.time()
+        if not header.get("ok"):
+            error = header.get("error") or {}
+            self._failure(endpoint, started, f"error: {error.get('code')}: {error.get('message')}", False)
+            return True  # the service answered: not an outage
+        self._success(endpoint, started, received, header, recovery=False)
+        return True
+
+    def _recover(self) -> None:
+        selector = selectors.DefaultSelector()
+        attempts: list[_Attempt] = []
+        next_round = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now >= next_round:
+                    with self._lock:
+                        candidates = [self._current] + [p for p in self._pending if p != self._current]
+                    for endpoint in candidates:
+                        if endpoint is None or self._upload_under_way(attempts, endpoint, now):
+                            continue
+                        attempt = _Attempt(endpoint, self._frame(), time.time(), now + self._timeout())
+                        if attempt.error:
+                            self._failure(endpoint, attempt.started, attempt.error, recovery=True)
+                            attempt.close()
+                            continue
+                        attempts.append(attempt)
+                        selector.register(attempt.sock, selectors.EVENT_WRITE, attempt)
+                    next_round = now + self.probe_interval
+                for key, events in selector.select(max(0.0, next_round - time.monotonic())):
+                    attempt: _Attempt = key.data
+                    if not attempt.connected and self._upload_under_way(attempts, attempt.endpoint,
+                                                                        time.monotonic(), besides=attempt):
+                        _discard(selector, attempts, attempt)   # a copy is already on its way there
+                        continue
+                    done = self._advance(selector, attempt, events)
+                    if done == "won":
+                        with self._lock:
+                            self._current = attempt.endpoint
+                            self._pending = [p for p in self._pending if p != attempt.endpoint]
+                        selector.unregister(attempt.sock)
+                        attempt.sock.setblocking(True)
+                        self._sock = attempt.sock
+                        attempts.remove(attempt)
+                        return
+                    if done == "failed":
+                        attempts.remove(attempt)
+                now = time.monotonic()
+                for attempt in [a for a in attempts if a.deadline <= now]:
+                    self._failure(attempt.endpoint, attempt.started, "timeout", recovery=True)
+                    _discard(selector, attempts, attempt)
+        finally:
+            for attempt in attempts:
+                attempt.abort()
+            selector.close()
+
+    @staticmethod
+    def _upload_under_way(attempts: list[_Attempt], endpoint, now: float, besides: _Attempt | None = None) -> bool:
+        return any(a is not besides and a.endpoint == endpoint and a.uploading(now) for a in attempts)
+
+    def _advance(self, selector, attempt: _Attempt, events) -> str | None:
+        sock = attempt.sock
+        try:
+            if not attempt.connected:
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    raise OSError(code, errno.errorcode.get(code, str(code)))
+                attempt.connected = True
+                attempt.progressed = time.monotonic()
+                selector.modify(sock, selectors.EVENT_WRITE | selectors.EVENT_READ, attempt)
+            if events & selectors.EVENT_WRITE and attempt.sent < len(attempt.frame):
+                attempt.sent += sock.send(attempt.frame[attempt.sent:])
+                if attempt.sent >= len(attempt.frame):
+                    selector.modify(sock, selectors.EVENT_READ, attempt)
+            if events & selectors.EVENT_READ:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("closed by the service")
+                attempt.buffer += chunk
+                header = attempt.reply()
+                if header is not None and header.get("id") == self.rid:
+                    if not header.get("ok"):
+                        error = header.get("error") or {}
+                        raise RuntimeError(f"error: {error.get('code')}: {error.get('message')}")
+                    self._success(attempt.endpoint, attempt.started, time.time(), header, recovery=True)
+                    return "won"
+                if header is not None:  # a stale reply: drop that frame and keep reading
+                    _, hlen, plen = protocol.PREFIX.unpack_from(attempt.buffer)
+                    del attempt.buffer[:protocol.PREFIX.size + hlen + plen]
+        except (OSError, RuntimeError, ValueError, struct.error, protocol.ProtocolError) as exc:
+            selector.unregister(sock)
+            attempt.close()
+            self._failure(attempt.endpoint, attempt.started, f"{type(exc).__name__}: {exc}", recovery=True)
+            return "failed"
+        return None
