@@ -9,9 +9,11 @@ faked.  Every fixture that creates something removes it again, and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,24 @@ def run_testbed(*args, timeout=300, check=False) -> subprocess.CompletedProcess:
 @pytest.fixture
 def testbed_cli():
     return run_testbed
+
+
+def query_service(net, ip, op="task", files=(), extra=None, first_id=0, client="test", repeat=1) -> list[dict]:
+    """Replies of a service queried from the mobile user's node with ``testbed.query``."""
+    args = [sys.executable, "-m", "testbed.query", ip, "--op", op, "--client", client,
+            "--first-id", str(first_id), "--repeat", str(repeat), "--full", "--timeout", "60"]
+    for path in files:
+        args += ["--file", str(path)]
+    if extra:
+        args += ["--extra", f"'{json.dumps(extra)}'"]
+    out = net.node("mu").cmd(" ".join(args))
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def run_experiment(path, run_root, overrides=()):
+    """Run an experiment file the way ``testbed run`` does; returns the run directory."""
+    from testbed.config import load_experiment_with_source
+    from testbed.runner import Runner
+
+    spec, source = load_experiment_with_source(path, list(overrides))
+    return Runner(spec, source, run_root=run_root, log=lambda message: None).run()

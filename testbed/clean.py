@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from testbed.containers.clean import clean_containers, testbed_containers
+from testbed.containers.clean import clean_containers, clean_server_cgroups, testbed_containers
 from testbed.net.clean import CleanReport, clean_network, testbed_namespaces, testbed_root_interfaces
 from testbed.net.namespaces import LOCK_FILE
 
 
 def clean_all() -> CleanReport:
-    """Containers first (their holders are plugged into the servers), then the network."""
+    """Containers first (their holders are plugged into the servers), then the network (and
+    every process in it), then the servers' cgroups (empty by then)."""
     report = CleanReport()
     clean_containers(report)
     clean_network(report)
+    clean_server_cgroups(report)
     LOCK_FILE.unlink(missing_ok=True)
     return report
 

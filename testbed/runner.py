@@ -14,6 +14,7 @@ import json
 import platform
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -125,6 +126,7 @@ class Runner:
                 for user in spec.users:
                     stack.start_user(user, self._services_of(user, endpoints), initial_ap=users[user]["ap"],
                                      **self._user_config(user, planner, controller_address, t0))
+                self._schedule_load(stack, t0)
                 self.log(f"[{planner.name}] running for {spec.duration:g} s")
                 while time.time() < t0 + spec.duration:
                     if self.progress:
@@ -136,6 +138,18 @@ class Runner:
                     stack.stop_user(user)
         self.log(f"[{planner.name}] done")
         return net.backend
+
+    def _schedule_load(self, stack: Stack, t0: float) -> None:
+        """The experiment's background load, each at its time, through the server's agent."""
+        for load in self.spec.load:
+            def start(load=load):
+                time.sleep(max(0.0, t0 + load.start - time.time()))
+                try:
+                    stack.agents[load.server].call("load", share=load.share, duration=load.duration)
+                except Exception as exc:        # the run goes on; the record says why the load is missing
+                    self.log(f"load on {load.server} failed: {exc}")
+
+            threading.Thread(target=start, daemon=True).start()
 
     def _initial_users(self) -> dict:
         """Where each user starts, and the base station it hears best there."""
@@ -160,7 +174,8 @@ class Runner:
         return ControllerConfig.model_validate({
             "run_dir": trial_dir, "address": address, "node": spec.topology.cloud(), "topology": spec.topology,
             "planner": planner, "seed": spec.seed, "radio": spec.radio, "report_period": spec.report_period,
-            "monitor_period": spec.monitor_period, "migration": spec.migration,
+            "monitor_period": spec.monitor_period, "migration": spec.migration, "probe": spec.probe,
+            "calibration": spec.calibration, "benchmark_servers": spec.benchmark_servers,
             "agents": {s: net.address(s) for s in spec.topology.servers()}, "users": users, "services": services})
 
     @staticmethod

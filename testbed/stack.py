@@ -62,11 +62,14 @@ class Stack:
         spec = self.net.spec
         servers = spec.servers()
         addresses = {s: self.net.address(s) for s in servers}
+        fastest = max(spec.nodes[s].compute for s in servers)
         for server in only or servers:
+            node = spec.nodes[server]
             config = AgentConfig(server=server, address=addresses[server],
                                  subnet=str(self.net.plan.container_subnets[server]),
                                  peers={p: a for p, a in addresses.items() if p != server}, run_dir=self.run_dir,
-                                 cpus=spec.nodes[server].cpus,
+                                 cpus=node.cpus, memory=node.memory, compute=node.compute,
+                                 speed=node.compute / fastest,
                                  congestion_control=spec.network.tcp_congestion_control, controller=controller,
                                  **({"monitor_period": monitor_period} if monitor_period else {}))
             path = self.run_dir / f"agent-{server}.json"
@@ -188,6 +191,7 @@ class Stack:
         self.processes.clear()
         # Containers reserved for a migration that an interruption cut short belong to
         # no agent any more: the run owns every testbed container on this host.
-        from testbed.containers.clean import clean_containers
+        from testbed.containers.clean import clean_containers, clean_server_cgroups
 
         clean_containers()
+        clean_server_cgroups()

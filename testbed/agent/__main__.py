@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     if config.controller:
         agent.monitor.report_every(config.monitor_period, config.controller, stop)
     stop.wait()
+    agent.shutdown()
     rpc.shutdown()
     management.shutdown()
     receiver.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from testbed.agent.destination import DestinationSide
 from testbed.agent.layers import LayerStore
 from testbed.agent.monitor import ResourceMonitor
 from testbed.agent.source import SourceSide
-from testbed.containers.server import ServerContainers
+from testbed.containers.server import ServerContainers, engine_pid
+from testbed.containers.server_cgroup import ServerCgroup
 from testbed.events import EventLog
 from testbed.migration.base import ContainerSpec
 
@@ -28,13 +30,17 @@ def management_socket(server: str) -> str:
 class Agent:
     # What other processes may call (controller, peer agents, the runner); anything else is refused.
     REMOTE = ("ping", "deploy", "remove", "instances_here", "resources", "migrate", "probe_checkpoints",
-              "prepare", "start_fresh", "abort", "install_layer", "has_layer")
+              "prepare", "start_fresh", "abort", "install_layer", "has_layer", "benchmark_cpu", "load")
 
     def __init__(self, config: AgentConfig, docker_client=None):
         self.config = config
         self.server = config.server
+        self.cgroup = ServerCgroup(config.server, Path(f"/proc/{engine_pid()}/root"))
+        self.cgroup.create(config.cpus * config.speed, int(config.memory))
         containers = ServerContainers(config.server, config.subnet, client=docker_client,
-                                      congestion_control=config.congestion_control, inside=True)
+                                      congestion_control=config.congestion_control, inside=True,
+                                      speed=config.speed, cgroup_parent=self.cgroup.parent,
+                                      max_cores=self.cgroup.cores)
         state_dir = containers.state_dir
         # A fresh server: no application layers, no half-received state from a past run.
         for stale in ("incoming", "outgoing", "layers", "probe"):
@@ -45,7 +51,8 @@ class Agent:
                                f"agent:{config.server}")
         self.deployment = Deployment(containers, self.events)
         self.layers = LayerStore(state_dir / "layers", containers.client)
-        self.monitor = ResourceMonitor(self.deployment, config.cpus)
+        self.monitor = ResourceMonitor(self.deployment, config.cpus, config.speed, self.cgroup)
+        self._load: list = []
         self.source = SourceSide(self.deployment, self.layers, config.peers, state_dir)
         self.destination = DestinationSide(self.deployment, self.layers, self.inbox)
 
@@ -71,6 +78,41 @@ class Agent:
     # -- Resource Monitor ------------------------------------------------------------------
     def resources(self) -> dict:
         return self.monitor.resources()
+
+    # -- the server itself ----------------------------------------------------------------------
+    def benchmark_cpu(self, seconds: float = 0.5) -> dict:
+        """Seed 002's C_s measurement (sysbench in the paper): a CPU-bound loop given one of
+        this server's cores; ``ops_per_s`` scales with the server's compute."""
+        ops = self.cgroup.benchmark(seconds, cores=self.config.speed)
+        result = {"server": self.server, "ops_per_s": ops, "configured_compute": self.config.compute,
+                  "speed": self.config.speed}
+        self.events.emit("server.benchmark", **result)
+        return result
+
+    def load(self, share: float, duration: float) -> dict:
+        """Background load: busy loops using ``share`` of this server's cores for ``duration`` s
+        (seed 004's red node from real contention); the Resource Monitor sees it."""
+        if not 0 < share <= 1:
+            raise ValueError(f"load share must be in (0, 1], got {share}")
+        cores = share * self.config.cpus * self.config.speed
+        processes = self.cgroup.burn(cores)
+        self._load += processes
+        self.events.emit("server.load", server=self.server, share=share, cores=round(cores, 4), duration=duration,
+                         phase="start")
+
+        def stop():
+            self.cgroup.stop_load(processes)
+            self.events.emit("server.load", server=self.server, share=share, phase="stop")
+
+        timer = threading.Timer(duration, stop)
+        timer.daemon = True
+        timer.start()
+        return {"server": self.server, "cores": cores, "processes": len(processes)}
+
+    def shutdown(self) -> None:
+        """Stop any load; the server's cgroup goes once its containers are gone (Stack, clean)."""
+        for process in self._load:
+            process.kill()
 
     # -- Migration: source side ---------------------------------------------------------------
     def migrate(self, service: str, dest: str, mode: str, phase: str = "all", migration_id: str | None = None,

@@ -16,6 +16,10 @@ class AgentConfig(Strict):
     peers: dict[str, str] = Field(default={}, description="every other server and its address")
     run_dir: Path | None = None
     cpus: float = Field(default=2.0, gt=0, description="cores the server offers to services")
+    memory: float = Field(default=4 * 1024**3, gt=0, description="bytes of memory the server offers")
+    compute: float = Field(default=1.0, gt=0, description="the server's computational power C_s")
+    speed: float = Field(default=1.0, gt=0, le=1, description="compute / the topology's highest compute: the "
+                                                              "share of a host core one of its cores gets")
     congestion_control: str = "cubic"
     controller: str | None = Field(default=None, description="address:port to send resource reports to")
     monitor_period: float = Field(default=schema_default("monitor_period"), gt=0)

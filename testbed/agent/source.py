@@ -38,6 +38,11 @@ class SourceSide:
         self._peer_clients: dict[str, RpcClient] = {}
         self._channels: dict[str, DataChannel] = {}
         self._lock = threading.RLock()
+        self._checkpointing: dict[str, threading.Lock] = {}    # service -> held while it is checkpointed
+
+    def _checkpoint_lock(self, service: str) -> threading.Lock:
+        with self._lock:
+            return self._checkpointing.setdefault(service, threading.Lock())
 
     # -- MigrationSource ------------------------------------------------------------
     def peer(self, server: str) -> RpcClient:
@@ -100,15 +105,18 @@ class SourceSide:
         if phase == "prepare":
             current.prepare_destination()
             return current.record
-        if phase == "pre":
-            return current.run_pre()
-        if phase not in ("final", "all"):
+        if phase not in ("pre", "final", "all"):
             raise ValueError(f"unknown phase {phase!r} (prepare, pre, final or all)")
-        if phase == "all":
-            current.run_pre()
-            if final_at is not None:
-                time.sleep(max(0.0, final_at - time.time()))
-        record, instance = current.run_final()
+        busy = self._checkpoint_lock(service)      # a probe under way finishes first
+        if phase in ("pre", "all"):
+            with busy:
+                current.run_pre()
+            if phase == "pre":
+                return current.record
+        if phase == "all" and final_at is not None:
+            time.sleep(max(0.0, final_at - time.time()))
+        with busy:
+            record, instance = current.run_final()
         with self._lock:
             self.migrations.pop(service, None)
         if not record["ok"]:
@@ -119,8 +127,11 @@ class SourceSide:
         """Seed 002's estimate at t0: two checkpoints in a row (the service keeps
         running), each at a quiet moment as a migration's are; the first's size is
         the pre-migration size, their delta the migration size."""
-        settings = DeltaOptions.model_validate(options or {})
+        settings = DeltaOptions.model_validate({k: v for k, v in (options or {}).items() if k in DeltaOptions.model_fields})
         instance = self.deployment.instances[service]
+        busy = self._checkpoint_lock(service)
+        if service in self.migrations or not busy.acquire(blocking=False):
+            return {"service": service, "server": self.server, "skipped": "a migration is under way"}
         workdir = self.probes / service
         try:
             taken, seconds = [], []
@@ -135,6 +146,7 @@ class SourceSide:
             result = {"service": service, "server": self.server, "full_bytes": checkpoint_size(first),
                       "delta_bytes": delta["bytes"], "checkpoint_seconds": seconds}
         finally:
+            busy.release()
             shutil.rmtree(workdir, ignore_errors=True)
         self.events.emit("checkpoint.probe", **result)
         return result

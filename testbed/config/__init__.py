@@ -9,15 +9,15 @@ dotted path, e.g. ``links.edge_edge.bandwidth``) and the reason.
 from testbed.config.apps import AppManifest, app_manifest, app_names, apps_dir, discover_apps, load_app
 from testbed.config.base import (Bytes, ConfigError, Mbps, Percent, Seconds, Strict, format_validation_error,
                                  read_yaml)
-from testbed.config.experiment import (ExperimentSpec, MigrationSpec, MobilitySpec, PlannerSpec, RadioSpec,
-                                       ServiceUse, UserSpec, load_experiment, load_experiment_with_source,
-                                       schema_default)
+from testbed.config.experiment import (CalibrationSpec, ExperimentSpec, LoadSpec, MigrationSpec, MobilitySpec,
+                                       PlannerSpec, ProbeSpec, RadioSpec, ServiceUse, UserSpec, load_experiment,
+                                       load_experiment_with_source, schema_default)
 from testbed.config.overrides import apply_overrides, parse_override
 from testbed.config.topology import (ConnectionSpec, LinkOverride, LinkParams, NetworkSettings, NodeSpec, Point,
                                      TopologySpec, load_topology, validate_topology)
 
 __all__ = [
-    "AppManifest", "Bytes", "ConfigError", "ConnectionSpec", "ExperimentSpec", "LinkOverride", "LinkParams", "Mbps",
+    "AppManifest", "Bytes", "CalibrationSpec", "ConfigError", "LoadSpec", "ProbeSpec", "ConnectionSpec", "ExperimentSpec", "LinkOverride", "LinkParams", "Mbps",
     "MigrationSpec", "MobilitySpec", "NetworkSettings", "NodeSpec", "Percent", "PlannerSpec", "Point", "RadioSpec",
     "Seconds", "ServiceUse", "Strict", "TopologySpec", "UserSpec", "app_manifest", "app_names", "apply_overrides",
     "apps_dir", "discover_apps", "format_validation_error", "load_app", "load_experiment",

@@ -137,6 +137,35 @@ class UserSpec(Strict):
     services: list[ServiceUse] = Field(min_length=1)
 
 
+class LoadSpec(Strict):
+    """Background load on a server (seed 004's red node from real contention)."""
+
+    server: str
+    start: Seconds = Field(ge=0, description="after the users start")
+    duration: Seconds = Field(gt=0)
+    share: float = Field(gt=0, le=1, description="of the server's cores")
+
+
+class ProbeSpec(Strict):
+    """Seed 002's checkpoint-size estimate: two checkpoints of a service after it served
+    its user for ``after`` (t0), again every ``period`` (0: once); only for planners
+    that use the sizes."""
+
+    after: Seconds = Field(default=5.0, ge=0)
+    period: Seconds = Field(default=60.0, ge=0)
+
+
+class CalibrationSpec(Strict):
+    """Eq. (5)'s per-byte checkpoint and restore times at C = 1 and the destination's
+    set-up time, measured on this testbed (benchmarks/migration.py); the estimator
+    starts from them and learns from every migration of the run."""
+
+    psi_s_per_byte: float = Field(gt=0, description="checkpoint seconds per byte of image, at C = 1")
+    rho_s_per_byte: float = Field(gt=0, description="restore seconds per byte restored, at C = 1")
+    setup_s: float = Field(ge=0, description="creating the container that will take the state")
+    source: dict = Field(default={}, description="what measured it: command, date, machine")
+
+
 class ExperimentSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -150,6 +179,11 @@ class ExperimentSpec(Strict):
     report_period: Seconds = Field(default=0.5, gt=0, description="the users' Local Monitor")
     monitor_period: Seconds = Field(default=5.0, gt=0, description="the servers' Resource Monitor")
     probe_interval: Seconds = Field(default=0.01, gt=0, description="the client's retries during an outage")
+    probe: ProbeSpec = ProbeSpec()
+    calibration: CalibrationSpec = Field(description="eq. (5)'s constants (default: calibration/default.yaml)")
+    benchmark_servers: Seconds = Field(default=0.5, ge=0, description=(
+        "each server's CPU benchmark before a trial, for C_s (seed 002's sysbench); 0: the topology's compute"))
+    load: list[LoadSpec] = []
 
     @field_validator("planners", mode="before")
     @classmethod
@@ -173,6 +207,11 @@ class ExperimentSpec(Strict):
                 except ValueError as exc:
                     found = [f"{where}: {exc}"]
             problems += found
+        for index, load in enumerate(self.load):
+            node = self.topology.nodes.get(load.server)
+            if node is None or not node.is_server:
+                problems.append(f"load.{index}.server: {load.server!r} is not a server of topology "
+                                f"{self.topology.name!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -183,6 +222,9 @@ class ExperimentSpec(Strict):
         model = MOBILITY_MODELS.get(mobility.model)
         params = model.Params.model_validate(mobility.parameters())
         return {"model": mobility.model, **model.arguments(params, self.topology.nodes[user].path)}
+
+
+DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "calibration" / "default.yaml"
 
 
 def schema_default(field: str):
@@ -236,6 +278,9 @@ def load_experiment_with_source(path, overrides: list[str] | None = None) -> tup
         topology_path = (path.parent / topology).resolve()
         topology_source = str(topology_path)
         data["topology"] = read_yaml(topology_path)
+    calibration = data.get("calibration", str(DEFAULT_CALIBRATION))
+    if isinstance(calibration, str):            # inlined, so the record is complete
+        data["calibration"] = read_yaml((path.parent / calibration).resolve())
     for keys, source in ((own, f"{path}: set:"), (list(overrides or []), "--set")):
         data = _apply_experiment_overrides(data, keys, source)
     if isinstance(data.get("topology"), dict):

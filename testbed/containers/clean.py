@@ -1,8 +1,12 @@
-"""Remove every container the testbed started (label ``org.mec-testbed``), and nothing else."""
+"""Remove every container the testbed started (label ``org.mec-testbed``) and every server
+cgroup (``/mec-testbed/<server>``), and nothing else."""
 
 from __future__ import annotations
 
-from testbed.containers.server import TESTBED_LABEL
+from pathlib import Path
+
+from testbed.containers.server import TESTBED_LABEL, ContainerError, engine_pid
+from testbed.containers.server_cgroup import remove_all
 from testbed.net.clean import CleanReport
 
 
@@ -29,4 +33,15 @@ def clean_containers(report: CleanReport | None = None) -> CleanReport:
                 report.containers.append(cid[:12])
             except docker.errors.NotFound:
                 pass
+    return report
+
+
+def clean_server_cgroups(report: CleanReport | None = None) -> CleanReport:
+    """The servers' cgroups (once their containers are gone)."""
+    report = report or CleanReport()
+    try:
+        root = Path(f"/proc/{engine_pid()}/root")
+    except ContainerError:      # no engine: its cgroups went with it
+        return report
+    report.cgroups += remove_all(root)
     return report

@@ -53,6 +53,7 @@ NETNS_FOR_LABEL = "org.mec-testbed.netns-for"  # on a holder: the service it hol
 STATE_ROOT = Path(os.environ.get("MEC_STATE", "/var/lib/mec-testbed"))
 OFFLOADS_OFF = "tx off rx off sg off tso off gso off gro off"
 RUNC_ROOTS = [Path("/run/docker/runtime-runc/moby"), Path("/run/containerd/runc/moby")]
+CPU_PERIOD_US = 10_000
 
 
 class ContainerError(RuntimeError):
@@ -98,11 +99,18 @@ class ServerContainers:
     """The containers of one emulated server: create, wire, checkpoint, restore."""
 
     def __init__(self, server: str, subnet: str, client: docker.DockerClient | None = None,
-                 congestion_control: str = "cubic", inside: bool = False):
+                 congestion_control: str = "cubic", inside: bool = False, speed: float = 1.0,
+                 cgroup_parent: str | None = None, max_cores: float | None = None):
         """``inside``: this process already runs in the server's namespace (an agent).
         Mininet nodes have their own mount namespace, in which /run/netns is stale,
-        so from inside, commands run directly rather than through ``ip -n``."""
+        so from inside, commands run directly rather than through ``ip -n``.
+        ``speed``: the server's compute relative to the fastest (a container's CPU limit
+        is scaled by it); ``cgroup_parent``: the server's cgroup (``ServerCgroup.parent``),
+        ``max_cores``: its host cores (no container may ask for more)."""
         self.server = server
+        self.speed = speed
+        self.cgroup_parent = cgroup_parent
+        self.max_cores = max_cores
         self.netns = netns_name(server)
         self._in_server = [] if inside else ["ip", "netns", "exec", self.netns]
         self.subnet = ipaddress.IPv4Network(subnet)
@@ -137,8 +145,11 @@ class ServerContainers:
         tag = uuid.uuid4().hex[:6]
         holder = self.client.containers.run(
             image, entrypoint=["sleep", "infinity"], name=f"tb-net-{service}-{self.server}-{tag}", detach=True,
-            network_mode="none", network_disabled=True, mem_limit="32m",
+            network_mode="none", network_disabled=True, mem_limit="32m", cgroup_parent=self.cgroup_parent,
             labels={TESTBED_LABEL: "1", SERVER_LABEL: self.server, NETNS_FOR_LABEL: service, IP_LABEL: ip})
+        cores = limits.cpus * self.speed          # the container's share of a host core at this server's speed
+        if self.max_cores is not None:
+            cores = min(cores, self.max_cores)
         try:
             self._wire(holder, ip)
             return self.client.containers.create(
@@ -147,9 +158,12 @@ class ServerContainers:
                         APP_LABEL: app, IP_LABEL: ip, HOLDER_LABEL: holder.id},
                 # numerical libraries size their thread pools by this: as many threads as the
                 # container has cores, not the host's (extra threads only spin against the quota)
-                environment={"MEC_PORT": str(port), "OMP_NUM_THREADS": str(max(1, math.ceil(limits.cpus))),
+                environment={"MEC_PORT": str(port), "OMP_NUM_THREADS": str(max(1, math.ceil(cores - 1e-9))),
                              **(env or {})},
-                nano_cpus=int(limits.cpus * 1e9), mem_limit=f"{limits.memory_mb}m",
+                # a 10 ms CFS period: a task of tens of ms on a throttled server is slowed in
+                # proportion, not by whole 100 ms periods
+                cpu_period=CPU_PERIOD_US, cpu_quota=max(1000, int(cores * CPU_PERIOD_US)),
+                mem_limit=f"{limits.memory_mb}m", cgroup_parent=self.cgroup_parent,
             )
         except Exception:
             holder.remove(force=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import Field
 
 from testbed import ports
-from testbed.config import MigrationSpec, PlannerSpec, Point, RadioSpec, Strict, TopologySpec, schema_default
+from testbed.config import (CalibrationSpec, MigrationSpec, PlannerSpec, Point, ProbeSpec, RadioSpec, Strict,
+                            TopologySpec, schema_default)
 
 
 class Placement(Strict):
@@ -49,5 +50,8 @@ class ControllerConfig(Strict):
     agents: dict[str, str] = Field(description="every server and its agent's address")
     users: dict[str, InitialUser] = {}
     services: list[Placement] = []
-    probe: bool = Field(default=True, description="probe checkpoint sizes at deployment (seed 002's t0)")
+    probe: ProbeSpec = ProbeSpec()
+    calibration: CalibrationSpec = Field(description="eq. (5)'s constants to start from")
+    benchmark_servers: float = Field(default=schema_default("benchmark_servers"), ge=0,
+                                     description="seconds of CPU benchmark per server before deploying")
     management: str | None = Field(default=None, description="Unix socket for the runner (default: the usual)")

@@ -44,7 +44,7 @@ class Controller:
         run_dir = config.run_dir
         self.db = Database(run_dir / "controller.sqlite" if run_dir else None)
         self.events = EventLog(run_dir / "events.jsonl" if run_dir else None, "controller")
-        self.state = SystemState.build(self.spec, config.radio, config.report_period)
+        self.state = SystemState.build(self.spec, config.radio, config.report_period, calibration=config.calibration)
         self.planner = planners.build(config.planner.name, seed=config.seed, **config.planner.params)
         self.mode = config.migration.mode
         self.mode_options = config.migration.options()
@@ -62,7 +62,9 @@ class Controller:
 
     # -- Deployment -------------------------------------------------------------------
     def deploy(self) -> dict:
-        """Place every service (planner's choice), start it, probe its checkpoint sizes."""
+        """Measure every server's C_s, place every service (planner's choice), start it."""
+        if self.config.benchmark_servers > 0:
+            self._measure_compute(self.config.benchmark_servers)
         for name, placement in self.placements.items():
             user = self.state.users[placement.user]
             service = Service(name, placement.user, placement.app, "", cpus=placement.cpus,
@@ -74,16 +76,55 @@ class Controller:
             service.image_bytes = float(instance["image_bytes"])
             self.endpoints[name] = {"endpoint": [instance["ip"], instance["port"]], "pending": []}
             self.db.placement(name, server, self.endpoints[name]["endpoint"])
-            if self.config.probe:
-                probe = self.agents[server].call("probe_checkpoints", service=name, options=self.mode_options)
-                service.full_bytes, service.delta_bytes = probe["full_bytes"], max(1, probe["delta_bytes"])
-                for seconds in probe["checkpoint_seconds"]:
-                    self.state.migration_model.observe_checkpoint(server, seconds, service.image_bytes,
-                                                                  self.state.servers[server].compute)
             self.events.emit("controller.deployed", service=name, server=server, planner=self.planner.name,
-                             endpoint=self.endpoints[name]["endpoint"], full_bytes=service.full_bytes,
-                             delta_bytes=service.delta_bytes)
+                             endpoint=self.endpoints[name]["endpoint"])
         return {name: where["endpoint"] for name, where in self.endpoints.items()}
+
+    def _measure_compute(self, seconds: float) -> None:
+        """Seed 002's C_s "measured using benchmarking software" (sysbench, once per server):
+        each server's CPU benchmark in turn (not together: they share the host's cores),
+        relative to the server the topology calls fastest."""
+        scores = {name: self.agents[name].call("benchmark_cpu", seconds=seconds, timeout=60 + seconds)["ops_per_s"]
+                  for name in sorted(self.state.servers)}
+        reference = max(self.state.servers, key=lambda name: (self.state.servers[name].compute, name))
+        configured = self.state.servers[reference].compute
+        for name, server in self.state.servers.items():
+            measured = configured * scores[name] / scores[reference]
+            self.events.emit("controller.compute", server=name, configured=server.compute, measured=round(measured, 4),
+                             ops_per_s=scores[name])
+            server.compute = measured
+
+    def _probes(self, started: float) -> None:
+        """Seed 002's t0: once a service has served its user for ``probe.after``, two
+        checkpoints in a row give the pre-migration size and its delta; again every
+        ``probe.period``."""
+        probe = self.config.probe
+        wake = started + probe.after
+        while not self._stop.wait(max(0.0, wake - time.time())):
+            for name in sorted(self.state.services):
+                with self.lock:
+                    service = self.state.services[name]
+                    if service.moving:
+                        continue
+                    server = service.server
+                try:
+                    result = self.agents[server].call("probe_checkpoints", service=name, options=self.mode_options,
+                                                      timeout=120)
+                except RpcError as exc:
+                    self.events.emit("controller.probe_failed", service=name, error=str(exc))
+                    continue
+                if result.get("skipped"):
+                    continue
+                with self.lock:
+                    service.full_bytes, service.delta_bytes = result["full_bytes"], max(1, result["delta_bytes"])
+                    for seconds in result["checkpoint_seconds"]:
+                        self.state.migration_model.observe_checkpoint(server, seconds, service.image_bytes,
+                                                                      self.state.servers[server].compute)
+                self.events.emit("controller.probe", service=name, server=server, full_bytes=result["full_bytes"],
+                                 delta_bytes=result["delta_bytes"])
+            if probe.period <= 0:
+                return
+            wake += probe.period
 
     # -- Monitor ----------------------------------------------------------------------
     def report(self, user: str, t: float, position=None, velocity=None, ap=None, rssi=None, e2e_ms=None,
@@ -245,7 +286,10 @@ class Controller:
                     "users": {n: {"ap": u.ap, "position": u.position} for n, u in self.state.users.items()}}
 
     def start(self) -> bool:
+        """The users start now: periodic checks, and the checkpoint-size probes if the planner uses them."""
         threading.Thread(target=self._ticks, name="ticks", daemon=True).start()
+        if self.planner.uses_checkpoint_sizes:
+            threading.Thread(target=self._probes, args=(time.time(),), name="probes", daemon=True).start()
         return True
 
     def stop(self) -> bool:

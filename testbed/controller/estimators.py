@@ -71,12 +71,18 @@ class MigrationTimeModel:
     also learned.
     """
 
-    default_psi: float = 2e-9       # s per byte at C = 1 (about 0.3 s for a 150 MB image)
-    default_rho: float = 1.5e-9
-    default_setup: float = 0.35     # s to create the destination container
+    default_psi: float              # s per byte of image at C = 1 (the calibration's, until measured here)
+    default_rho: float              # s per byte restored at C = 1
+    default_setup: float            # s to create the destination container
     checkpoints: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     restores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     setups: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_calibration(cls, calibration) -> "MigrationTimeModel":
+        """Starting from a ``CalibrationSpec`` (measured on this testbed)."""
+        return cls(default_psi=calibration.psi_s_per_byte, default_rho=calibration.rho_s_per_byte,
+                   default_setup=calibration.setup_s)
 
     def observe_setup(self, server: str, seconds: float) -> None:
         self.setups.setdefault(server, []).append(seconds)
@@ -114,3 +120,25 @@ class MigrationTimeModel:
 def downtime(migration_s: float | None, handover_s: float | None) -> float:
     """DT = max(T_mig, T_ho), either may be absent (nothing moves: 0)."""
     return max(migration_s or 0.0, handover_s or 0.0)
+
+
+def fit_calibration(migrations: list[dict]) -> dict:
+    """Eq. (5)'s psi, rho and set-up time from migration records, each with ``phases``
+    (``final_checkpoint``, ``restore``, ``prepare``), ``image_bytes``, ``compute_source``,
+    ``compute_dest`` and ``sizes`` (``pre_checkpoint``/``final_checkpoint``, ``delta``)."""
+    checkpoints, restores, setups = [], [], []
+    for record in migrations:
+        phases, sizes = record["phases"], record.get("sizes", {})
+        image = float(record["image_bytes"])
+        if "final_checkpoint" in phases:
+            checkpoints.append((image / record["compute_source"], phases["final_checkpoint"]["seconds"]))
+        if "restore" in phases and record.get("ok"):
+            state = sizes.get("pre_checkpoint", sizes.get("final_checkpoint", 0)) + sizes.get("delta", 0)
+            restores.append(((image + state) / record["compute_dest"], phases["restore"]["seconds"]))
+        if "prepare" in phases:
+            setups.append(phases["prepare"]["seconds"])
+    psi, rho = _fit_through_origin(checkpoints), _fit_through_origin(restores)
+    if psi is None or rho is None or not setups:
+        raise ValueError("the records hold no checkpoint, restore or set-up to fit")
+    return {"psi_s_per_byte": psi, "rho_s_per_byte": rho, "setup_s": sorted(setups)[len(setups) // 2],
+            "migrations": len(migrations)}

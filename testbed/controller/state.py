@@ -11,7 +11,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from testbed.config import RadioSpec, TopologySpec
+from testbed.config import CalibrationSpec, RadioSpec, TopologySpec, read_yaml
+from testbed.config.experiment import DEFAULT_CALIBRATION
 from testbed.controller.estimators import DEFAULT_RATES, MigrationTimeModel, PathEstimate
 from testbed.mobility.base import Point, distance
 from testbed.radio import HysteresisHandover, PathLoss
@@ -100,10 +101,13 @@ class SystemState:
 
     @classmethod
     def build(cls, spec: TopologySpec, radio: RadioSpec, report_period: float, t: float | None = None,
-              seed: int = 0) -> "SystemState":
-        """The state of a topology with no users or services yet."""
+              seed: int = 0, calibration: CalibrationSpec | None = None) -> "SystemState":
+        """The state of a topology with no users or services yet (eq. (5)'s constants from
+        ``calibration``, by default the testbed's own file)."""
         from testbed.net import addressing
 
+        if calibration is None:
+            calibration = CalibrationSpec.model_validate(read_yaml(DEFAULT_CALIBRATION))
         servers = {name: Server(name, node.role, node.position, node.cpus, node.memory / 2**20, node.compute,
                                 site=node.site, storage_mb=node.storage / 2**20)
                    for name, node in spec.nodes.items() if node.is_server}
@@ -113,7 +117,7 @@ class SystemState:
             uplink = next((u for u in uplinks if spec.nodes[u].is_server), uplinks[0] if uplinks else None)
             stations[name] = Station(name, spec.nodes[name].position, spec.nodes[name].max_users, uplink)
         return cls(time.time() if t is None else t, servers, stations, {}, {}, Network(addressing.plan(spec)),
-                   PathLoss(radio, seed), HysteresisHandover(radio), MigrationTimeModel(),
+                   PathLoss(radio, seed), HysteresisHandover(radio), MigrationTimeModel.from_calibration(calibration),
                    handover_time_s=radio.handover_time, report_period_s=report_period, rates=radio.rates())
 
     def users_on(self, station: str) -> int:

@@ -22,11 +22,13 @@ class CleanReport:
     processes: int = 0
     interfaces: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"removed {len(self.namespaces)} namespaces, {self.processes} processes, "
-                f"{len(self.interfaces)} interfaces, {len(self.containers)} containers")
+                f"{len(self.interfaces)} interfaces, {len(self.containers)} containers, "
+                f"{len(self.cgroups)} server cgroups")
 
 
 def testbed_namespaces() -> list[str]:

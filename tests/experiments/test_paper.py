@@ -13,18 +13,13 @@ import pytest
 import yaml
 
 from analysis.figures import make_all
-from testbed.config import load_experiment_with_source
 from testbed.records import load, outages, requests_frame
-from testbed.runner import Runner
+
+from conftest import run_experiment
 
 pytestmark = [pytest.mark.experiment, pytest.mark.network, pytest.mark.docker, pytest.mark.criu]
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "experiments" / "default.yaml"
-
-
-def run_experiment(path, tmp_path, overrides=()):
-    spec, source = load_experiment_with_source(path, list(overrides))
-    return Runner(spec, source, run_root=tmp_path, log=lambda message: None).run()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from testbed.images import image_name
 from testbed.net.network import MecNetwork
 from testbed.stack import Stack
 
+from conftest import query_service as query
+
 pytestmark = [pytest.mark.models, pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
 APPS = {"counter": 1.0, "alpr": 2.0, "face": 2.0, "detect": 2.0}
@@ -44,17 +46,6 @@ def env(tmp_path_factory):
     finally:
         stack.stop()
         net.stop()
-
-
-def query(net, ip, op="task", files=(), extra=None, first_id=0, client="test", repeat=1) -> list[dict]:
-    args = [sys.executable, "-m", "testbed.query", ip, "--op", op, "--client", client,
-            "--first-id", str(first_id), "--repeat", str(repeat), "--full", "--timeout", "60"]
-    for path in files:
-        args += ["--file", str(path)]
-    if extra:
-        args += ["--extra", f"'{json.dumps(extra)}'"]
-    out = net.node("mu").cmd(" ".join(args))
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def test_counter_counts(env):

@@ -47,7 +47,7 @@ def test_eq5_by_hand():
 
 def test_psi_and_rho_converge_on_recorded_checkpoints():
     rng = random.Random(5)
-    model = MigrationTimeModel()
+    model = MigrationTimeModel(default_psi=2e-9, default_rho=1.5e-9, default_setup=0.35)
     true_psi, true_rho = 3.2e-9, 1.7e-9
     errors = []
     for n in range(1, 201):
@@ -66,3 +66,26 @@ def test_wireless_rate_grows_with_rssi():
     assert wireless_rate_mbps(-60) == 65.0
     rates = [wireless_rate_mbps(r) for r in range(-95, -55)]
     assert rates == sorted(rates)
+
+
+def test_calibration_is_fitted_from_migration_records():
+    """psi, rho and the set-up time recovered from records made with known constants."""
+    from testbed.controller.estimators import fit_calibration
+
+    rng = random.Random(3)
+    records = []
+    for _ in range(30):
+        image, state, delta = rng.uniform(70e6, 900e6), rng.uniform(5e6, 200e6), rng.uniform(1e4, 5e6)
+        source, dest = rng.choice([1.0, 1.5]), rng.choice([1.0, 2.0])
+        records.append({"ok": True, "image_bytes": image, "compute_source": source, "compute_dest": dest,
+                        "sizes": {"pre_checkpoint": state, "delta": delta},
+                        "phases": {"final_checkpoint": {"seconds": 2.5e-9 * image / source * rng.gauss(1, 0.03)},
+                                   "restore": {"seconds": 1.2e-9 * (image + state + delta) / dest
+                                               * rng.gauss(1, 0.03)},
+                                   "prepare": {"seconds": rng.gauss(0.3, 0.02)}}})
+    fitted = fit_calibration(records)
+    assert fitted["psi_s_per_byte"] == pytest.approx(2.5e-9, rel=0.05)
+    assert fitted["rho_s_per_byte"] == pytest.approx(1.2e-9, rel=0.05)
+    assert fitted["setup_s"] == pytest.approx(0.3, abs=0.02)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        fit_calibration([])

@@ -58,16 +58,20 @@ def test_nearest_follows_the_user_to_the_closest_edge(paper_spec):
 
 
 def test_orchestrated_plans_one_window_around_the_predicted_handover(paper_spec):
-    # At x = 19 the user is past the hysteresis point (it needs a handover now) and ap1's
-    # coverage ends at x = 23.2, within the 5 s look-ahead at 1 m/s: staying is not a
-    # candidate (3d), and the service follows it to edge2 (100 ms RTT saved per task).
-    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
+    # At x = 14 the user (1 m/s) will pass the hysteresis point (x = 16) within the lead;
+    # the earliest a migration can be ready is later still, and by then ap1's coverage
+    # (it ends at x = 23.2) does not last the 5 s look-ahead: staying is not a candidate
+    # (3d), and the service follows the user to edge2 (100 ms RTT saved per task).
+    state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
     planner = build("orchestrated")
+    hysteresis, _ = state.predict_handover(state.users["mu"], horizon_s=10)
+    assert 1.5 < hysteresis - T0 < 3.0
     actions = planner.on_report(state, state.users["mu"])
     migrate = next(a for a in actions if isinstance(a, Migrate))
     handover = next(a for a in actions if isinstance(a, Handover))
     t_ho = migrate.estimates["t_ho"]
-    assert t_ho == pytest.approx(T0)
+    lead = planner.lead(state, state.services_of("mu"))
+    assert t_ho == pytest.approx(max(hysteresis, T0 + lead))
     assert (migrate.dest, handover.target) == ("edge2", "ap2")
     assert planner.last_estimates["choice"] == {"svc": {"user": "mu", "station": "ap2", "server": "edge2"}}
     mig = migrate.estimates["migration"]
@@ -94,7 +98,8 @@ def test_orchestrated_keeps_the_user_where_staying_is_best(paper_spec):
     assert planner.on_report(state, state.users["mu"]) == []              # not decided again yet ...
     state.t = state.users["mu"].t = T0 + 6.0
     planner.on_report(state, state.users["mu"])
-    assert planner.planned["mu"] == pytest.approx(T0 + 6.0)               # ... but after replan_s
+    lead = planner.lead(state, state.services_of("mu"))
+    assert planner.planned["mu"] == pytest.approx(T0 + 6.0 + lead)        # ... but after replan_s
 
 
 def test_orchestrated_waits_while_the_handover_is_far(paper_spec):
@@ -104,7 +109,7 @@ def test_orchestrated_waits_while_the_handover_is_far(paper_spec):
 
 def test_orchestrated_respects_station_capacity(paper_spec):
     # ap2 full: the user cannot be placed behind it, so no migration to edge2 via ap2
-    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
+    state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
     state.stations["ap2"].max_users = 0
     planner = build("orchestrated")
     actions = planner.on_report(state, state.users["mu"])
@@ -112,12 +117,12 @@ def test_orchestrated_respects_station_capacity(paper_spec):
 
 
 def test_orchestrated_decides_users_jointly(paper_spec):
-    """Two users past the hysteresis point and ap2 holds one more user only.  mu (x = 19)
-    loses ap1 within the look-ahead and must take ap2; mu2 (x = 17, its service on edge2)
+    """Two users near the hysteresis point and ap2 holds one more user only.  mu (x = 14)
+    loses ap1 within the look-ahead and must take ap2; mu2 (x = 12, its service on edge2)
     would take ap2 too if decided alone.  Together (3e), mu2 stays with ap1 and its
     service comes to edge1 instead."""
-    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
-    state.users["mu2"] = User("mu2", "ap1", (17.0, 5.0), (1.0, 0.0), t=T0, e2e_ms={"svc2": 50.0})
+    state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
+    state.users["mu2"] = User("mu2", "ap1", (12.0, 5.0), (1.0, 0.0), t=T0, e2e_ms={"svc2": 50.0})
     state.services["svc2"] = Service("svc2", "mu2", "counter", "edge2", cpus=1.0, memory_mb=512,
                                      image_bytes=170e6, full_bytes=5e6, delta_bytes=10e3)
     state.stations["ap2"].max_users = 1
@@ -136,7 +141,7 @@ def test_orchestrated_decides_users_jointly(paper_spec):
 def test_orchestrated_places_every_service_of_a_user(paper_spec):
     """Two services of one user, edge2 has room for one: (3a) keeps the one it can move
     with the user and places the other where (3a) prefers; the user has one station."""
-    state = make_state(paper_spec, user_x=19.0, radio=COVERAGE)
+    state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
     state.services["svc2"] = Service("svc2", "mu", "counter", "edge1", cpus=1.0, memory_mb=512,
                                      image_bytes=170e6, full_bytes=5e6, delta_bytes=10e3)
     state.users["mu"].e2e_ms["svc2"] = 50.0

@@ -49,6 +49,7 @@ Action = Migrate | Handover
 class Planner(ABC):
     name: ClassVar[str]
     handover: ClassVar[str] = "rssi"     # who triggers handovers: the user ("rssi") or the controller
+    uses_checkpoint_sizes: ClassVar[bool] = False   # the controller probes them (seed 002's t0) only if so
 
     class Params(Strict):
         """A planner without parameters; subclasses declare their own."""

@@ -4,7 +4,8 @@ On every report it predicts, from each user's position and velocity with the
 mean path-loss model and relative hysteresis, when (t_ho) each user will need
 a handover.  Every user whose t_ho is close enough that a pre-migration must
 start now is decided together: one MILP (3a)-(3e) (``testbed.controller.milp``)
-over all of them and all their services, at t' = t_ho, with
+over all of them and all their services, at t' = max(t_ho, the earliest a
+migration could be ready), with
 
 * candidates: every base station the user will hear above the sensitivity
   from t' until ``coverage_lookahead_s`` after (3d), staying included, times
@@ -20,7 +21,8 @@ and schedules (Fig. 2, fourth timeline, 10 % margins): each service's
 pre-migration early enough that it is done when its migration phase starts;
 the migration phases so that they all end together; the handover so that it
 ends inside the longest migration's downtime: t_ho + max(0, 0.9 T_mig - T_ho).
-A user the MILP leaves where it is is decided again ``replan_s`` later.
+A user the MILP leaves where it is is decided again when its base station's
+coverage is about to end, or ``replan_s`` later.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class OrchestratedParams(Strict):
 
 
 class OrchestratedPlanner(Planner):
+    uses_checkpoint_sizes = True
     name = "orchestrated"
     handover = "controller"
     Params = OrchestratedParams
@@ -75,6 +78,7 @@ class OrchestratedPlanner(Planner):
     def __init__(self, seed: int = 0, params: OrchestratedParams | None = None):
         super().__init__(seed, params)
         self.planned: dict[str, float] = {}     # user -> t' last decided for
+        self.moved: set[str] = set()            # users the last decision moved (not left in place)
         self.last_solution: milp.Solution | None = None
         self.last_estimates: dict = {}
 
@@ -98,36 +102,32 @@ class OrchestratedPlanner(Planner):
         return ((1 + self.params.margin) * longest + self.params.lead_control_trips * self._control(state, services)
                 + self.params.lead_reports * state.report_period_s)
 
-    def _coverage_end(self, state, user, until: float) -> float | None:
-        """When the serving station's predicted RSSI falls below the sensitivity (before ``until``)."""
-        sensitivity = state.policy.params.sensitivity_dbm
-        at = user.t
-        while at <= until:
-            if state.predicted_rssi(user, at).get(user.ap, -1e9) < sensitivity:
-                return at
-            at += self.params.prediction_step_s
-        return None
-
     def due(self, state, user) -> tuple[float, str] | None:
-        """(t', target) if ``user`` must be decided now, else None."""
+        """(t', target) if ``user`` must be decided now, else None.
+
+        A handover predicted within the lead makes a user due, at t' = the predicted
+        time or the earliest a migration could be ready, whichever is later.  A user the
+        last decision left in place is due again only when its base station stops being a
+        candidate at the new t' (its coverage ends), or ``replan_s`` later."""
         services = state.services_of(user.name)
         if not services or user.position is None or user.ap is None or any(s.moving for s in services):
             return None
         lead = self.lead(state, services)
         predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s,
                                            step_s=self.params.prediction_step_s)
-        lost = self._coverage_end(state, user, state.t + lead + self.params.coverage_lookahead_s)
-        if predicted is None and lost is not None:
-            at = max(user.t, lost - self.params.coverage_lookahead_s)
-            predicted = at, state.policy.best(state.predicted_rssi(user, lost)) or user.ap
         if predicted is None:
             return None
         t_ho, target = predicted
-        if user.name in self.planned and abs(self.planned[user.name] - t_ho) < self.params.replan_s:
-            return None                                 # already decided for this handover
         if t_ho - state.t > lead:
             return None                                 # a later report will decide it
-        return t_ho, target
+        t_prime = max(t_ho, state.t + lead)
+        last = self.planned.get(user.name)
+        if last is not None and user.name in self.moved and state.t < last + self.params.replan_s:
+            return None                                 # its move is under way
+        if last is not None and t_prime - last < self.params.replan_s \
+                and user.ap in self._candidates(state, user, t_prime):
+            return None                                 # decided lately, and staying still holds
+        return t_prime, target
 
     def on_report(self, state, user):
         if self.due(state, user) is None:
@@ -230,6 +230,10 @@ class OrchestratedPlanner(Planner):
                 t_handover = start + max(0.0, (1 - self.params.margin) * longest - state.handover_time_s)
             if station != user.ap:
                 actions.append(Handover(name, station, at=t_handover))
+            if moving or station != user.ap:
+                self.moved.add(name)
+            else:
+                self.moved.discard(name)
         return actions
 
     def _migrations(self, state, moving: dict[str, milp.Option], t_prime: float, estimates):

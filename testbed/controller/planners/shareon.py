@@ -81,6 +81,7 @@ class LatencyModel:
 
 
 class ShareOnPlanner(Planner):
+    uses_checkpoint_sizes = True
     name = "shareon"
     Params = ShareOnParams
 

@@ -1,0 +1,87 @@
+"""The emulated servers' capacity is real: compute scales processing, load shows in the monitor."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed import assets
+from testbed.config import load_topology
+from testbed.images import image_name
+from testbed.net.network import MecNetwork
+from testbed.stack import Stack
+
+from conftest import query_service as query
+
+pytestmark = [pytest.mark.network, pytest.mark.docker]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The paper's testbed with edge2 twice as fast as edge1 (the cloud: 1.5)."""
+    from conftest import _missing_for
+
+    for marker in ("network", "docker"):
+        reason = _missing_for(marker)
+        if reason:
+            pytest.skip(f"[{marker}] {reason}")
+    run_dir = tmp_path_factory.mktemp("servers")
+    spec = load_topology(ROOT / "topologies" / "paper.yaml", ["nodes.edge2.compute=2.0"])
+    net = MecNetwork(spec, workdir=run_dir / "net").start()
+    stack = Stack(net, run_dir)
+    try:
+        stack.start_agents()
+        net.attach("mu", "ap1")
+        yield net, stack
+    finally:
+        stack.stop()
+        net.stop()
+
+
+@pytest.mark.models
+def test_a_server_twice_as_fast_processes_twice_as_fast(env):
+    """The same object-detection service (one core asked for) on edge1 (compute 1.0) and
+    edge2 (2.0): processing times in a ratio of 2 +- 10 %."""
+    net, stack = env
+    image = assets.fetch("street-dog.jpg")
+    medians = {}
+    for server in ("edge1", "edge2"):
+        service = f"detect-{server}"
+        instance = stack.agents[server].call("deploy", spec={"service": service, "app": "detect",
+                                                             "image": image_name("detect"),
+                                                             "limits": {"cpus": 1.0, "memory_mb": 2048}})
+        query(net, instance["ip"], files=[image], client=server, repeat=3)                   # warm-up
+        replies = query(net, instance["ip"], files=[image], client=server, first_id=10, repeat=20)
+        assert all(r["ok"] for r in replies) and len(replies) == 20
+        medians[server] = statistics.median(r["proc_ms"] for r in replies)
+        stack.agents[server].call("remove", service=service)
+    assert medians["edge1"] / medians["edge2"] == pytest.approx(2.0, rel=0.10), medians
+
+
+def test_the_measured_compute_of_each_server_follows_the_topology(env):
+    """Seed 002's C_s, measured per server with a CPU benchmark as the controller does."""
+    _, stack = env
+    scores = {s: stack.agents[s].call("benchmark_cpu", seconds=1.0)["ops_per_s"] for s in ("edge1", "edge2", "cloud")}
+    assert scores["edge2"] / scores["edge1"] == pytest.approx(2.0, rel=0.10), scores
+    assert scores["cloud"] / scores["edge1"] == pytest.approx(1.5, rel=0.10), scores
+
+
+def test_background_load_shows_in_the_resource_monitor(env):
+    """Half of edge3's cores busy with a load that is not a service: its Resource Monitor
+    reports it, the other servers stay idle, and it is gone once the load ends."""
+    _, stack = env
+    for server in stack.agents:
+        stack.agents[server].call("resources")                # first sample: the baseline
+    stack.agents["edge3"].call("load", share=0.5, duration=3.0)
+    time.sleep(2.0)
+    loaded = {s: stack.agents[s].call("resources")["cpu_utilisation"] for s in stack.agents}
+    assert loaded["edge3"] == pytest.approx(0.5, abs=0.1), loaded
+    assert all(loaded[s] < 0.1 for s in ("edge1", "edge2", "cloud")), loaded
+    time.sleep(2.5)
+    stack.agents["edge3"].call("resources")
+    time.sleep(1.0)
+    assert stack.agents["edge3"].call("resources")["cpu_utilisation"] < 0.1
