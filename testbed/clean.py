@@ -21,4 +21,16 @@ def clean_all() -> CleanReport:
 def leftovers() -> dict[str, list[str]]:
     """What of the testbed is still on this host (empty lists: nothing)."""
     return {"namespaces": testbed_namespaces(), "interfaces": testbed_root_interfaces(),
-            "containers": testbed_containers()}
+            "containers": testbed_containers(), "cgroups": server_cgroups()}
+
+
+def server_cgroups() -> list[str]:
+    from pathlib import Path
+
+    from testbed.containers.server import ContainerError, engine_pid
+    from testbed.containers.server_cgroup import leftover
+
+    try:
+        return leftover(Path(f"/proc/{engine_pid()}/root"))
+    except ContainerError:          # no engine: no server cgroups either
+        return []

@@ -120,26 +120,29 @@ def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY
 
 @app.command()
 def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
+        repeat: int = typer.Option(None, help="repetitions of every trial (the file's repeat: otherwise)"),
         runs: Path = typer.Option(None, help="where run directories go (default: ./runs)"),
         figures_: bool = typer.Option(True, "--figures/--no-figures", help="make the figures at the end")):
-    """Validate an experiment, run every planner on a fresh network, write the run record."""
+    """Validate an experiment, run every trial (scenario x planner x repetition) on a fresh
+    network, write the run record."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from testbed.config import load_experiment_with_source
     from testbed.runner import Runner
 
     try:
-        spec, source = load_experiment_with_source(experiment, set_)
+        spec, source = load_experiment_with_source(experiment, set_ + ([f"repeat={repeat}"] if repeat else []))
     except ConfigError as exc:
         fail(str(exc))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
                   TimeRemainingColumn(), console=console, transient=False) as progress:
-        tasks = {p.name: progress.add_task(f"{p.name:>14}", total=spec.duration) for p in spec.planners}
+        runner = Runner(spec, source, run_root=runs, log=lambda m: progress.console.print(m))
+        tasks = {t.label: progress.add_task(f"{t.label:>24}", total=t.spec.duration) for t in runner.trials(Path("."))}
 
-        def update(planner, elapsed, duration):
-            progress.update(tasks[planner], completed=elapsed)
+        def update(label, elapsed, duration):
+            progress.update(tasks[label], completed=elapsed)
 
-        runner = Runner(spec, source, run_root=runs, progress=update, log=lambda m: progress.console.print(m))
+        runner.progress = update
         try:
             run_dir = runner.run()
         except KeyboardInterrupt:
@@ -169,17 +172,37 @@ def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: 
         console.print(str(path))
 
 
+@app.command()
+def report(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/report")):
+    """Each seed's claims next to what the runs measured: report.md and report.html."""
+    from analysis.report import write_report
+
+    for run_dir in run_dirs:
+        if not (run_dir / "requests.parquet").exists():
+            fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
+    for path in write_report(run_dirs, out or run_dirs[0] / "report"):
+        console.print(str(path))
+
+
 def _print_summary(run_dir: Path):
     import json
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    table = Table(title=f"summary: {run_dir.name}")
-    columns = ["planner", "service", "e2e_mean_ms", "processing_mean_ms", "transmission_mean_ms",
-               "downtime_total_s", "outages", "handovers", "migrations_ok", "counter_breaks"]
-    for column in columns:
+    table = Table(title=f"summary: {run_dir.name} (mean over trials [95 % interval])")
+    keys = ["scenario", "planner", "service", "trials"]
+    metrics = ["e2e_mean_ms", "processing_mean_ms", "transmission_mean_ms", "downtime_total_s", "outages",
+               "handovers", "migrations_ok", "counter_breaks"]
+    for column in keys + metrics:
         table.add_column(column, justify="right")
-    for row in summary:
-        table.add_row(*[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+
+    def cell(stat: dict) -> str:
+        if stat["mean"] is None:
+            return f"- ({stat.get('missing')})"
+        text = f"{stat['mean']:.2f}"
+        return text + (f" [{stat['ci95'][0]:.2f}, {stat['ci95'][1]:.2f}]" if stat.get("ci95") else "")
+
+    for row in summary["aggregate"]:
+        table.add_row(*[str(row[k]) for k in keys], *[cell(row[m]) for m in metrics])
     console.print(table)
 
 

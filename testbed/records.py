@@ -48,7 +48,7 @@ def requests_frame(rows: list[dict]) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame = frame.sort_values("sent", kind="stable").reset_index(drop=True)
-    frame["outage_failure"] = (~frame["ok"].astype(bool)) & ~frame.get("error", pd.Series(dtype=str)) \
+    frame["outage_failure"] = (~frame["ok"].astype(bool)) & ~frame.get("error", pd.Series(dtype=object)).astype(object) \
         .fillna("").astype(str).str.startswith("error:")
     return frame
 
@@ -88,12 +88,13 @@ def counter_breaks(rows: list[dict] | pd.DataFrame) -> list[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------------
-# A run directory: combine the trials' logs into columnar records and a summary
+# A run directory: every trial's logs as columnar records, metrics per trial, their aggregate
 
 TABLES = ("requests", "events", "mobility", "decisions", "migrations", "server_reports")
+TRIAL = ["scenario", "planner", "repetition"]           # what tells the trials of one run apart
 
 
-def _trial_frames(trial_dir: Path, planner: str) -> dict[str, pd.DataFrame]:
+def _trial_frames(trial_dir: Path, trial: dict) -> dict[str, pd.DataFrame]:
     import sqlite3
 
     frames: dict[str, pd.DataFrame] = {}
@@ -120,65 +121,145 @@ def _trial_frames(trial_dir: Path, planner: str) -> dict[str, pd.DataFrame]:
     frames["mobility"] = pd.DataFrame(mobility)
     database = trial_dir / "controller.sqlite"
     for table in ("decisions", "migrations", "server_reports"):   # the Central Database
+        frames[table] = pd.DataFrame()
         if database.exists():
             with sqlite3.connect(database) as connection:
                 frames[table] = pd.read_sql_query(f"SELECT * FROM {table}", connection)
-        else:
-            frames[table] = pd.DataFrame()
     for frame in frames.values():
         if not frame.empty:
-            if "planner" in frame:
-                frame["planner"] = planner
-            else:
-                frame.insert(0, "planner", planner)
+            for position, key in enumerate(TRIAL):
+                if key in frame:
+                    frame[key] = trial[key]
+                else:
+                    frame.insert(position, key, trial[key])
     return frames
 
 
-def summarize(requests: pd.DataFrame, events: pd.DataFrame) -> list[dict]:
-    """Per planner and service: E2E split, downtime, handovers, migrations, counter check."""
+def trial_metrics(requests: pd.DataFrame, events: pd.DataFrame, migrations: pd.DataFrame) -> list[dict]:
+    """Per trial (run, scenario, planner, repetition) and service: E2E split, downtime, outages,
+    handovers of the service's user, migrations, counter check.  Each is computed within one
+    trial's timeline; a metric that cannot be computed is None, with its reason in ``missing``."""
     result = []
     if requests.empty:
         return result
-    for (planner, service), rows in requests.groupby(["planner", "service"], sort=False):
+    requests = with_trial_columns(requests)
+    keys = [k for k in ["run", *TRIAL] if k in requests]
+    events = with_trial_columns(events) if not events.empty else events
+    migrations = with_trial_columns(migrations) if not migrations.empty else migrations
+    for key, rows in requests.groupby(keys + ["service"], sort=True):
+        trial = dict(zip(keys + ["service"], key))
         frame = requests_frame(rows.to_dict("records"))
         ok = frame[frame["ok"].astype(bool)]
         found = outages(frame)
-        trial_events = events[events["planner"] == planner] if not events.empty else events
-        kinds = trial_events["kind"].value_counts().to_dict() if not trial_events.empty else {}
-        migrations = [json.loads(d) for d in trial_events.loc[trial_events["kind"] == "controller.migration", "data"]] \
-            if not trial_events.empty else []
-        mine = [m for m in migrations if m.get("service") == service]
-        result.append({
-            "planner": planner, "service": service, "requests_ok": int(len(ok)),
-            "requests_failed": int(len(frame) - len(ok)),
-            "e2e_mean_ms": float(ok["e2e_ms"].mean()) if len(ok) else None,
-            "e2e_std_ms": float(ok["e2e_ms"].std()) if len(ok) > 1 else None,
-            "processing_mean_ms": float(ok["proc_ms"].mean()) if len(ok) else None,
-            "transmission_mean_ms": float(ok["tx_ms"].mean()) if len(ok) else None,
-            "downtime_total_s": float(sum(o.seconds for o in found)), "outages": len(found),
-            "handovers": int(kinds.get("handover.end", 0)),
-            "migrations_ok": sum(1 for m in mine if m.get("ok")),
-            "migrations_failed": sum(1 for m in mine if not m.get("ok")),
-            "counter_breaks": len(counter_breaks(frame)),
-        })
+        user = str(frame["user"].iloc[0]) if "user" in frame else None
+        mine = _rows_of(events, trial, keys)
+        handovers = 0
+        if not mine.empty:
+            ends = mine[mine["kind"] == "handover.end"]
+            handovers = int(sum(1 for data in ends["data"] if json.loads(data).get("user") == user))
+        moved = _rows_of(migrations, trial, keys)
+        moved = moved[moved["service"] == trial["service"]] if not moved.empty else moved
+        row = {**trial, "app": str(frame["app"].iloc[0]) if "app" in frame and frame["app"].notna().any() else None,
+               "requests_ok": int(len(ok)), "requests_failed": int(len(frame) - len(ok)),
+               "e2e_mean_ms": float(ok["e2e_ms"].mean()) if len(ok) else None,
+               "e2e_std_ms": float(ok["e2e_ms"].std()) if len(ok) > 1 else None,
+               "processing_mean_ms": float(ok["proc_ms"].mean()) if len(ok) else None,
+               "transmission_mean_ms": float(ok["tx_ms"].mean()) if len(ok) else None,
+               "downtime_total_s": float(sum(o.seconds for o in found)), "outages": len(found),
+               "handovers": handovers,
+               "migrations_ok": int(moved["ok"].astype(bool).sum()) if not moved.empty else 0,
+               "migrations_failed": int((~moved["ok"].astype(bool)).sum()) if not moved.empty else 0,
+               "counter_breaks": len(counter_breaks(frame)), "missing": {}}
+        if not len(ok):
+            for metric in ("e2e_mean_ms", "e2e_std_ms", "processing_mean_ms", "transmission_mean_ms"):
+                row["missing"][metric] = "no successful request"
+        elif len(ok) < 2:
+            row["missing"]["e2e_std_ms"] = "one successful request"
+        result.append(row)
     return result
 
 
-def finalize(run_dir: Path, planners: list[str]) -> list[dict]:
-    """Write <table>.parquet and summary.json for the run; return the summary."""
+def _rows_of(frame: pd.DataFrame, trial: dict, keys: list[str]) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    mask = pd.Series(True, index=frame.index)
+    for key in keys:
+        if key in frame:
+            mask &= frame[key] == trial[key]
+    return frame[mask]
+
+
+METRICS = ("e2e_mean_ms", "e2e_std_ms", "processing_mean_ms", "transmission_mean_ms", "downtime_total_s",
+           "outages", "handovers", "migrations_ok", "migrations_failed", "counter_breaks", "requests_ok",
+           "requests_failed")
+
+
+def mean_ci(values: list[float], confidence: float = 0.95) -> dict:
+    """Mean and Student-t confidence interval of per-trial values (the interval needs two)."""
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    mean = float(sum(values) / n)
+    if n < 2:
+        return {"mean": mean, "ci95": None, "n": 1}
+    sd = float(pd.Series(values).std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / n ** 0.5
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n}
+
+
+def aggregate(trials: list[dict], by: tuple[str, ...] = ("scenario", "planner", "service")) -> list[dict]:
+    """Per ``by`` group, every metric's mean and 95 % interval across its trials (repetitions
+    and runs); a metric no trial could compute is missing, with the trials' reasons."""
+    groups: dict[tuple, list[dict]] = {}
+    for trial in trials:
+        groups.setdefault(tuple(trial.get(k) for k in by), []).append(trial)
+    result = []
+    for key, members in sorted(groups.items(), key=lambda item: tuple(str(v) for v in item[0])):
+        row = {**dict(zip(by, key)), "trials": len(members), "app": members[0].get("app")}
+        for metric in METRICS:
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            stats_ = mean_ci(values)
+            reasons = sorted({m.get("missing", {}).get(metric) for m in members} - {None})
+            if not values:
+                stats_["missing"] = "; ".join(reasons) or "no trial"
+            elif stats_["ci95"] is None:
+                stats_["interval_missing"] = "one trial"
+            row[metric] = stats_
+        result.append(row)
+    return result
+
+
+def with_trial_columns(frame: pd.DataFrame, run: str | None = None) -> pd.DataFrame:
+    """Records of runs made before repetitions existed: one trial per planner."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    if "scenario" not in frame:
+        frame.insert(0, "scenario", "default")
+    if "repetition" not in frame:
+        frame["repetition"] = 1
+    if run is not None:
+        frame["run"] = run
+    return frame
+
+
+def finalize(run_dir: Path, trials: list[dict]) -> dict:
+    """Write <table>.parquet and summary.json (per trial and aggregated) for the run."""
     run_dir = Path(run_dir)
     combined: dict[str, list[pd.DataFrame]] = {t: [] for t in TABLES}
-    for planner in planners:
-        trial = run_dir / planner
-        if trial.exists():
-            for name, frame in _trial_frames(trial, planner).items():
+    for trial in trials:
+        if Path(trial["dir"]).exists():
+            for name, frame in _trial_frames(Path(trial["dir"]), trial).items():
                 combined[name].append(frame)
     tables = {name: pd.concat([f for f in frames if not f.empty], ignore_index=True)
               if any(not f.empty for f in frames) else pd.DataFrame() for name, frames in combined.items()}
     for name, frame in tables.items():
         frame.to_parquet(run_dir / f"{name}.parquet", index=False)
-    summary = summarize(tables["requests"], tables["events"])
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    per_trial = trial_metrics(tables["requests"], tables["events"], tables["migrations"])
+    summary = {"trials": per_trial, "aggregate": aggregate(per_trial)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

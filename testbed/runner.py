@@ -1,11 +1,15 @@
 """Experiment lifecycle: from a validated experiment to a run record.
 
-One run directory ``runs/<time>-<name>/`` holds the effective configuration
-(``config.yaml``, which is itself a valid experiment file: a run can be
-re-run from its record), the environment, one subdirectory per planner (a
-fresh network each: the trials do not influence one another) and, once
-finished, the combined records (Parquet) and ``summary.json``.  An
-interrupted run (Ctrl-C, SIGTERM) is torn down cleanly and marked incomplete.
+A run is a set of *trials*: every scenario of the experiment, times every
+planner, times ``repeat`` repetitions, each on a fresh network with its own
+seed (``derive_seed``), so the trials do not influence one another.  One run
+directory ``runs/<time>-<name>/`` holds the effective configuration
+(``config.yaml``, itself a valid experiment file: a run can be re-run from its
+record), the environment, ``trials.json`` (which trial is which), one
+directory per trial (``trials/<scenario>/<planner>/rep<k>/``) and, once
+finished, the combined records (Parquet, with ``scenario``, ``planner`` and
+``repetition`` columns) and ``summary.json``.  An interrupted run (Ctrl-C,
+SIGTERM) is torn down cleanly and marked incomplete.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 from testbed import images, ports, records
-from testbed.config import ExperimentSpec, PlannerSpec, app_manifest
+from testbed.config import ExperimentSpec, PlannerSpec, app_manifest, derive_seed
 from testbed.controller.config import ControllerConfig
 from testbed.mobility import build as build_mobility
+from testbed.net.capture import Capture
 from testbed.net.network import MecNetwork
 from testbed.radio import HysteresisHandover, PathLoss
 from testbed.registry import PLANNERS
@@ -66,33 +72,66 @@ def environment(backend: str | None = None) -> dict:
     }
 
 
+@dataclass
+class Trial:
+    """One planner on a fresh network, in one scenario, one repetition."""
+
+    scenario: str
+    planner: PlannerSpec
+    repetition: int
+    spec: ExperimentSpec              # the scenario's experiment, with this repetition's seed
+    dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario}/{self.planner.name}/rep{self.repetition}"
+
+    def record(self) -> dict:
+        return {"scenario": self.scenario, "planner": self.planner.name, "repetition": self.repetition,
+                "seed": self.spec.seed, "dir": str(self.dir)}
+
+
 class Runner:
     def __init__(self, spec: ExperimentSpec, source: dict, run_root: Path | None = None, progress=None, log=print):
         self.spec = spec
         self.source = source
         self.run_root = Path(run_root or PROJECT_ROOT / "runs")
-        self.progress = progress          # callable(planner, elapsed, duration) or None
+        self.progress = progress          # callable(trial label, elapsed, duration) or None
         self.log = log
         self.run_dir: Path | None = None
+
+    def trials(self, run_dir: Path) -> list[Trial]:
+        """Every trial of the experiment, in the order they run: repetition by repetition,
+        so that an interrupted run has whole rounds of every scenario and planner."""
+        variants = self.spec.variants()
+        return [Trial(scenario, planner, repetition,
+                      spec.model_copy(update={"seed": derive_seed(spec.seed, repetition)}),
+                      run_dir / "trials" / scenario / planner.name / f"rep{repetition}")
+                for repetition in range(1, self.spec.repeat + 1)
+                for scenario, spec in variants.items() for planner in spec.planners]
 
     def run(self) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_dir = self.run_root / f"{stamp}-{self.spec.name}"
         self.run_dir.mkdir(parents=True, exist_ok=False)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.source, sort_keys=False))
+        trials = self.trials(self.run_dir)
+        (self.run_dir / "trials.json").write_text(json.dumps([t.record() for t in trials], indent=2))
         self._status("running")
-        backend = None
+        backend, done = None, []
         try:
-            for planner in self.spec.planners:
-                backend = self.trial(planner, self.run_dir / planner.name)
+            for trial in trials:
+                backend = self.trial(trial)
+                done.append(trial.record())
             (self.run_dir / "environment.json").write_text(json.dumps(environment(backend), indent=2))
-            summary = records.finalize(self.run_dir, [p.name for p in self.spec.planners])
-            self._status("complete", summary=summary)
+            summary = records.finalize(self.run_dir, done)
+            self._status("complete", aggregate=summary["aggregate"])
         except BaseException as exc:
             (self.run_dir / "environment.json").write_text(json.dumps(environment(backend), indent=2))
             interrupted = isinstance(exc, KeyboardInterrupt)
             try:
-                records.finalize(self.run_dir, [p.name for p in self.spec.planners if (self.run_dir / p.name).exists()])
+                started = [t.record() for t in trials if t.dir.exists()]
+                records.finalize(self.run_dir, started)
             except Exception:  # partial records are best effort; the status says what happened
                 pass
             self._status("incomplete", reason="interrupted" if interrupted else f"{type(exc).__name__}: {exc}")
@@ -103,11 +142,11 @@ class Runner:
         (self.run_dir / "status.json").write_text(json.dumps({"state": state, "time": time.time(), **extra},
                                                              indent=2, default=str))
 
-    # -- one planner ---------------------------------------------------------------
-    def trial(self, planner: PlannerSpec, trial_dir: Path) -> str:
-        spec = self.spec
+    # -- one trial ---------------------------------------------------------------
+    def trial(self, trial: Trial) -> str:
+        spec, planner, trial_dir = trial.spec, trial.planner, trial.dir
         trial_dir.mkdir(parents=True)
-        self.log(f"[{planner.name}] building the network")
+        self.log(f"[{trial.label}] building the network")
         net = MecNetwork(spec.topology, workdir=trial_dir / "net", seed=spec.seed)
         with net:
             (trial_dir / "network.json").write_text(json.dumps(net.applied(), indent=2, default=str))
@@ -116,32 +155,38 @@ class Runner:
                 controller_address = net.address(cloud)
                 stack.start_agents(controller=f"{controller_address}:{ports.CONTROLLER_RPC}",
                                    monitor_period=spec.monitor_period)
-                users = self._initial_users()
-                controller = stack.start_controller(self._controller_config(planner, net, trial_dir, users,
+                users = self._initial_users(spec)
+                controller = stack.start_controller(self._controller_config(spec, planner, net, trial_dir, users,
                                                                             controller_address))
-                self.log(f"[{planner.name}] deploying services")
+                self.log(f"[{trial.label}] deploying services")
                 endpoints = controller.call("deploy", timeout=900)
+                capture = Capture(net, list(spec.users) + spec.topology.servers(), trial_dir) if spec.capture else None
+                if capture:
+                    capture.start()
                 controller.call("start")
                 t0 = time.time() + 0.5
                 for user in spec.users:
-                    stack.start_user(user, self._services_of(user, endpoints), initial_ap=users[user]["ap"],
-                                     **self._user_config(user, planner, controller_address, t0))
-                self._schedule_load(stack, t0)
-                self.log(f"[{planner.name}] running for {spec.duration:g} s")
+                    stack.start_user(user, self._services_of(spec, user, endpoints), initial_ap=users[user]["ap"],
+                                     **self._user_config(spec, user, planner, controller_address, t0))
+                self._schedule_load(spec, stack, t0)
+                self.log(f"[{trial.label}] running for {spec.duration:g} s")
                 while time.time() < t0 + spec.duration:
                     if self.progress:
-                        self.progress(planner.name, min(spec.duration, max(0.0, time.time() - t0)), spec.duration)
+                        self.progress(trial.label, min(spec.duration, max(0.0, time.time() - t0)), spec.duration)
                     time.sleep(0.25)
                 if self.progress:
-                    self.progress(planner.name, spec.duration, spec.duration)
+                    self.progress(trial.label, spec.duration, spec.duration)
+                controller.call("settle", timeout=180)      # no migration cut short by the teardown
                 for user in list(stack.users):
                     stack.stop_user(user)
-        self.log(f"[{planner.name}] done")
+                if capture:
+                    capture.stop()
+        self.log(f"[{trial.label}] done")
         return net.backend
 
-    def _schedule_load(self, stack: Stack, t0: float) -> None:
+    def _schedule_load(self, spec: ExperimentSpec, stack: Stack, t0: float) -> None:
         """The experiment's background load, each at its time, through the server's agent."""
-        for load in self.spec.load:
+        for load in spec.load:
             def start(load=load):
                 time.sleep(max(0.0, t0 + load.start - time.time()))
                 try:
@@ -151,19 +196,20 @@ class Runner:
 
             threading.Thread(target=start, daemon=True).start()
 
-    def _initial_users(self) -> dict:
+    @staticmethod
+    def _initial_users(spec: ExperimentSpec) -> dict:
         """Where each user starts, and the base station it hears best there."""
-        radio = self.spec.radio
-        loss, policy = PathLoss(radio, self.spec.seed), HysteresisHandover(radio)
-        stations = {ap: self.spec.topology.nodes[ap].position for ap in self.spec.topology.nodes_with_role("ap")}
+        radio = spec.radio
+        loss, policy = PathLoss(radio, spec.seed), HysteresisHandover(radio)
+        stations = {ap: spec.topology.nodes[ap].position for ap in spec.topology.nodes_with_role("ap")}
         result = {}
-        for name in self.spec.users:
-            position = build_mobility(**self.spec.mobility_params(name)).position(0.0)
+        for name in spec.users:
+            position = build_mobility(**spec.mobility_params(name)).position(0.0)
             result[name] = {"position": list(position), "ap": policy.best(loss.all(stations, position, 0))}
         return result
 
-    def _controller_config(self, planner: PlannerSpec, net, trial_dir, users, address) -> ControllerConfig:
-        spec = self.spec
+    def _controller_config(self, spec: ExperimentSpec, planner: PlannerSpec, net, trial_dir, users,
+                           address) -> ControllerConfig:
         services = []
         for user in spec.users:
             for index, use in enumerate(spec.users[user].services):
@@ -182,18 +228,19 @@ class Runner:
     def service_name(user: str, index: int, app: str) -> str:
         return f"{app}-{user}" if index == 0 else f"{app}{index}-{user}"
 
-    def _task_bytes(self, use) -> int:
+    @staticmethod
+    def _task_bytes(use) -> int:
         from testbed import assets
 
         if not use.images:
             return use.payload_bytes
         return int(sum(assets.fetch(i).stat().st_size for i in use.images) / len(use.images))
 
-    def _services_of(self, user: str, endpoints: dict) -> list[dict]:
+    def _services_of(self, spec: ExperimentSpec, user: str, endpoints: dict) -> list[dict]:
         from testbed import assets
 
         result = []
-        for index, use in enumerate(self.spec.users[user].services):
+        for index, use in enumerate(spec.users[user].services):
             name = self.service_name(user, index, use.app)
             workload = {"images": [str(assets.fetch(i)) for i in use.images], "payload_bytes": use.payload_bytes,
                         "think_time": use.think_time}
@@ -201,8 +248,9 @@ class Runner:
                            "min_timeout": app_manifest(use.app).timeout})
         return result
 
-    def _user_config(self, user: str, planner: PlannerSpec, controller: str, t0: float) -> dict:
-        return {"mobility": self.spec.mobility_params(user), "radio": self.spec.radio,
-                "seed": self.spec.seed, "handover": PLANNERS.get(planner.name).handover,
+    @staticmethod
+    def _user_config(spec: ExperimentSpec, user: str, planner: PlannerSpec, controller: str, t0: float) -> dict:
+        return {"mobility": spec.mobility_params(user), "radio": spec.radio,
+                "seed": spec.seed, "handover": PLANNERS.get(planner.name).handover,
                 "controller": [controller, ports.CONTROLLER_RPC], "t0": t0,
-                "report_period": self.spec.report_period, "probe_interval": self.spec.probe_interval}
+                "report_period": spec.report_period, "probe_interval": spec.probe_interval}

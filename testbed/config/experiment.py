@@ -8,6 +8,8 @@ before anything is built.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -184,6 +186,20 @@ class ExperimentSpec(Strict):
     benchmark_servers: Seconds = Field(default=0.5, ge=0, description=(
         "each server's CPU benchmark before a trial, for C_s (seed 002's sysbench); 0: the topology's compute"))
     load: list[LoadSpec] = []
+    capture: bool = Field(default=True, description="tcpdump on the users and servers: downtime on the wire too")
+    repeat: int = Field(default=1, ge=1, le=1000, description="trials of each planner (and scenario), each on a "
+                                                             "fresh network with its own seed")
+    scenarios: dict[str, dict] = Field(default={}, description=(
+        "named variants of this experiment, each merged into it (mappings merge, lists and values replace); "
+        "every planner runs in each"))
+
+    @field_validator("scenarios")
+    @classmethod
+    def _scenario_names(cls, scenarios):
+        for name in scenarios:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"scenario name {name!r}: letters, digits, - and _ only")
+        return scenarios
 
     @field_validator("planners", mode="before")
     @classmethod
@@ -216,6 +232,13 @@ class ExperimentSpec(Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    def variants(self) -> dict[str, "ExperimentSpec"]:
+        """Every scenario as its own experiment (or this one, named after it, if it has none)."""
+        if not self.scenarios:
+            return {self.name: self}
+        base = self.model_dump(mode="json", by_alias=True, exclude={"scenarios"})
+        return {name: ExperimentSpec.model_validate(merge(base, changes)) for name, changes in self.scenarios.items()}
+
     def mobility_params(self, user: str) -> dict:
         """The user's mobility model and its arguments (``testbed.mobility.build``)."""
         mobility = self.users[user].mobility
@@ -225,6 +248,24 @@ class ExperimentSpec(Strict):
 
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "calibration" / "default.yaml"
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def derive_seed(seed: int, repetition: int) -> int:
+    """The seed of repetition ``repetition`` (1, 2, ...) of an experiment seeded ``seed``: the
+    seed itself for the first, a stable hash of both for the others."""
+    if repetition == 1:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:{repetition}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 def schema_default(field: str):
@@ -289,6 +330,12 @@ def load_experiment_with_source(path, overrides: list[str] | None = None) -> tup
         except ValidationError as exc:
             raise ConfigError(format_validation_error(topology_source, exc)) from None
     try:
-        return ExperimentSpec.model_validate(data), data
+        spec = ExperimentSpec.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
+    for name, changes in spec.scenarios.items():          # each scenario must be a valid experiment too
+        try:
+            ExperimentSpec.model_validate(merge(data | {"scenarios": {}}, changes))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(f"{path}: scenarios.{name}", exc)) from None
+    return spec, data

@@ -35,7 +35,8 @@ MANAGEMENT_SOCKET = "/run/mec-testbed/controller.sock"
 
 class Controller:
     # What users, agents and the runner may call; anything else is refused.
-    REMOTE = ("report", "handover_started", "handover_done", "server_report", "deploy", "start", "stop", "status")
+    REMOTE = ("report", "handover_started", "handover_done", "server_report", "deploy", "start", "settle", "stop",
+              "status")
 
     def __init__(self, config: ControllerConfig):
         self.config = config
@@ -54,6 +55,7 @@ class Controller:
         self.endpoints: dict[str, dict] = {}
         self.handover_orders: dict[str, dict] = {}
         self.handovers_seen: dict[str, float] = {}     # user -> start of the last handover noticed
+        self.settling = False                          # the trial is ending: no new decisions
         self.lock = threading.RLock()
         self._stop = threading.Event()
         for name, user in config.users.items():
@@ -196,6 +198,8 @@ class Controller:
 
     # -- Planner -----------------------------------------------------------------------
     def _decide(self, trigger: str, user: str | None, ask) -> None:
+        if self.settling:
+            return
         actions = ask()
         if not actions:
             return
@@ -217,7 +221,7 @@ class Controller:
                 service = self.state.services[action.service]
                 if service.moving or action.dest == service.server:
                     continue
-                service.moving = True
+                service.moving, service.moving_to = True, action.dest
                 threading.Thread(target=self._migrate, args=(action, decision), daemon=True).start()
 
     def _sleep_until(self, when: float | None, server: str) -> None:
@@ -248,7 +252,7 @@ class Controller:
             if record.get("new_endpoint"):
                 self.endpoints[service.name]["endpoint"] = record["new_endpoint"]
             self.endpoints[service.name]["pending"] = []
-            service.moving = False
+            service.moving, service.moving_to = False, None
             self._learn(record)
         self.db.migration(decision, record)
         self.db.placement(service.name, service.server, self.endpoints[service.name]["endpoint"])
@@ -291,6 +295,21 @@ class Controller:
         if self.planner.uses_checkpoint_sizes:
             threading.Thread(target=self._probes, args=(time.time(),), name="probes", daemon=True).start()
         return True
+
+    def settle(self, timeout: float = 120.0) -> dict:
+        """The trial's end: no new decisions; returns once the migrations under way are done
+        (so that none is cut short by the teardown), or after ``timeout``."""
+        with self.lock:
+            self.settling = True
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                moving = sorted(n for n, s in self.state.services.items() if s.moving)
+            if not moving:
+                break
+            time.sleep(0.1)
+        self.events.emit("controller.settled", still_moving=moving)
+        return {"still_moving": moving}
 
     def stop(self) -> bool:
         self._stop.set()

@@ -69,6 +69,7 @@ class Service:
     delta_bytes: float = 1e6
     quota: float = 0.1            # CPU share of a node in the app profile (seed 004)
     moving: bool = False          # a migration is under way
+    moving_to: str | None = None  # ... to this server (its resources are taken there already)
 
 
 class Network:

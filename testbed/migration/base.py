@@ -143,6 +143,10 @@ class Migration:
             "source": source.server, "dest": dest, "carries_state": mode.carries_state,
             "phases": {}, "bytes": {}, "sizes": {}, "ok": None,
         }
+        try:                  # the Docker image (seed 002's Table I lists it beside the checkpoints)
+            self.size("image", source.containers.client.images.get(spec.image).attrs["Size"])
+        except Exception:     # the record says nothing rather than something wrong
+            pass
 
     # -- bookkeeping used by modes ---------------------------------------------
     def phase(self, name: str):

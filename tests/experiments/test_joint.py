@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_four_users_with_two_services_each_are_placed_jointly(tmp_path):
     run_dir = run_experiment(ROOT / "experiments" / "joint.yaml", tmp_path)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())["trials"]
     assert len(summary) == 8
     for row in summary:
         assert row["counter_breaks"] == 0 and row["migrations_failed"] == 0, row

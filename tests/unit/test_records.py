@@ -50,3 +50,82 @@ def test_an_outage_under_a_radio_handover_starts_when_the_link_went_down():
            ok(0.75, 0.85, 2)]
     [outage] = outages(log)
     assert (outage.start, outage.end) == (0.25, 0.75)
+
+
+def request(trial, service, sent, ok_, counter=None, e2e=2.0):
+    scenario, planner, repetition = trial
+    return {"scenario": scenario, "planner": planner, "repetition": repetition, "user": "mu", "service": service,
+            "app": "counter", "sent": sent, "received": sent + e2e / 1e3, "ok": ok_, "counter": counter,
+            "e2e_ms": e2e if ok_ else None, "proc_ms": 0.0 if ok_ else None, "tx_ms": e2e if ok_ else None,
+            "error": None if ok_ else "timeout"}
+
+
+def trial_log(trial, start, downtime, total=10.0, step=0.05):
+    """Requests every ``step`` s from ``start`` for ``total`` s, down for ``downtime`` s in the middle."""
+    rows, counter, t = [], 0, start
+    while t < start + total:
+        down = start + total / 2 <= t < start + total / 2 + downtime
+        counter += 0 if down else 1
+        rows.append(request(trial, "svc", t, not down, None if down else counter))
+        t = round(t + step, 6)
+    return rows
+
+
+def write_run(run_dir, rows):
+    import pandas as pd
+
+    run_dir.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(run_dir / "requests.parquet", index=False)
+    return run_dir
+
+
+def test_metrics_are_per_trial_then_aggregated_with_a_student_t_interval(tmp_path):
+    """Three repetitions with 0.5, 1.0 and 1.5 s of downtime: mean 1.0 s, and the 95 %
+    interval t(0.975, 2) x s / sqrt(3) = 4.303 x 0.5 / 1.732 around it."""
+    from analysis.figures import load_runs, metrics
+
+    rows = []
+    for repetition, downtime in ((1, 0.5), (2, 1.0), (3, 1.5)):
+        rows += trial_log(("s", "nearest", repetition), 1000.0 * repetition, downtime)
+    rows += trial_log(("s", "cloud", 1), 5000.0, 0.0)
+    run = write_run(tmp_path / "run", rows)
+    trials, aggregated = metrics(load_runs([run]))
+    per_trial = {(t["planner"], t["repetition"]): t["downtime_total_s"] for t in trials}
+    assert per_trial[("nearest", 1)] == pytest.approx(0.5) and per_trial[("nearest", 3)] == pytest.approx(1.5)
+    nearest = next(a for a in aggregated if a["planner"] == "nearest")["downtime_total_s"]
+    half = 4.302652729911275 * 0.5 / 3 ** 0.5
+    assert nearest["mean"] == pytest.approx(1.0) and nearest["n"] == 3
+    assert nearest["ci95"] == pytest.approx([1.0 - half, 1.0 + half])
+    cloud = next(a for a in aggregated if a["planner"] == "cloud")
+    assert cloud["downtime_total_s"]["mean"] == 0.0                        # measured: no downtime
+    assert cloud["downtime_total_s"]["ci95"] is None and cloud["downtime_total_s"]["interval_missing"] == "one trial"
+
+
+def test_a_metric_that_cannot_be_computed_is_missing_with_its_reason(tmp_path):
+    from analysis.figures import load_runs, metrics
+
+    rows = [request(("s", "random", 1), "svc", 10.0 + i, False) for i in range(5)]
+    _, [row] = metrics(load_runs([write_run(tmp_path / "run", rows)]))
+    assert row["e2e_mean_ms"]["mean"] is None and row["e2e_mean_ms"]["missing"] == "no successful request"
+    assert row["requests_failed"]["mean"] == 5
+
+
+def test_runs_an_hour_apart_keep_their_own_timelines(tmp_path):
+    """Two runs of the same trial, the first ending on a few failed requests: each has its own
+    downtime, and the hour between them is nobody's outage."""
+    from analysis.figures import load_runs, make_all, metrics
+
+    first = trial_log(("s", "nearest", 1), 1000.0, 1.0)
+    first += [request(("s", "nearest", 1), "svc", 1010.0 + 0.05 * i, False) for i in range(4)]   # ends down
+    second = trial_log(("s", "nearest", 1), 1000.0 + 3600.0, 2.0)
+    runs = [write_run(tmp_path / "a", first), write_run(tmp_path / "b", second)]
+    trials, [row] = metrics(load_runs(runs))
+    assert sorted(round(t["downtime_total_s"], 3) for t in trials) == [pytest.approx(1.152), pytest.approx(2.0)]    # still down at its end: until the last answer was due
+    assert row["downtime_total_s"]["mean"] == pytest.approx((1.152 + 2.0) / 2)
+    assert row["downtime_total_s"]["n"] == 2
+    paths = make_all(runs, tmp_path / "figures")
+    import pandas as pd
+
+    fig5 = pd.read_csv(tmp_path / "figures" / "figure_5_downtime.csv")
+    assert fig5["downtime_s"].iloc[0] == pytest.approx((1.152 + 2.0) / 2)
+    assert any(p.name == "figure_6_timeline.png" for p in paths)

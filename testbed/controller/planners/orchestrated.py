@@ -186,7 +186,7 @@ class OrchestratedPlanner(Planner):
 
     def _capacity(self, state, server: str, deciding: set[str]) -> tuple[float, ...]:
         info = state.servers[server]
-        fixed = [s for s in state.services.values() if s.server == server and s.name not in deciding]
+        fixed = [s for s in state.services.values() if s.name not in deciding and server in (s.server, s.moving_to)]
         values = {"cpu": info.cpus - sum(s.cpus for s in fixed) - info.background_cores,
                   "memory": info.memory_mb - sum(s.memory_mb for s in fixed),
                   "storage": info.storage_mb - sum((s.image_bytes + s.full_bytes) / 2**20 for s in fixed)}

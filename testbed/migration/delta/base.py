@@ -36,7 +36,8 @@ class DeltaEncoder(ABC):
     @abstractmethod
     def encode(self, new: Path, base: Path, out: Path) -> dict:
         """Write the delta turning directory ``base`` into ``new``; ``base`` is unchanged.
-        Returns at least ``bytes`` (the delta's size) and ``seconds``."""
+        Returns ``bytes`` (the delta's size, what crosses the WAN), ``raw_bytes`` (its size
+        before compression) and ``seconds``."""
 
     @abstractmethod
     def apply(self, delta: Path, target: Path) -> None:

@@ -226,7 +226,8 @@ class PageDelta(DeltaEncoder):
         payload = zlib.compress(bytes(body), 6)
         with open(out, "wb") as handle:
             handle.write(MAGIC + struct.pack("!Q", len(header)) + header + payload)
-        return {"bytes": out.stat().st_size, "literal_bytes": literal, "seconds": time.monotonic() - started}
+        return {"bytes": out.stat().st_size, "raw_bytes": len(header) + len(body), "literal_bytes": literal,
+                "seconds": time.monotonic() - started}
 
     def apply(self, delta: Path, target: Path) -> None:
         """Files whose pages stayed where they were are patched in place (only

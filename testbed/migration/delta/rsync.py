@@ -27,9 +27,10 @@ class RsyncDelta(DeltaEncoder):
         if result.returncode != 0:
             raise DeltaError(f"rsync --only-write-batch failed: {result.stderr.strip()}")
         batch.with_name(batch.name + ".sh").unlink(missing_ok=True)
-        out.write_bytes(zlib.compress(batch.read_bytes(), 1))
+        raw = batch.read_bytes()
+        out.write_bytes(zlib.compress(raw, 1))
         batch.unlink()
-        return {"bytes": out.stat().st_size, "seconds": time.monotonic() - started}
+        return {"bytes": out.stat().st_size, "raw_bytes": len(raw), "seconds": time.monotonic() - started}
 
     def apply(self, delta: Path, target: Path) -> None:
         batch = delta.with_name(delta.name + ".batch")

@@ -43,6 +43,7 @@ class PrecopyDelta(MigrationMode):
         with m.phase("delta"):
             delta = encoder(m.options.delta).encode(images, m.base_images, m.workdir / "delta" / "delta")
         m.size("delta", delta["bytes"])
+        m.size("delta_raw", delta["raw_bytes"])
         m.record["delta_encoder"] = m.options.delta
         return m.send_and_restore("delta", m.workdir / "delta", [m.workdir / "delta" / "delta"],
                                   base_slot=f"{m.id}-base", delta_encoder=m.options.delta)
