@@ -168,9 +168,9 @@ def test_red_node_green_first_spreads_its_services_and_eco_packs_them(tmp_path):
     reports, requests = load(run_dir, "server_reports"), load(run_dir, "requests")
     for planner, dests in moves.items():
         mine = reports[reports.planner == planner].sort_values("t")
-        assert mine[mine.host == "edge1"].iloc[-1]["cpu_utilisation"] < 0.05   # the load left edge1...
+        assert mine[mine.server == "edge1"].iloc[-1]["cpu_utilisation"] < 0.05   # the load left edge1...
         at_dest = [json.loads(body)["services"].get("detect1-mu", {}).get("cpu_cores") or 0.0
-                   for body in mine[mine.host == dests["detect1-mu"]]["body"]]
+                   for body in mine[mine.server == dests["detect1-mu"]]["body"]]
         assert max(at_dest) > 0.1, at_dest                                      # ...and arrived there
     for migration in load(run_dir, "migrations").itertuples():
         served = requests[(requests.planner == migration.planner) & (requests.service == migration.service)
