@@ -53,6 +53,8 @@ NETNS_FOR_LABEL = "org.mec-testbed.netns-for"  # on a holder: the service it hol
 STATE_ROOT = Path(os.environ.get("MEC_STATE", "/var/lib/mec-testbed"))
 OFFLOADS_OFF = "tx off rx off sg off tso off gso off gro off"
 RUNC_ROOTS = [Path("/run/docker/runtime-runc/moby"), Path("/run/containerd/runc/moby")]
+# CFS period of the servers' CPU limits: short, so that a throttled task is slowed evenly
+# (a 100 ms period lets a 60 ms task run unthrottled when it starts on a fresh quota)
 CPU_PERIOD_US = 10_000
 
 
@@ -160,8 +162,6 @@ class ServerContainers:
                 # container has cores, not the host's (extra threads only spin against the quota)
                 environment={"MEC_PORT": str(port), "OMP_NUM_THREADS": str(max(1, math.ceil(cores - 1e-9))),
                              **(env or {})},
-                # a 10 ms CFS period: a task of tens of ms on a throttled server is slowed in
-                # proportion, not by whole 100 ms periods
                 cpu_period=CPU_PERIOD_US, cpu_quota=max(1000, int(cores * CPU_PERIOD_US)),
                 mem_limit=f"{limits.memory_mb}m", cgroup_parent=self.cgroup_parent,
             )

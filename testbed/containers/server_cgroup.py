@@ -10,7 +10,10 @@ compute 1.0 next to one of 2.0 processes at half the rate.
 
 What this cannot model: the speed of one core (a single-threaded task on a
 server slower than the fastest is slowed by CFS bandwidth throttling, in
-slices of ``cpu.cfs_period_us``, not by a slower clock), cache and memory
+slices of a 10 ms period, not by a slower clock;
+a task that starts when its server was idle runs on a fresh quota for a moment, so
+bursty requests on a throttled server come out up to about 10 % faster than its
+compute says), cache and memory
 bandwidth, and more cores than the host has (a server offering more than
 the host's cores only contends with the others on the host's).
 
@@ -31,7 +34,7 @@ from pathlib import Path
 from testbed.containers.cgroups import CgroupError
 
 PARENT = "mec-testbed"
-PERIOD_US = 10_000        # as the containers': throttling in short slices
+PERIOD_US = 10_000        # as the containers' (testbed.containers.server.CPU_PERIOD_US)
 CONTROLLERS_V1 = ("cpu", "cpuacct", "memory")
 
 

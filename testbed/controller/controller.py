@@ -82,12 +82,17 @@ class Controller:
                              endpoint=self.endpoints[name]["endpoint"])
         return {name: where["endpoint"] for name, where in self.endpoints.items()}
 
-    def _measure_compute(self, seconds: float) -> None:
+    def _measure_compute(self, seconds: float, rounds: int = 3) -> None:
         """Seed 002's C_s "measured using benchmarking software" (sysbench, once per server):
-        each server's CPU benchmark in turn (not together: they share the host's cores),
+        each server's CPU benchmark in turn (not together: they share the host's cores), in
+        ``rounds`` alternating short runs whose median counts (the host's speed drifts),
         relative to the server the topology calls fastest."""
-        scores = {name: self.agents[name].call("benchmark_cpu", seconds=seconds, timeout=60 + seconds)["ops_per_s"]
-                  for name in sorted(self.state.servers)}
+        runs: dict[str, list[float]] = {name: [] for name in sorted(self.state.servers)}
+        for _ in range(rounds):
+            for name in runs:
+                runs[name].append(self.agents[name].call("benchmark_cpu", seconds=seconds / rounds,
+                                                         timeout=60 + seconds)["ops_per_s"])
+        scores = {name: sorted(values)[len(values) // 2] for name, values in runs.items()}
         reference = max(self.state.servers, key=lambda name: (self.state.servers[name].compute, name))
         configured = self.state.servers[reference].compute
         for name, server in self.state.servers.items():

@@ -26,7 +26,8 @@ class GreenFirstPlanner(Planner):
         return next(n for n, s in sorted(state.servers.items()) if s.role == "cloud")
 
     def on_tick(self, state):
-        load = {n: s.cpu_util for n, s in state.servers.items()}
+        # utilisation at 1 % resolution: idle servers are equally idle, whatever their noise
+        load = {n: round(s.cpu_util, 2) for n, s in state.servers.items()}
         actions = []
         for node in self.red(state):
             site = state.servers[node].site
