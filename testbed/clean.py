@@ -5,6 +5,7 @@ from __future__ import annotations
 from testbed.containers.clean import clean_containers, clean_server_cgroups, testbed_containers
 from testbed.net.clean import CleanReport, clean_network, testbed_namespaces, testbed_root_interfaces
 from testbed.net.namespaces import LOCK_FILE
+from testbed.records import mark_killed_runs
 
 
 def clean_all() -> CleanReport:
@@ -14,6 +15,7 @@ def clean_all() -> CleanReport:
     clean_containers(report)
     clean_network(report)
     clean_server_cgroups(report)
+    report.runs += [str(run) for run in mark_killed_runs()]
     LOCK_FILE.unlink(missing_ok=True)
     return report
 

@@ -15,6 +15,8 @@ The definitions here are the ones every figure and test uses:
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,3 +279,57 @@ def export_csv(run_dir: Path) -> list[Path]:
             frame.to_csv(path, index=False)
             written.append(path)
     return written
+
+
+# ---------------------------------------------------------------------------
+# Runs under way on this host, so that a killed one is marked as such afterwards
+
+ACTIVE = Path("/run/testbed/runs")
+
+
+def register_active(run_dir: Path) -> None:
+    """This process runs ``run_dir`` (until ``unregister_active``)."""
+    ACTIVE.mkdir(parents=True, exist_ok=True)
+    (ACTIVE / f"{os.getpid()}.json").write_text(json.dumps({"run_dir": str(Path(run_dir).resolve()),
+                                                            "pid": os.getpid()}))
+
+
+def unregister_active() -> None:
+    (ACTIVE / f"{os.getpid()}.json").unlink(missing_ok=True)
+
+
+def mark_killed_runs() -> list[Path]:
+    """Runs whose process is gone without finishing them: marked incomplete (killed), and what
+    they recorded up to then combined into their tables (``testbed figures`` reads them)."""
+    marked = []
+    for entry in sorted(ACTIVE.glob("*.json")) if ACTIVE.is_dir() else []:
+        try:
+            info = json.loads(entry.read_text())
+        except (OSError, ValueError):
+            entry.unlink(missing_ok=True)
+            continue
+        if _alive(int(info.get("pid", 0))):
+            continue
+        run_dir = Path(info["run_dir"])
+        status = run_dir / "status.json"
+        if status.exists() and json.loads(status.read_text()).get("state") == "running":
+            trials = json.loads((run_dir / "trials.json").read_text()) if (run_dir / "trials.json").exists() else []
+            try:
+                finalize(run_dir, [t for t in trials if Path(t["dir"]).exists()])
+            except Exception:       # what can be read is read; the status says what happened
+                pass
+            status.write_text(json.dumps({"state": "incomplete", "time": time.time(),
+                                          "reason": f"killed: process {info.get('pid')} ended without finishing"},
+                                         indent=2))
+            marked.append(run_dir)
+        entry.unlink(missing_ok=True)
+    return marked
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = next((line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("State:")), "")
+    except OSError:
+        return False
+    return state not in ("Z", "X")

@@ -111,6 +111,7 @@ class Runner:
                 for scenario, spec in variants.items() for planner in spec.planners]
 
     def run(self) -> Path:
+        records.mark_killed_runs()
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_dir = self.run_root / f"{stamp}-{self.spec.name}"
         self.run_dir.mkdir(parents=True, exist_ok=False)
@@ -118,6 +119,7 @@ class Runner:
         trials = self.trials(self.run_dir)
         (self.run_dir / "trials.json").write_text(json.dumps([t.record() for t in trials], indent=2))
         self._status("running")
+        records.register_active(self.run_dir)
         backend, done = None, []
         try:
             for trial in trials:
@@ -136,6 +138,8 @@ class Runner:
                 pass
             self._status("incomplete", reason="interrupted" if interrupted else f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            records.unregister_active()
         return self.run_dir
 
     def _status(self, state: str, **extra) -> None:

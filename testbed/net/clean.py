@@ -23,12 +23,14 @@ class CleanReport:
     interfaces: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)        # killed runs marked incomplete
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"removed {len(self.namespaces)} namespaces, {self.processes} processes, "
                 f"{len(self.interfaces)} interfaces, {len(self.containers)} containers, "
-                f"{len(self.cgroups)} server cgroups")
+                f"{len(self.cgroups)} server cgroups" + (f"; marked {len(self.runs)} killed runs incomplete"
+                                                         if self.runs else ""))
 
 
 def testbed_namespaces() -> list[str]:

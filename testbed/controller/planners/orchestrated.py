@@ -102,8 +102,8 @@ class OrchestratedPlanner(Planner):
         return ((1 + self.params.margin) * longest + self.params.lead_control_trips * self._control(state, services)
                 + self.params.lead_reports * state.report_period_s)
 
-    def due(self, state, user) -> tuple[float, str] | None:
-        """(t', target) if ``user`` must be decided now, else None.
+    def due(self, state, user, slack: float = 0.0) -> tuple[float, str] | None:
+        """(t', target) if ``user`` must be decided now (or within ``slack`` s), else None.
 
         A handover predicted within the lead makes a user due, at t' = the predicted
         time or the earliest a migration could be ready, whichever is later.  A user the
@@ -113,12 +113,12 @@ class OrchestratedPlanner(Planner):
         if not services or user.position is None or user.ap is None or any(s.moving for s in services):
             return None
         lead = self.lead(state, services)
-        predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s,
+        predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s + slack,
                                            step_s=self.params.prediction_step_s)
         if predicted is None:
             return None
         t_ho, target = predicted
-        if t_ho - state.t > lead:
+        if t_ho - state.t > lead + slack:
             return None                                 # a later report will decide it
         t_prime = max(t_ho, state.t + lead)
         last = self.planned.get(user.name)
@@ -130,9 +130,12 @@ class OrchestratedPlanner(Planner):
         return t_prime, target
 
     def on_report(self, state, user):
+        """Decide when ``user`` is due, together with every user that is or would be by its next
+        report (their reports arrive one by one, a report period apart at most)."""
         if self.due(state, user) is None:
             return []
-        due = {u.name: when for u in state.users.values() if (when := self.due(state, u)) is not None}
+        due = {u.name: when for u in state.users.values()
+               if (when := self.due(state, u, slack=state.report_period_s)) is not None}
         return self.plan(state, due)
 
     # -- where ----------------------------------------------------------------------------
@@ -190,7 +193,8 @@ class OrchestratedPlanner(Planner):
         values = {"cpu": info.cpus - sum(s.cpus for s in fixed) - info.background_cores,
                   "memory": info.memory_mb - sum(s.memory_mb for s in fixed),
                   "storage": info.storage_mb - sum((s.image_bytes + s.full_bytes) / 2**20 for s in fixed)}
-        return tuple(values[r] for r in self.params.resources)
+        # what is already over-committed by the services not being decided leaves nothing (not less)
+        return tuple(max(0.0, values[r]) for r in self.params.resources)
 
     def per_user_choices(self, problem: milp.PlacementProblem) -> dict[str, milp.Option]:
         """What solving each user alone (the capacities as they are) would choose: for the record."""
