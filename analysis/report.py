@@ -184,10 +184,11 @@ def wire_section(run_dirs) -> list[str]:
                 for service in sorted({c["service"] for c in compared}):
                     mine = [c for c in compared if c["service"] == service]
                     agree = sum(c["agree"] for c in mine)
+                    explained = sum(c["explained"] for c in mine)
                     worst = max((abs(c["difference_s"]) for c in mine if c["difference_s"] is not None), default=0)
                     rows.append([label, service, f"{sum(c['client_s'] for c in mine):.3f}",
                                  f"{sum(c['wire_s'] or 0 for c in mine):.3f}", f"{agree}/{len(mine)}",
-                                 f"{1e3 * worst:.1f}"])
+                                 f"{explained}/{len(mine)}", f"{1e3 * worst:.1f}"])
                     notes += [f"{label} {service}: outage at {c['client_start']:.2f}: client {c['client_s']:.3f} s, "
                               f"wire {c['wire_s'] if c['wire_s'] is None else round(c['wire_s'], 3)} s: "
                               f"{c['reason']}" for c in mine if not c["agree"]]
@@ -198,9 +199,10 @@ def wire_section(run_dirs) -> list[str]:
         return ["## Downtime on the wire", "", "not measured: no captures in these runs", ""]
     lines = ["## Downtime on the wire", "",
              f"The client's outages next to the same outages seen in the user's packet capture (agree: within "
-             f"{1e3 * wire.AGREE_S:.0f} ms).", ""]
+             f"{1e3 * wire.AGREE_S:.0f} ms; explained: agreeing, or differing for a stated reason with the "
+             f"outages' ends within {1e3 * wire.AGREE_S:.0f} ms).", ""]
     lines += _table(["trial", "service", "client downtime (s)", "wire downtime (s)", "outages agreeing",
-                     "largest difference (ms)"], rows)
+                     "agreeing or explained", "largest difference (ms)"], rows)
     if notes:
         lines += ["Outages that do not agree, and why:", ""] + [f"* {n}" for n in notes] + [""]
     if paths:

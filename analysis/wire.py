@@ -9,7 +9,8 @@ rule as the client's (``testbed.records.outages``) then gives the downtime on
 the wire, which is compared outage by outage with the client's.  They differ
 where the client counts from something the wire cannot see: the radio going
 down under a request already sent (the client's outage starts then, the wire's
-at the request).  Replies also say which interface, so which base station,
+at the request).  An attempt on a new connection counts from its SYN on both
+sides, so the outages' ends agree.  Replies also say which interface, so which base station,
 carried the user's traffic after every handover.
 """
 
@@ -59,11 +60,14 @@ def attempts(packets: pd.DataFrame, service_port: int = ports.SERVICE) -> pd.Dat
     for (client, server), flow in packets.sort_values("t").groupby(["client", "server"], sort=False):
         request, any_request, last = None, False, float(flow["t"].max())
         syn = flow[(flow["dport"] == service_port) & flow["flags"].str.contains("S")]
+        # a connection's first request counts from its SYN, as the client counts an attempt
+        # from its connect(); later ones from their first segment
+        opened = float(syn["t"].min()) if len(syn) else None
         for row in flow.itertuples(index=False):
             to_service = row.dport == service_port
             if to_service and row.payload > 0:
                 if request is None:
-                    request = row.t            # the first segment of a request marks it
+                    request = row.t if any_request or opened is None else opened
                 any_request = True
             elif not to_service and row.payload > 0 and request is not None:
                 rows.append({"endpoint": f"{server}:{service_port}", "sent": request, "received": row.t, "ok": True,
@@ -79,7 +83,13 @@ def attempts(packets: pd.DataFrame, service_port: int = ports.SERVICE) -> pd.Dat
 
 
 def compare_trial(trial_dir: Path, user: str) -> list[dict]:
-    """Per service of ``user``: each of the client's outages next to the wire's."""
+    """Per service of ``user``: each of the client's outages next to the wire's.
+
+    An outage that began with the user's radio going down is compared by its end only:
+    the wire cannot see the radio go down (its outage starts at a request that was in
+    flight then, or, with none in flight, nothing crosses the wire until the radio is
+    back).  It is explained when the first attempt the wire saw after it (or the end of
+    the wire's own outage) is within 20 ms of the client's end."""
     pcap = trial_dir / f"capture-{user}.pcap"
     log = trial_dir / f"requests-{user}.jsonl"
     if not pcap.exists() or not log.exists():
@@ -92,23 +102,39 @@ def compare_trial(trial_dir: Path, user: str) -> list[dict]:
                      for e in rows["endpoint"].dropna()}
         wire = seen[seen["endpoint"].isin(endpoints)]
         mine = outages(rows.to_dict("records"))
-        theirs = outages(wire.to_dict("records")) if not wire.empty else []
-        radio_down = [r["received"] for r in rows.to_dict("records")
-                      if not r["ok"] and str(r.get("error", "")).startswith("interrupted")]
+        theirs = [o for o in outages(wire.to_dict("records")) if o.seconds > 0] if not wire.empty else []
         for outage in mine:
-            match = min(theirs, key=lambda o: abs(o.start - outage.start) + abs(o.end - outage.end), default=None)
+            overlapping = [o for o in theirs if o.start <= outage.end + AGREE_S and o.end >= outage.start - AGREE_S]
+            match = max(overlapping, key=lambda o: min(o.end, outage.end) - max(o.start, outage.start), default=None)
             difference = None if match is None else (match.seconds - outage.seconds)
-            reason = None
-            if match is None:
+            agree = difference is not None and abs(difference) <= AGREE_S
+            reason, explained = None, agree
+            radio_down = outage.cause.startswith("interrupted") or "unreachable" in outage.cause.lower() \
+                or "ENETUNREACH" in outage.cause
+            if not agree and radio_down:
+                if match is not None:
+                    wire_end = match.end
+                else:
+                    after = wire[wire["sent"] >= outage.start - AGREE_S]["sent"]
+                    wire_end = float(after.min()) if len(after) else None
+                ends = None if wire_end is None else wire_end - outage.end
+                seen_as = "a request in flight then" if match is not None and match.start < outage.start else \
+                    "the first attempt that crossed it"
+                explained = ends is not None and abs(ends) <= AGREE_S
+                if ends is None and (wire.empty or float(wire["received"].max()) < outage.end):
+                    explained = True
+                    seen_as = "nothing: the capture had ended"
+                reason = (f"the client counts from the radio going down ({outage.cause}), "
+                          f"the wire from {seen_as}; the ends differ by "
+                          f"{'-' if ends is None else f'{1e3 * ends:.1f}'} ms")
+            elif match is None:
                 reason = "the wire saw no outage here"
-            elif abs(difference) > AGREE_S and any(abs(t - outage.start) < 1e-6 for t in radio_down):
-                reason = "the client counts from the radio going down, the wire from the request before"
-            elif abs(difference) > AGREE_S:
+            elif not agree:
                 reason = "unexplained"
             result.append({"service": service, "client_start": outage.start, "client_s": outage.seconds,
                            "wire_start": None if match is None else match.start,
                            "wire_s": None if match is None else match.seconds,
-                           "difference_s": difference, "agree": difference is not None and abs(difference) <= AGREE_S,
+                           "difference_s": difference, "agree": agree, "explained": explained,
                            "reason": reason})
     return result
 

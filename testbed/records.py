@@ -28,6 +28,7 @@ class Outage:
     start: float
     end: float
     failures: int
+    cause: str = ""       # the first failure's error ("interrupted: out of coverage", "timeout: ...")
 
     @property
     def seconds(self) -> float:
@@ -64,19 +65,20 @@ def outages(rows: list[dict] | pd.DataFrame) -> list[Outage]:
     last_received = float("-inf")
     start = None
     failures = 0
+    cause = ""
     for row in frame.itertuples(index=False):
         if row.ok:
             if start is not None and row.sent >= start:
-                result.append(Outage(start, row.sent, failures))
+                result.append(Outage(start, row.sent, failures, cause))
                 start, failures = None, 0
             last_received = max(last_received, row.received)
         elif row.outage_failure and row.sent >= last_received:
             if start is None:
-                interrupted = str(getattr(row, "error", "")).startswith("interrupted")
-                start = row.received if interrupted else row.sent
+                cause = str(getattr(row, "error", "") or "")
+                start = row.received if cause.startswith("interrupted") else row.sent
             failures += 1
     if start is not None:  # still down when the log ends
-        result.append(Outage(start, float(frame["received"].max()), failures))
+        result.append(Outage(start, float(frame["received"].max()), failures, cause))
     return result
 
 
@@ -168,6 +170,7 @@ def trial_metrics(requests: pd.DataFrame, events: pd.DataFrame, migrations: pd.D
                "processing_mean_ms": float(ok["proc_ms"].mean()) if len(ok) else None,
                "transmission_mean_ms": float(ok["tx_ms"].mean()) if len(ok) else None,
                "downtime_total_s": float(sum(o.seconds for o in found)), "outages": len(found),
+               "downtime_coverage_s": float(sum(o.seconds for o in found if o.cause.endswith("out of coverage"))),
                "handovers": handovers,
                "migrations_ok": int(moved["ok"].astype(bool).sum()) if not moved.empty else 0,
                "migrations_failed": int((~moved["ok"].astype(bool)).sum()) if not moved.empty else 0,
@@ -192,6 +195,7 @@ def _rows_of(frame: pd.DataFrame, trial: dict, keys: list[str]) -> pd.DataFrame:
 
 
 METRICS = ("e2e_mean_ms", "e2e_std_ms", "processing_mean_ms", "transmission_mean_ms", "downtime_total_s",
+           "downtime_coverage_s",
            "outages", "handovers", "migrations_ok", "migrations_failed", "counter_breaks", "requests_ok",
            "requests_failed")
 

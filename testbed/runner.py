@@ -204,12 +204,13 @@ class Runner:
     def _initial_users(spec: ExperimentSpec) -> dict:
         """Where each user starts, and the base station it hears best there."""
         radio = spec.radio
-        loss, policy = PathLoss(radio, spec.seed), HysteresisHandover(radio)
+        policy = HysteresisHandover(radio)
         stations = {ap: spec.topology.nodes[ap].position for ap in spec.topology.nodes_with_role("ap")}
         result = {}
         for name in spec.users:
             position = build_mobility(**spec.mobility_params(name)).position(0.0)
-            result[name] = {"position": list(position), "ap": policy.best(loss.all(stations, position, 0))}
+            rssi = PathLoss(radio, spec.seed, user=name).all(stations, position, 0)
+            result[name] = {"position": list(position), "ap": policy.best(rssi)}
         return result
 
     def _controller_config(self, spec: ExperimentSpec, planner: PlannerSpec, net, trial_dir, users,

@@ -116,8 +116,11 @@ class Stack:
         for ap in self.net.spec.nodes_with_role("ap"):
             link = plan.link_between(ap, user)
             ports[ap] = {"interface": self.net.interface(user, ap), "address": link.address(user),
-                         "gateway": link.address(ap)}
-        stations = {ap: list(self.net.spec.nodes[ap].position) for ap in self.net.spec.nodes_with_role("ap")}
+                         "gateway": link.address(ap), "station_interface": self.net.interface(ap, user),
+                         "station_pid": self.net.node(ap).pid}
+        aps = {ap: self.net.spec.nodes[ap] for ap in self.net.spec.nodes_with_role("ap")}
+        stations = {ap: list(node.position) for ap, node in aps.items()}
+        extra.setdefault("capacities", {ap: node.capacity for ap, node in aps.items()})
         mobility, radio = extra.get("mobility"), extra.get("radio")
         if isinstance(mobility, dict) and "name" in mobility:         # the former spelling
             extra["mobility"] = renamed("mobility {'name': ...}", "{'model': ...}",

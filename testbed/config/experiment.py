@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -66,9 +67,17 @@ class RadioSpec(Strict):
     d0_m: float = Field(default=1.0, gt=0)
     exponent: float = Field(default=3.0, gt=0, description="urban / indoor obstructed")
     shadowing_sigma_db: float = Field(default=0.0, ge=0)
+    shadowing_decorrelation_m: float = Field(default=10.0, ge=0, description=(
+        "Gudmundson's decorrelation distance (correlation exp(-d / d_c)); 0: a fresh draw every sample"))
     sensitivity_dbm: float = Field(default=-85.0, description="minimum RSSI to decode (3d)")
     hysteresis_db: float = Field(default=3.0, ge=0)
+    handover_rule: Literal["hysteresis", "a3"] = Field(default="hysteresis", description=(
+        "hysteresis: leave for a station stronger by hysteresis_db; a3: the same for time_to_trigger"))
+    time_to_trigger: Seconds = Field(default=0.0, ge=0, description="a3: how long the condition must hold")
     handover_time: Seconds = Field(default=0.5, ge=0, description="seed 002: 500 ms (ref. [22])")
+    link_rate: Literal["fixed", "rssi"] = Field(default="rssi", description=(
+        "the radio link's rate: rssi: follows the user's SNR through rate_table (shared by the users of a "
+        "base station); fixed: the radio link class's bandwidth"))
     rate_table: str | list[tuple[float, float]] = Field(
         default="802.11n", description="rate by SNR: a named table (testbed.rates) or [[snr_db, mbps], ...]")
     noise_floor_dbm: float = Field(default=-95.0, description="of the channel (20 MHz: -95 dBm)")

@@ -55,6 +55,9 @@ class NodeSpec(Strict):
     storage: Bytes = Field(default=64 * 1024**3, gt=0, description="disk for images and state (server roles, (3c))")
     compute: float = Field(default=1.0, gt=0, description="relative computational power C_s (eq. 4)")
     max_users: int = Field(default=10, ge=1, description="users one base station serves (3e)")
+    capacity: Mbps | None = Field(default=None, gt=0, le=10_000, description=(
+        "base station only: the rate its attached users share by airtime (radio link_rate rssi); "
+        "none: each user's own rate from the rate table"))
     site: str = Field(default="default", description="servers of one site share a network (seed 004)")
     path: list[Point] | None = Field(default=None, description="MU only: waypoints in metres")
 
@@ -64,6 +67,8 @@ class NodeSpec(Strict):
             raise ValueError("a base station (role ap) needs a position")
         if self.role == "mu" and self.path is not None and len(self.path) < 2:
             raise ValueError("path needs at least two waypoints")
+        if self.role != "ap" and self.capacity is not None:
+            raise ValueError("only a base station (role ap) has a capacity")
         if self.role != "mu" and self.path is not None:
             raise ValueError("only a mobile user (role mu) has a path")
         return self

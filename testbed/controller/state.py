@@ -15,8 +15,8 @@ from testbed.config import CalibrationSpec, RadioSpec, TopologySpec, read_yaml
 from testbed.config.experiment import DEFAULT_CALIBRATION
 from testbed.controller.estimators import DEFAULT_RATES, MigrationTimeModel, PathEstimate
 from testbed.mobility.base import Point, distance
-from testbed.radio import HysteresisHandover, PathLoss
-from testbed.rates import RateTable
+from testbed.radio import HysteresisHandover, PathLoss, handover_rule
+from testbed.rates import RateTable, airtime_share
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Station:
     position: Point
     max_users: int
     uplink: str                   # the server the base station is wired to
+    capacity_mbps: float | None = None   # shared by its users' airtime (radio link_rate rssi)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class SystemState:
     handover_time_s: float = 0.5
     report_period_s: float = 0.5
     rates: RateTable = DEFAULT_RATES        # the radio's rate by RSSI (eq. 4's B_ub)
+    shared_radio: bool = False              # users of a base station share its airtime
 
     @classmethod
     def build(cls, spec: TopologySpec, radio: RadioSpec, report_period: float, t: float | None = None,
@@ -116,10 +118,12 @@ class SystemState:
         for name in spec.nodes_with_role("ap"):
             uplinks = [c.b if c.a == name else c.a for c in spec.connections if name in (c.a, c.b)]
             uplink = next((u for u in uplinks if spec.nodes[u].is_server), uplinks[0] if uplinks else None)
-            stations[name] = Station(name, spec.nodes[name].position, spec.nodes[name].max_users, uplink)
+            stations[name] = Station(name, spec.nodes[name].position, spec.nodes[name].max_users, uplink,
+                                     spec.nodes[name].capacity)
         return cls(time.time() if t is None else t, servers, stations, {}, {}, Network(addressing.plan(spec)),
-                   PathLoss(radio, seed), HysteresisHandover(radio), MigrationTimeModel.from_calibration(calibration),
-                   handover_time_s=radio.handover_time, report_period_s=report_period, rates=radio.rates())
+                   PathLoss(radio, seed), handover_rule(radio), MigrationTimeModel.from_calibration(calibration),
+                   handover_time_s=radio.handover_time, report_period_s=report_period, rates=radio.rates(),
+                   shared_radio=radio.link_rate == "rssi")
 
     def users_on(self, station: str) -> int:
         return sum(1 for u in self.users.values() if u.ap == station)
@@ -134,10 +138,15 @@ class SystemState:
         candidates = [s for s in self.servers.values() if s.role in roles and s.position is not None]
         return min(candidates, key=lambda s: (distance(s.position, position), s.name)).name
 
-    def path(self, rssi: float, station: str, server: str, rates: RateTable | None = None) -> PathEstimate:
+    def path(self, rssi: float, station: str, server: str, rates: RateTable | None = None,
+             sharing: int = 1) -> PathEstimate:
+        """Eq. (4)'s path from a user at ``rssi`` through ``station`` to ``server``; with a
+        shared radio, the station's airtime is split among ``sharing`` users."""
         """What the user would see through ``station`` to ``server`` at this RSSI (rates: the
         radio's table unless given)."""
         rate = (rates or self.rates).rate_mbps(rssi)
+        if self.shared_radio:
+            rate = airtime_share(rate, sharing, self.stations[station].capacity_mbps)
         return PathEstimate(bandwidth_mbps=min(rate, self.network.bandwidth(station, server)),
                             rtt_s=2 * self.network.one_way(station, server),
                             compute=self.servers[server].compute)
@@ -147,17 +156,20 @@ class SystemState:
         return user.position[0] + user.velocity[0] * dt, user.position[1] + user.velocity[1] * dt
 
     def predicted_rssi(self, user: User, at: float) -> dict[str, float]:
+        """The mean model's RSSI where ``user`` will be at ``at`` (shadowing is not predictable)."""
         position = self.predicted_position(user, at)
-        return {name: self.path_loss.rssi(name, st.position, position) for name, st in self.stations.items()}
+        return {name: self.path_loss.mean_rssi(st.position, position) for name, st in self.stations.items()}
 
     def predict_handover(self, user: User, horizon_s: float, step_s: float = 0.1) -> tuple[float, str] | None:
-        """When and where relative hysteresis will move ``user`` within ``horizon_s`` (mean model)."""
+        """When and where the handover rule will move ``user`` within ``horizon_s`` (mean model;
+        a time to trigger counts from the user's last report)."""
         if user.position is None or user.ap is None:
             return None
+        rule = handover_rule(self.policy.params)
         k = 0
         while k * step_s <= horizon_s:
             at = user.t + k * step_s
-            target = self.policy.decide(user.ap, self.predicted_rssi(user, at))
+            target = rule.decide_at(user.ap, self.predicted_rssi(user, at), at)
             if target:
                 return at, target
             k += 1

@@ -14,6 +14,8 @@ class RadioPortConfig(Strict):
     interface: str = Field(description="the user's interface towards this base station")
     address: str = Field(description="the user's address on it")
     gateway: str = Field(description="the base station's address on it")
+    station_interface: str | None = Field(default=None, description="the base station's end (downlink rate)")
+    station_pid: int | None = Field(default=None, description="a process in the base station's namespace")
 
 
 class WorkloadConfig(Strict):
@@ -39,6 +41,9 @@ class UserConfig(Strict):
     run_dir: Path | None = None
     radio_ports: dict[str, RadioPortConfig] = Field(description="per base station: the radio interface")
     stations: dict[str, Point] = Field(default={}, description="base station positions")
+    capacities: dict[str, float | None] = Field(default={}, description="base station capacity (Mbit/s)")
+    attachments: Path | None = Field(default=None, description=(
+        "where users mark the base station they are attached to (default: RUN_DIR/radio)"))
     services: list[UsedService] = []
     initial_ap: str | None = None
     mobility: dict | None = Field(default=None, description="{'model': ..., arguments} (testbed.mobility.build)")

@@ -150,6 +150,7 @@ class OffloadingClient(threading.Thread):
         self._sock: socket.socket | None = None
         self._log = open(log_path, "a", buffering=1) if log_path else None
         self._interrupted_at: float | None = None
+        self._interrupt_cause = "radio link down"
         self.rid = 0
         self.ewma_e2e: float | None = None
         self.last_counter: int | None = None
@@ -167,11 +168,12 @@ class OffloadingClient(threading.Thread):
                 self._pending = [(p[0], int(p[1])) for p in pending]
         self._wake.set()
 
-    def interrupt(self) -> None:
+    def interrupt(self, cause: str = "radio link down") -> None:
         """The radio link went down: abandon the task in flight now (do not wait for a timeout).
-        It is logged as failed at this moment: the outage began with the radio, not when
-        the task was sent."""
+        It is logged as failed at this moment, with ``cause``: the outage began with the
+        radio, not when the task was sent."""
         self._interrupted_at = time.time()
+        self._interrupt_cause = cause
         self._drop_connection()
 
     def stop(self) -> None:
@@ -208,6 +210,7 @@ class OffloadingClient(threading.Thread):
         return protocol.encode(header, self.workload.payload(self.rid))
 
     def _success(self, endpoint, started: float, received: float, header: dict, recovery: bool) -> None:
+        self._interrupted_at = None          # a radio outage that came and went between two requests
         e2e = received - started
         self.ewma_e2e = e2e if self.ewma_e2e is None else 0.8 * self.ewma_e2e + 0.2 * e2e
         proc_ms = float(header.get("proc_ms", 0.0))
@@ -266,9 +269,10 @@ class OffloadingClient(threading.Thread):
             if self._stopping.is_set():
                 return True  # we hung up ourselves: not an outage
             interrupted, self._interrupted_at = self._interrupted_at, None
-            if interrupted is not None and interrupted >= started:
-                self._failure(endpoint, started, "interrupted: radio link down", recovery=False,
-                              failed_at=interrupted)
+            if interrupted is not None:
+                # under this request, or while none was in flight: the outage began with the radio
+                self._failure(endpoint, started, f"interrupted: {self._interrupt_cause}", recovery=False,
+                              failed_at=interrupted if interrupted >= started else None)
                 return False
             kind = "timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
             self._failure(endpoint, started, f"{kind}: {exc}", recovery=False)

@@ -21,12 +21,16 @@ class RadioPort:
     interface: str      # the user's interface towards this base station
     address: str        # the user's address on it
     gateway: str        # the base station's address on it
+    station_interface: str | None = None   # the base station's end of the link (downlink rate)
+    station_pid: int | None = None         # a process in the base station's namespace
 
 
 class RadioLink:
-    def __init__(self, ports: dict[str, RadioPort], on_down=None):
+    def __init__(self, ports: dict[str, RadioPort], on_down=None, on_up=None):
+        """``on_down(ap)`` runs after the link to ``ap`` went down, ``on_up(ap)`` after it came up."""
         self.ports = ports
-        self.on_down = on_down or (lambda: None)
+        self.on_down = on_down or (lambda ap: None)
+        self.on_up = on_up or (lambda ap: None)
         self.current: str | None = None
         self.in_handover = False
         self._lock = threading.Lock()
@@ -40,10 +44,11 @@ class RadioLink:
 
     def down(self) -> None:
         with self._lock:
-            if self.current is not None:
-                self._ip(f"link set {self.ports[self.current].interface} down")
+            old = self.current
+            if old is not None:
+                self._ip(f"link set {self.ports[old].interface} down")
             self.current = None
-        self.on_down()
+        self.on_down(old)
 
     def up(self, ap: str) -> None:
         port = self.ports[ap]
@@ -51,6 +56,7 @@ class RadioLink:
             self._ip(f"link set {port.interface} up",
                      f"route replace default via {port.gateway} dev {port.interface} src {port.address}")
             self.current = ap
+        self.on_up(ap)
 
     def handover(self, ap: str, duration: float, started: float | None = None) -> dict:
         """Break before make: down, ``duration`` seconds without radio (counted from

@@ -30,13 +30,15 @@ from pathlib import Path
 
 from testbed import mobility
 from testbed.events import EventLog
+from testbed.mu.airtime import Attachments, RateShaper
 from testbed.mu.config import UserConfig, WorkloadConfig
 from testbed.mu.offloading import OffloadingClient, Workload
 from testbed.mu.radio_link import RadioLink, RadioPort
-from testbed.radio import HysteresisHandover, PathLoss
+from testbed.radio import PathLoss, handover_rule
 from testbed.rpc import RpcClient, RpcError
 
 MANAGEMENT_DIR = Path("/run/mec-testbed/users")
+ATTACHMENTS_DIR = Path("/run/mec-testbed/radio")      # without a run directory
 
 
 def management_socket(user: str) -> str:
@@ -62,10 +64,15 @@ class MobileUser:
         self.run_dir = config.run_dir
         self.events = EventLog(self.run_dir / "events.jsonl" if self.run_dir else None, f"mu:{self.name}")
         ports = {ap: RadioPort(ap=ap, **port.model_dump()) for ap, port in config.radio_ports.items()}
-        self.radio = RadioLink(ports, on_down=self._link_down)
+        self.radio = RadioLink(ports, on_down=self._link_down, on_up=self._link_up)
         self.params = config.radio
-        self.path_loss = PathLoss(self.params, seed=config.seed)
-        self.policy = HysteresisHandover(self.params)
+        self.path_loss = PathLoss(self.params, seed=config.seed, user=self.name)
+        self.policy = handover_rule(self.params)
+        self.attachments = Attachments(config.attachments or (self.run_dir / "radio" if self.run_dir
+                                                               else ATTACHMENTS_DIR))
+        self.shaper = RateShaper(self.name, self.params.rates(), self.attachments, config.capacities,
+                                 self.events.emit) if self.params.link_rate == "rssi" else None
+        self._lost: dict | None = None      # where and when coverage ended, until it returns
         self.stations = {ap: tuple(p) for ap, p in config.stations.items()}
         self.model = mobility.build(**config.mobility) if config.mobility else None
         self.decides_handover = config.handover == "rssi"
@@ -115,11 +122,52 @@ class MobileUser:
                 for s, w in self.replies.items() if span}
 
     # -- radio ---------------------------------------------------------------------
-    def _link_down(self):
+    def _link_down(self, ap: str | None):
+        cause = "out of coverage" if self._lost else "radio link down"
+        if ap is not None:
+            self.attachments.detach(ap, self.name)
+            if self.shaper:
+                self.shaper.applied.pop(ap, None)
         for client in self.clients.values():
-            client.interrupt()
+            client.interrupt(cause)
         if self.controller is not None:
             self.controller.close()  # its connection used the old link's address
+
+    def _link_up(self, ap: str) -> None:
+        self.attachments.attach(ap, self.name)
+        self._shape(ap, self.state["rssi"] or self._initial_rssi())
+
+    def _initial_rssi(self) -> dict[str, float]:
+        if self.model is None:
+            return {}
+        return self.path_loss.all(self.stations, self.model.position(0.0), sample=0)
+
+    def _shape(self, ap: str, rssi: dict[str, float]) -> None:
+        """The link to ``ap`` at the rate this user's SNR and the station's other users allow."""
+        if self.shaper is None or ap not in rssi:
+            return
+        try:
+            self.shaper.update(self.radio.ports[ap], rssi[ap])
+        except (RuntimeError, OSError) as exc:
+            self.events.emit("radio.rate_failed", user=self.name, ap=ap, error=str(exc))
+
+    def _lose_coverage(self, serving: str, sim_t: float, rssi: dict[str, float]) -> None:
+        """No base station is heard: the radio goes down until one is (the user gets no service)."""
+        self._lost = {"from": serving, "start": time.time()}
+        self.events.emit("radio.lost", user=self.name, ap=serving, cause="out of coverage", sim_t=round(sim_t, 4),
+                         rssi={ap: round(v, 2) for ap, v in rssi.items()})
+        self.radio.down()
+
+    def _regain_coverage(self, target: str, sim_t: float) -> None:
+        lost, self._lost = self._lost, None
+        self.attach(target)
+        if lost is None:
+            return
+        record = {"from": lost["from"], "to": target, "start": lost["start"], "end": time.time()}
+        self.events.emit("radio.regained", user=self.name, sim_t=round(sim_t, 4),
+                         downtime_s=round(record["end"] - record["start"], 4), **record)
+        if self.controller is not None and target != lost["from"]:
+            threading.Thread(target=self._notify_handover, args=(record, "coverage"), daemon=True).start()
 
     def _do_handover(self, target: str, duration: float, reason: str, sim_t: float | None) -> dict | None:
         if not self._handover_lock.acquire(blocking=False):
@@ -173,25 +221,32 @@ class MobileUser:
             rssi = self.path_loss.all(self.stations, position, sample=k)
             self.state = {"position": position, "rssi": rssi, "sim_t": sim_t,
                           "velocity": self.model.velocity(sim_t)}
-            if self._mobility_log:
-                self._mobility_log.write(json.dumps({
-                    "t": round(time.time(), 4), "sim_t": round(sim_t, 4), "x": round(position[0], 4),
-                    "y": round(position[1], 4), "ap": self.radio.current,
-                    "rssi": {ap: round(v, 3) for ap, v in rssi.items()}}) + "\n")
             if not self.radio.in_handover:
                 serving = self.radio.current
-                target = self.policy.decide(serving, rssi)
-                forced = serving is not None and rssi.get(serving, -1e9) < self.params.sensitivity_dbm
-                if target and serving is None:
-                    self.attach(target)
-                elif target and (self.decides_handover or forced):
-                    reason = "rssi" if self.decides_handover else "lost_signal"
+                action = self.policy.action(serving, rssi, sim_t, user_decides=self.decides_handover)
+                kind, target = action or (None, None)
+                if kind == "lost":
+                    self._lose_coverage(serving, sim_t, rssi)
+                elif kind == "attach":
+                    self._regain_coverage(target, sim_t)
+                elif kind is None and serving is not None:
+                    self._shape(serving, rssi)
+                elif kind in ("handover", "forced"):
+                    reason = "rssi" if kind == "handover" else "lost_signal"
                     self.events.emit("handover.triggered", user=self.name, source=serving, target=target,
                                      reason=reason, sim_t=round(sim_t, 4),
                                      rssi={ap: round(v, 2) for ap, v in rssi.items()})
                     threading.Thread(target=self._do_handover,
                                      args=(target, self.params.handover_time, reason, round(sim_t, 4)),
                                      daemon=True).start()
+            if self._mobility_log:
+                current = self.radio.current
+                self._mobility_log.write(json.dumps({
+                    "t": round(time.time(), 4), "sim_t": round(sim_t, 4), "x": round(position[0], 4),
+                    "y": round(position[1], 4), "ap": current,
+                    "rssi": {ap: round(v, 3) for ap, v in rssi.items()},
+                    "mbps": round(self.shaper.applied[current], 3) if self.shaper and current in self.shaper.applied
+                    else None}) + "\n")
             k += 1
 
     # -- the Local Monitor ---------------------------------------------------------------
@@ -283,6 +338,8 @@ class MobileUser:
 
     def stop(self) -> bool:
         self._stopped.set()
+        if self.radio.current is not None:
+            self.attachments.detach(self.radio.current, self.name)
         for client in self.clients.values():
             client.stop()
         for client in self.clients.values():

@@ -157,11 +157,13 @@ class OrchestratedPlanner(Planner):
             baseline = user.ap if user.ap in state.policy.usable(rssi) else target
             for service in sorted(state.services_of(name), key=lambda s: s.name):
                 demand[service.name] = self._demand(service)
-                now_path = state.path(rssi[baseline], baseline, service.server, rates)
+                now_path = state.path(rssi[baseline], baseline, service.server, rates,
+                                      self._sharing(state, name, baseline))
                 tasks = self._tasks(user, service)
                 for station in sorted(stations):
+                    sharing = self._sharing(state, name, station)
                     for server in sorted(state.servers):
-                        new_path = state.path(stations[station], station, server, rates)
+                        new_path = state.path(stations[station], station, server, rates, sharing)
                         change = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, new_path)
                         mig = self.estimate_migration(state, service, server) if server != service.server else None
                         handover = state.handover_time_s if station != user.ap else None
@@ -174,6 +176,11 @@ class OrchestratedPlanner(Planner):
         stations = {b: st.max_users - sum(1 for u in state.users.values() if u.ap == b and u.name not in due)
                     for b, st in state.stations.items()}
         return milp.PlacementProblem(sorted(due), options, demand, capacity, stations), estimates
+
+    @staticmethod
+    def _sharing(state, user: str, station: str) -> int:
+        """The users whose airtime ``user`` would share at ``station``: those there now, and itself."""
+        return 1 + sum(1 for u in state.users.values() if u.ap == station and u.name != user)
 
     def _tasks(self, user, service) -> float:
         """n-hat of eq. (1): the user's measured task rate times the horizon."""

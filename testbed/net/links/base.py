@@ -55,15 +55,20 @@ class ShapedIntf(Intf):
         return result
 
     def tc_commands(self, shape: LinkParams) -> list[str]:
-        rate = f"{shape.bandwidth:.6f}mbit"
-        # r2q so that the quantum stays within htb's range at any rate.
-        quantum = max(1514, min(200000, int(shape.bandwidth * 1e6 / 8 / 1000)))
         return [
             f"tc qdisc replace dev {self.name} root handle 5: htb default 1",
-            f"tc class add dev {self.name} parent 5: classid 5:1 htb rate {rate} ceil {rate} "
-            f"burst 15k cburst 15k quantum {quantum}",
+            rate_command(self.name, shape.bandwidth, verb="add"),
             f"tc qdisc add dev {self.name} parent 5:1 handle 10: pfifo limit {shape.queue}",
         ]
+
+
+def rate_command(interface: str, mbps: float, verb: str = "change") -> str:
+    """The tc command that sets a shaped interface's rate (``change``: on the live link)."""
+    rate = f"{mbps:.6f}mbit"
+    # the quantum stays within htb's range at any rate
+    quantum = max(1514, min(200000, int(mbps * 1e6 / 8 / 1000)))
+    return (f"tc class {verb} dev {interface} parent 5: classid 5:1 htb rate {rate} ceil {rate} "
+            f"burst 15k cburst 15k quantum {quantum}")
 
 
 class ShapedLink(Link):
