@@ -61,3 +61,33 @@ def iperf3_mbps(client, server, address: str, seconds: float = 10, omit: float =
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def iperf3_together(server, address: str, clients: dict, seconds: float = 4.0, omit: float = 1.0,
+                    reverse: bool = False) -> dict:
+    """TCP throughput in Mbit/s of several clients at once, each to its own iperf3 server on
+    ``server`` (``clients``: node -> port); ``reverse``: from the server to the clients."""
+    servers = [server.popen(["iperf3", "-s", "-1", "-p", str(port), "-B", address]) for port in clients.values()]
+    try:
+        deadline = time.monotonic() + 5
+        for port in clients.values():
+            while f":{port}" not in server.cmd(f"ss -ltn sport = :{port}"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("iperf3 server did not start")
+                time.sleep(0.05)
+        runs = {node: node.popen(["iperf3", "-J", "-c", address, "-p", str(port), "-t", str(seconds),
+                                  "-O", str(omit), *(["-R"] if reverse else [])])
+                for node, port in clients.items()}
+        result = {}
+        for node, run in runs.items():
+            out, _ = run.communicate(timeout=seconds + omit + 30)
+            report = json.loads(out)
+            if "error" in report:
+                raise RuntimeError(f"iperf3 on {node.name}: {report['error']}")
+            result[node.name] = report["end"]["sum_received"]["bits_per_second"] / 1e6
+        return result
+    finally:
+        for process in servers:
+            if process.poll() is None:
+                process.kill()
+            process.wait()

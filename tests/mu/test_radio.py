@@ -4,7 +4,6 @@ ping-pong, and a user out of coverage gets no service (downtime with its cause).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from testbed.config import RadioSpec, load_topology
 from testbed.events import read_events
 from testbed.images import image_name
 from testbed.net.network import MecNetwork
+from testbed.net.probe import iperf3_together
 from testbed.radio import PathLoss, replay_walk
 from testbed.rates import RateTable
 from testbed.records import outages, read_jsonl
@@ -51,26 +51,8 @@ def standing(stack, user: str, position) -> None:
 
 def iperf(net, clients: dict[str, int], reverse: bool = False, seconds: float = 4.0) -> dict[str, float]:
     """Mbit/s received by each of ``clients`` (user -> port), all at once, to or from edge1."""
-    server = net.node("edge1")
-    address = net.address("edge1")
-    servers = [server.popen(["iperf3", "-s", "-1", "-p", str(port), "-B", address]) for port in clients.values()]
-    try:
-        time.sleep(0.5)
-        runs = {user: net.node(user).popen(["iperf3", "-J", "-c", address, "-p", str(port), "-t", str(seconds),
-                                            "-O", "1", *(["-R"] if reverse else [])])
-                for user, port in clients.items()}
-        result = {}
-        for user, run in runs.items():
-            out, err = run.communicate(timeout=seconds + 20)
-            report = json.loads(out)
-            assert "error" not in report, report.get("error")
-            result[user] = report["end"]["sum_received"]["bits_per_second"] / 1e6
-        return result
-    finally:
-        for process in servers:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+    return iperf3_together(net.node("edge1"), net.address("edge1"),
+                           {net.node(user): port for user, port in clients.items()}, seconds=seconds, reverse=reverse)
 
 
 def test_the_rate_follows_the_snr_through_the_table(env):
