@@ -1,11 +1,16 @@
 """Migration benchmark: downtime seen by the client, migration time, bytes, per service and mode.
 
     .venv/bin/python benchmarks/migration.py [--repeats 5] [--services counter,face] [--modes cold,...]
+                                             [--calibration calibration/default.yaml]
 
 The service ping-pongs between edge1 and edge2 (100 Mbps / 50 ms).  Before each
 move the mobile user attaches to the destination's base station (the user
 moved, the service follows), and its client keeps sending tasks, probing every
 10 ms while the service is down.  Downtime is what that client saw.
+
+``--calibration FILE`` fits eq. (5)'s psi, rho and set-up time
+(``testbed.controller.estimators.fit_calibration``) to every migration measured
+and writes them to FILE with where they came from: the planners' starting values.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
 
     total = [r["phases"]["migration"]["seconds"] + r["phases"].get("pre_migration", {}).get("seconds", 0)
              + r["phases"].get("prepare", {}).get("seconds", 0) for r in records]
-    return {
+    return records, {
         "service": app, "mode": mode, "n": len(records),
         "downtime_median_s": median(downtimes), "downtime_p95_s": round(percentile(downtimes, 95), 3),
         "migration_total_s": median(total),
@@ -103,21 +108,50 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--services", default="counter,alpr,face,detect")
     parser.add_argument("--modes", default="cold,precopy-delta,layered,stateless")
+    parser.add_argument("--calibration", type=Path, help="write eq. (5)'s fitted constants to this file")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-migration-"))
-    rows = []
+    rows, measured = [], []
     with MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net") as net, \
             Stack(net, run_dir) as stack:
         stack.start_agents()
         for app in args.services.split(","):
             for mode in args.modes.split(","):
-                rows.append(bench(stack, app, mode, args.repeats))
+                records, row = bench(stack, app, mode, args.repeats)
+                rows.append(row)
+                measured += records
                 print(rows[-1], flush=True)
     shutil.rmtree(run_dir, ignore_errors=True)
     report("migration", "Migration between edge1 and edge2 (100 Mbps / 50 ms)", rows, [
         "Downtime: seen by the client (first failed task to first served task, probes every 10 ms), "
         "counted from the start of the final phase (failures before it are not the migration's).",
         "Phases are medians; final_transfer and restore overlap nothing (restore starts on arrival)."])
+    if args.calibration:
+        write_calibration(args.calibration, measured, args)
+
+
+def write_calibration(path: Path, records: list[dict], args) -> None:
+    """Eq. (5)'s constants fitted to ``records`` (edge1 and edge2 have compute 1.0), with provenance."""
+    import platform
+    from datetime import datetime, timezone
+
+    import yaml
+
+    from testbed.controller.estimators import fit_calibration
+
+    usable = [{**r, "image_bytes": r["sizes"]["image"], "compute_source": 1.0, "compute_dest": 1.0}
+              for r in records if r.get("ok") and r.get("carries_state") and "image" in r.get("sizes", {})]
+    fitted = fit_calibration(usable)
+    body = {"psi_s_per_byte": float(f"{fitted['psi_s_per_byte']:.4g}"),
+            "rho_s_per_byte": float(f"{fitted['rho_s_per_byte']:.4g}"),
+            "setup_s": round(fitted["setup_s"], 3),
+            "source": {"measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                       "by": "benchmarks/migration.py", "services": args.services, "modes": args.modes,
+                       "migrations": fitted["migrations"], "kernel": platform.release()}}
+    header = ("# Eq. (5)'s constants for this testbed: measured, then refitted from every migration of a run.\n"
+              "# Written by `benchmarks/migration.py --calibration` (see its header).\n")
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    print(f"calibration written to {path}: {body}")
 
 
 if __name__ == "__main__":

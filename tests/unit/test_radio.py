@@ -185,3 +185,24 @@ def test_the_planner_predicts_with_the_mean_model_and_the_configured_rule():
     a3 = delayed.predict_handover(user, 30.0)
     assert plain[1] == a3[1] == "ap2"
     assert a3[0] - plain[0] == pytest.approx(2.0, abs=0.11)
+
+
+def test_eq4_shares_the_station_only_when_asked():
+    from pathlib import Path
+
+    from testbed.config.topology import load_topology
+    from testbed.controller.planners.orchestrated import OrchestratedPlanner
+    from testbed.controller.state import SystemState, User
+
+    spec = load_topology(Path(__file__).resolve().parents[2] / "topologies" / "paper.yaml",
+                         ["nodes.ap1.capacity=40Mbps"])
+    state = SystemState.build(spec, RadioSpec(), 0.5, t=0.0)
+    assert state.shared_radio and state.stations["ap1"].capacity_mbps == 40.0
+    alone, shared = state.path(-60.0, "ap1", "edge1"), state.path(-60.0, "ap1", "edge1", sharing=2)
+    assert alone.bandwidth_mbps == 40.0 and shared.bandwidth_mbps == 20.0
+    state.users = {"a": User("a", "ap1"), "b": User("b", "ap1")}
+    assert OrchestratedPlanner()._sharing(state, "a", "ap1") == 1                    # the paper's eq. (4)
+    assert OrchestratedPlanner(params=OrchestratedPlanner.Params(airtime_sharing=True))._sharing(state, "a", "ap1") == 2
+    assert OrchestratedPlanner(params=OrchestratedPlanner.Params(airtime_sharing=True))._sharing(state, "a", "ap2") == 1
+    fixed = SystemState.build(spec, RadioSpec(link_rate="fixed"), 0.5, t=0.0)
+    assert fixed.path(-60.0, "ap1", "edge1", sharing=2).bandwidth_mbps == 65.0

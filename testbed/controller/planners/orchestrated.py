@@ -58,6 +58,9 @@ class OrchestratedParams(Strict):
     rate_table: str | list[tuple[float, float]] | None = Field(
         default=None, description="eq. (4)'s radio rates (testbed.rates); none: the experiment's radio")
     noise_floor_dbm: float | None = Field(default=None, description="none: the experiment's radio")
+    airtime_sharing: bool = Field(default=False, description=(
+        "eq. (4) with a base station's rate shared by its users, as the emulated radio shares it (not in the "
+        "paper, whose B depends on the user's RSSI only)"))
 
     def rates(self, radio: RateTable) -> RateTable:
         if self.rate_table is None and self.noise_floor_dbm is None:
@@ -177,9 +180,10 @@ class OrchestratedPlanner(Planner):
                     for b, st in state.stations.items()}
         return milp.PlacementProblem(sorted(due), options, demand, capacity, stations), estimates
 
-    @staticmethod
-    def _sharing(state, user: str, station: str) -> int:
+    def _sharing(self, state, user: str, station: str) -> int:
         """The users whose airtime ``user`` would share at ``station``: those there now, and itself."""
+        if not self.params.airtime_sharing:
+            return 1
         return 1 + sum(1 for u in state.users.values() if u.ap == station and u.name != user)
 
     def _tasks(self, user, service) -> float:
