@@ -55,7 +55,10 @@ class DataChannel:
     reused (no handshake per transfer); parallel pushes get their own.
     """
 
-    def __init__(self, address: tuple[str, int], timeout: float = 600.0):
+    STALL_S = 30.0      # no byte accepted for this long while sending: the path is gone
+
+    def __init__(self, address: tuple[str, int], timeout: float = 120.0):
+        """``timeout``: for the receiver's reply once everything is sent (it may restore first)."""
         self.address = tuple(address)
         self.timeout = timeout
         self._idle: list[socket.socket] = []
@@ -83,11 +86,12 @@ class DataChannel:
             sock, reused = self._take()
             started = time.monotonic()
             try:
-                sock.settimeout(self.timeout)
+                sock.settimeout(self.STALL_S)        # sendfile waits at most this long for each chunk
                 sock.sendall(_LEN.pack(len(manifest)) + manifest)
                 for path in files:
                     with open(path, "rb") as handle:
                         sock.sendfile(handle)
+                sock.settimeout(self.timeout)
                 reply = json.loads(_recv_exact(sock, _LEN.unpack(_recv_exact(sock, _LEN.size))[0]))
             except (OSError, TransferError):
                 sock.close()
