@@ -76,7 +76,7 @@ class Controller:
             service.server = server
             instance = self.agents[server].call("deploy", spec=placement.container())
             service.image_bytes = float(instance["image_bytes"])
-            self.endpoints[name] = {"endpoint": [instance["ip"], instance["port"]], "pending": []}
+            self.endpoints[name] = {"endpoint": [instance["ip"], instance["port"]], "pending": [], "version": 0}
             self.db.placement(name, server, self.endpoints[name]["endpoint"])
             self.events.emit("controller.deployed", service=name, server=server, planner=self.planner.name,
                              endpoint=self.endpoints[name]["endpoint"])
@@ -195,6 +195,16 @@ class Controller:
         self.db.server_report(report)
         return True
 
+    def _set_endpoint(self, service: str, endpoint=None, pending=None) -> None:
+        """Change where ``service`` is (or is about to be); every change gets a new version, so a
+        user can tell a reply built before it from one built after (replies cross the WAN)."""
+        where = self.endpoints[service]
+        if endpoint:
+            where["endpoint"] = endpoint
+        if pending is not None:
+            where["pending"] = pending
+        where["version"] += 1
+
     def _reply(self, user: str) -> dict:
         with self.lock:
             services = {name: dict(self.endpoints[name]) for name in self.endpoints
@@ -246,7 +256,7 @@ class Controller:
             prepared = agent.call("migrate", service=service.name, dest=action.dest, mode=self.mode,
                                   phase="prepare", migration_id=migration_id, options=self.mode_options)
             with self.lock:   # the user can look for the service there from now on
-                self.endpoints[service.name]["pending"] = [prepared["dest_endpoint"]]
+                self._set_endpoint(service.name, pending=[prepared["dest_endpoint"]])
             record = agent.call("migrate", service=service.name, dest=action.dest, mode=self.mode, phase="all",
                                 migration_id=migration_id, options=self.mode_options, final_at=action.final_at)
         except RpcError as exc:
@@ -254,9 +264,7 @@ class Controller:
         with self.lock:
             if record.get("ok"):
                 service.server = action.dest
-            if record.get("new_endpoint"):
-                self.endpoints[service.name]["endpoint"] = record["new_endpoint"]
-            self.endpoints[service.name]["pending"] = []
+            self._set_endpoint(service.name, endpoint=record.get("new_endpoint"), pending=[])
             service.moving, service.moving_to = False, None
             self._learn(record)
         self.db.migration(decision, record)

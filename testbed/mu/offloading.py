@@ -145,6 +145,7 @@ class OffloadingClient(threading.Thread):
         self._lock = threading.Lock()
         self._current: tuple[str, int] | None = None
         self._pending: list[tuple[str, int]] = []
+        self._version = 0        # of the controller's information held; past it once found elsewhere
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._sock: socket.socket | None = None
@@ -157,8 +158,14 @@ class OffloadingClient(threading.Thread):
         self.stats = {"ok": 0, "failed": 0}
 
     # -- control from other threads -------------------------------------------------
-    def set_endpoints(self, current=None, pending=None) -> None:
+    def set_endpoints(self, current=None, pending=None, version: int | None = None) -> None:
+        """Where the service is and may be next; ``version`` (the controller's): information older
+        than what this client already holds, or older than its own finding, is ignored."""
         with self._lock:
+            if version is not None:
+                if version < self._version:
+                    return
+                self._version = version
             if current is not None:
                 current = (current[0], int(current[1]))
                 if current != self._current:
@@ -315,6 +322,10 @@ class OffloadingClient(threading.Thread):
                     done = self._advance(selector, attempt, events)
                     if done == "won":
                         with self._lock:
+                            if attempt.endpoint != self._current:
+                                # found where the controller said it may be: what it said before
+                                # this move (a reply still on its way) no longer holds
+                                self._version += 1
                             self._current = attempt.endpoint
                             self._pending = [p for p in self._pending if p != attempt.endpoint]
                         selector.unregister(attempt.sock)

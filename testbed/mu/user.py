@@ -276,7 +276,8 @@ class MobileUser:
             return
         for service, where in (reply.get("services") or {}).items():
             if service in self.clients:
-                self.clients[service].set_endpoints(current=where.get("endpoint"), pending=where.get("pending"))
+                self.clients[service].set_endpoints(current=where.get("endpoint"), pending=where.get("pending"),
+                                                    version=where.get("version"))
         order = reply.get("handover")
         if order and order.get("target") and order["target"] != self.radio.current:
             self.schedule_handover(order["target"], order.get("at"))

@@ -119,3 +119,61 @@ def test_recovery_sends_one_copy_at_a_time_and_reaches_a_service_behind_a_slow_l
     # a copy may start beside one that stalled (> STALLED_UPLOAD_S without progress), no more
     assert service.most_crossing <= 2, service.most_crossing
     assert recovered_after < 0.6, recovered_after
+
+
+class Counter:
+    """A tiny service on loopback answering every task with the next count."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = self.listener.getsockname()
+        self.count = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        with conn:
+            while True:
+                try:
+                    header, _ = protocol.read_frame(conn)
+                except (OSError, protocol.ConnectionClosed, protocol.ProtocolError):
+                    return
+                self.count += 1
+                conn.sendall(protocol.encode({"id": header["id"], "ok": True, "counter": self.count}, b""))
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_stale_controller_reply_does_not_send_the_client_back(tmp_path):
+    """After the client found the service at its pending endpoint, a reply the controller built
+    before the move (older version) must not send it back to the old endpoint."""
+    new = Counter()
+    with socket.socket() as gone:                         # the service has left the old server:
+        gone.bind(("127.0.0.1", 0))                       # nothing listens on its port any more
+        old_endpoint = gone.getsockname()
+    client = OffloadingClient("mu", "svc", Workload([b"x"]), tmp_path / "requests.jsonl", min_timeout=0.5)
+    client.set_endpoints(current=old_endpoint, pending=[new.endpoint], version=4)
+    client.start()
+    try:
+        deadline = time.monotonic() + 5
+        while client.endpoints()["current"] != tuple(new.endpoint) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.endpoints()["current"] == tuple(new.endpoint)
+        client.set_endpoints(current=old_endpoint, pending=[new.endpoint], version=4)     # the stale reply
+        assert client.endpoints()["current"] == tuple(new.endpoint)
+        client.set_endpoints(current=new.endpoint, pending=[], version=5)                 # the controller's news
+        assert client.endpoints() == {"current": tuple(new.endpoint), "pending": []}
+        client.set_endpoints(current=old_endpoint, version=6)                             # newer: obeyed
+        assert client.endpoints()["current"] == tuple(old_endpoint)
+    finally:
+        client.stop()
+        client.join(timeout=5)
+        new.close()
