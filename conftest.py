@@ -9,14 +9,20 @@ faked.  Every fixture that creates something removes it again, and
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from testbed.stack import Stack
 
 ROOT = Path(__file__).resolve().parent
 
@@ -116,3 +122,77 @@ def run_experiment(path, run_root, overrides=()):
 
     spec, source = load_experiment_with_source(path, list(overrides))
     return Runner(spec, source, run_root=run_root, log=lambda message: None).run()
+
+
+# -- one service used by the mobile user while it migrates (migration and fault tests) ----------
+
+def _counter_spec() -> dict:
+    from testbed.images import image_name
+
+    return {"app": "counter", "image": image_name("counter"), "port": 7000, "limits": {"cpus": 1.0, "memory_mb": 512}}
+
+
+COUNTER = _counter_spec()
+
+
+class Session:
+    """One service used by the mobile user during one test."""
+
+    def __init__(self, stack: Stack, service: str, host: str, ap: str, spec: dict | None = None,
+                 client: dict | None = None):
+        """``client``: extra client settings of the user's service entry (workload, timeouts)."""
+        self.stack = stack
+        self.service = service
+        self.log = stack.run_dir / "requests-mu.jsonl"
+        self.log.unlink(missing_ok=True)
+        instance = stack.agents[host].call("deploy", spec={"service": service, **(spec or COUNTER)})
+        self.host = host
+        self.user = stack.start_user("mu", [{"service": service, "endpoint": [instance["ip"], instance["port"]],
+                                             **(client or {})}], initial_ap=ap)
+
+    def migrate(self, dest: str, mode: str, **options) -> dict:
+        source = self.stack.agents[self.host]
+        pre = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="pre", options=options)
+        self.user.call("set_endpoints", service=self.service, pending=[pre["dest_endpoint"]])
+        time.sleep(0.5)
+        record = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="final",
+                             options=options)
+        if record["ok"]:
+            self.host = dest
+        return record
+
+    def wait_served_at(self, record: dict, count: int, timeout: float) -> None:
+        """Until ``count`` requests sent since migration ``record`` began were answered at its
+        new endpoint: a restore under load (a model service on a busy CI machine) may take
+        longer than a fixed sleep."""
+        endpoint, since = record["new_endpoint"], record["phases"]["migration"]["start"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = _read_jsonl(self.log) if self.log.exists() else []
+            if sum(1 for r in rows if r["ok"] and r["endpoint"][0] == endpoint[0] and r["sent"] >= since) >= count:
+                return
+            time.sleep(0.2)
+
+    def finish(self) -> list[dict]:
+        self.stack.stop_user("mu")
+        self.stack.agents[self.host].call("remove", service=self.service)
+        return [r for r in _read_jsonl(self.log) if r["service"] == self.service]
+
+
+def _read_jsonl(path):
+    from testbed.records import read_jsonl
+
+    return read_jsonl(path)
+
+
+def served(rows):
+    return [r for r in rows if r["ok"]]
+
+
+def outcome(rows) -> str:
+    """What the client saw, per endpoint: for the message of a failed assertion."""
+    seen = collections.Counter((tuple(r["endpoint"] or ()), "ok" if r["ok"] else (r.get("error") or "")[:40])
+                               for r in rows)
+    return "; ".join(f"{endpoint} {what}: {count}" for (endpoint, what), count in sorted(seen.items()))
+
+

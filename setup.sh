@@ -58,10 +58,12 @@ changed=$(python3 - "$daemon_json" <<'EOF'
 import json, sys
 path = sys.argv[1]
 config = json.load(open(path))
-if config.get("experimental") is True:
+wanted = {"experimental": True,     # checkpoints
+          "live-restore": True}     # containers outlive an engine restart (a fault a long run meets)
+if all(config.get(k) == v for k, v in wanted.items()):
     print("no")
 else:
-    config["experimental"] = True
+    config.update(wanted)
     json.dump(config, open(path, "w"), indent=2)
     print("yes")
 EOF
@@ -80,7 +82,7 @@ start_dockerd() {
   die "dockerd did not start (see /var/log/mec-testbed-dockerd.log)"
 }
 if [ "$changed" = yes ] || ! docker info >/dev/null 2>&1; then
-  say "starting the Docker engine (experimental features on, for checkpoints)"
+  say "starting the Docker engine (experimental features on, for checkpoints; live restore)"
   start_dockerd
 fi
 

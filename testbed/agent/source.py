@@ -111,6 +111,10 @@ class SourceSide:
         if phase in ("pre", "all"):
             with busy:
                 current.run_pre()
+            if current.record["ok"] is False:        # undone: the service never stopped here
+                with self._lock:
+                    self.migrations.pop(service, None)
+                return current.record
             if phase == "pre":
                 return current.record
         if phase == "all" and final_at is not None:

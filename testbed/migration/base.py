@@ -209,17 +209,30 @@ class Migration:
 
     # -- the two phases ------------------------------------------------------------
     def run_pre(self) -> dict:
-        self.prepare_destination()
-        with self.phase("pre_migration"):
-            self.mode.pre(self)
+        """Pre-migration (the service keeps running here).  On failure the destination's part
+        is undone and the record says why (``ok`` False); never raises."""
+        try:
+            self.prepare_destination()
+            with self.phase("pre_migration"):
+                self.mode.pre(self)
+        except Exception as exc:
+            self._failed(exc)
+            self._undo_destination()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.record["new_endpoint"] = [self.source_instance.ip, self.source_instance.port]
+            self.source.events.emit("migration.done", **self._summary())
+            return self.record
         self.pre_done = True
         self.source.events.emit("migration.pre_done", **self._summary())
         return self.record
 
     def run_final(self) -> tuple[dict, Instance]:
-        """Move the service; on any failure resume it at the source.  Never raises."""
+        """Move the service; on any failure resume it at the source.  Never raises but when
+        the service could be run neither there nor here."""
         if not self.pre_done:
             self.run_pre()
+            if self.record["ok"] is False:
+                return self.record, self.source_instance
         instance = None
         try:
             with self.phase("migration"):
@@ -228,9 +241,7 @@ class Migration:
             self.record["new_endpoint"] = [instance.ip, instance.port]
             self.source.release(self.spec.service, self.source_instance)
         except Exception as exc:
-            self.record["ok"] = False
-            self.record["error"] = f"{type(exc).__name__}: {exc}"
-            self.record["trace"] = traceback.format_exc(limit=6)
+            self._failed(exc)
             try:
                 instance = self._resume_at_source()
             except Exception as resume_exc:
@@ -243,12 +254,23 @@ class Migration:
         self.source.events.emit("migration.done", **self._summary())
         return self.record, instance
 
-    def _resume_at_source(self) -> Instance:
+    def _failed(self, exc: Exception) -> None:
+        self.record["ok"] = False
+        self.record["error"] = f"{type(exc).__name__}: {exc}"
+        self.record["trace"] = traceback.format_exc(limit=6)
+
+    def _undo_destination(self) -> None:
+        """The destination drops what it holds of this migration; if it does not answer, its
+        container is removed from here (all servers share one engine: no split service)."""
         try:
-            self.peer.call("abort", service=self.spec.service, migration=self.id, timeout=30)
-        except Exception as exc:  # destination unreachable: fence its container ourselves
+            self.peer.call("abort", service=self.spec.service, migration=self.id, timeout=10)
+        except Exception as exc:
             self.record["abort_error"] = str(exc)
             self.source.fence(self.dest, self.spec.service)
+            self.record["fenced"] = True
+
+    def _resume_at_source(self) -> Instance:
+        self._undo_destination()
         with self.phase("resume_at_source"):
             instance = self.source.resume(self.spec, self.source_instance, self.final_images)
         self.record["fallback"] = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import subprocess
 import sys
 import threading
@@ -19,10 +18,10 @@ from testbed.net.network import MecNetwork
 from testbed.records import counter_breaks, outages, read_jsonl
 from testbed.stack import Stack
 
+from conftest import COUNTER, Session, outcome, served
+
 pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
-COUNTER = {"app": "counter", "image": image_name("counter"), "port": 7000,
-           "limits": {"cpus": 1.0, "memory_mb": 512}}
 
 
 @pytest.fixture(scope="module")
@@ -44,50 +43,6 @@ def env(tmp_path_factory):
         net.stop()
 
 
-class Session:
-    """One service used by the mobile user during one test."""
-
-    def __init__(self, stack: Stack, service: str, host: str, ap: str, spec: dict = COUNTER,
-                 client: dict | None = None):
-        """``client``: extra client settings of the user's service entry (workload, timeouts)."""
-        self.stack = stack
-        self.service = service
-        self.log = stack.run_dir / "requests-mu.jsonl"
-        self.log.unlink(missing_ok=True)
-        instance = stack.agents[host].call("deploy", spec={"service": service, **spec})
-        self.host = host
-        self.user = stack.start_user("mu", [{"service": service, "endpoint": [instance["ip"], instance["port"]],
-                                             **(client or {})}], initial_ap=ap)
-
-    def migrate(self, dest: str, mode: str, **options) -> dict:
-        source = self.stack.agents[self.host]
-        pre = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="pre", options=options)
-        self.user.call("set_endpoints", service=self.service, pending=[pre["dest_endpoint"]])
-        time.sleep(0.5)
-        record = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="final",
-                             options=options)
-        if record["ok"]:
-            self.host = dest
-        return record
-
-    def wait_served_at(self, record: dict, count: int, timeout: float) -> None:
-        """Until ``count`` requests sent since migration ``record`` began were answered at its
-        new endpoint: a restore under load (a model service on a busy CI machine) may take
-        longer than a fixed sleep."""
-        endpoint, since = record["new_endpoint"], record["phases"]["migration"]["start"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = read_jsonl(self.log) if self.log.exists() else []
-            if sum(1 for r in rows if r["ok"] and r["endpoint"][0] == endpoint[0] and r["sent"] >= since) >= count:
-                return
-            time.sleep(0.2)
-
-    def finish(self) -> list[dict]:
-        self.stack.stop_user("mu")
-        self.stack.agents[self.host].call("remove", service=self.service)
-        return [r for r in read_jsonl(self.log) if r["service"] == self.service]
-
-
 def model_session(stack: Stack, app: str, image: str) -> Session:
     """A model service on edge1, used by the user at ap2 with one of the test images."""
     from testbed import assets
@@ -96,17 +51,6 @@ def model_session(stack: Stack, app: str, image: str) -> Session:
             "limits": {"cpus": 2.0, "memory_mb": 2048}}
     return Session(stack, app, "edge1", ap="ap2", spec=spec,
                    client={"workload": {"images": [str(assets.fetch(image))]}, "min_timeout": 1.0})
-
-
-def served(rows):
-    return [r for r in rows if r["ok"]]
-
-
-def outcome(rows) -> str:
-    """What the client saw, per endpoint: for the message of a failed assertion."""
-    seen = collections.Counter((tuple(r["endpoint"] or ()), "ok" if r["ok"] else (r.get("error") or "")[:40])
-                               for r in rows)
-    return "; ".join(f"{endpoint} {what}: {count}" for (endpoint, what), count in sorted(seen.items()))
 
 
 @pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered"])

@@ -1,0 +1,234 @@
+"""Faults during a migration on the real stack: the destination's agent killed at each phase,
+the WAN between source and destination cut, the destination's disk full.
+
+After each, the service runs exactly once (at the source or at the destination), its counter
+went on without a gap or a repeat as the client saw it, the migration's record says what
+happened, and nothing of the failed side is left (no container of the service at the other
+server)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from testbed.config import load_topology
+from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT
+from testbed.net.network import MecNetwork
+from testbed.records import counter_breaks
+from testbed.stack import Stack
+
+from conftest import Session, outcome, served
+
+pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("faults")
+    net = MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net").start()
+    stack = Stack(net, run_dir)
+    try:
+        stack.start_agents()
+        yield stack
+    finally:
+        stack.stop()
+        net.stop()
+
+
+@pytest.fixture
+def session(env):
+    """The counter on edge1, used by the user at ap1; the destination agent alive again after."""
+    moving = Session(env, "svc", "edge1", ap="ap1")
+    time.sleep(1.0)
+    yield moving
+    if "mu" in env.users:                     # the test stopped before its end
+        env.stop_user("mu")
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": [f"{SERVICE_LABEL}=svc"]}):
+        container.remove(force=True)
+    for agent in env.agents.values():
+        try:
+            agent.call("remove", service="svc")
+        except Exception:
+            pass
+    if "agent:edge2" not in env.processes:
+        env.start_agents(only=["edge2"])
+
+
+def containers_of(service: str) -> dict[str, list[str]]:
+    """Per server: the states of the service's containers."""
+    found: dict[str, list[str]] = {}
+    for container in docker.from_env().containers.list(all=True, filters={"label": [f"{SERVICE_LABEL}={service}"]}):
+        found.setdefault(container.labels[SERVER_LABEL], []).append(container.status)
+    return found
+
+
+def when(condition, then, timeout: float = 60.0) -> threading.Thread:
+    """Run ``then`` as soon as ``condition()`` holds (polled every 2 ms)."""
+    def watch():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                then()
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def arrived(slot_suffix: str):
+    inbox = STATE_ROOT / "servers" / "edge2" / "incoming" / "svc"
+    return lambda: inbox.is_dir() and any(p.name.endswith(slot_suffix) for p in inbox.iterdir())
+
+
+def move(session: Session, mode: str) -> tuple[dict, dict]:
+    """Pre-migration then migration, as the controller orders them; (pre record, final record)."""
+    source = session.stack.agents["edge1"]
+    pre = source.call("migrate", service="svc", dest="edge2", mode=mode, phase="pre")
+    if pre.get("ok") is False:
+        return pre, pre
+    session.user.call("set_endpoints", service="svc", pending=[pre["dest_endpoint"]])
+    time.sleep(0.3)
+    return pre, source.call("migrate", service="svc", dest="edge2", mode=mode, phase="final")
+
+
+def settle_and_check(session: Session, record: dict, expected_server: str) -> list[dict]:
+    """The service runs exactly once, at ``expected_server``; the client saw an intact counter."""
+    time.sleep(1.5)
+    running = containers_of("svc")
+    session.host = expected_server
+    rows = session.finish()
+    assert {s: [x for x in states if x == "running"] for s, states in running.items()} == \
+        {expected_server: ["running"]}, (running, record)
+    assert counter_breaks(rows) == [], outcome(rows)
+    assert served(rows)[-1]["endpoint"] == record["new_endpoint"], outcome(rows)
+    assert served(rows)[-1]["counter"] > 20
+    return rows
+
+
+def test_destination_killed_during_the_pre_transfer(env, session):
+    killer = when(arrived("-base"), lambda: env.kill_agent("edge2"))
+    pre, record = move(session, "precopy-delta")
+    killer.join(timeout=5)
+    assert record["ok"] is False and "pre_migration" in record["phases"], record
+    assert record["phases"]["pre_migration"]["ok"] is False and record.get("fenced") is True, record
+    settle_and_check(session, record, "edge1")
+
+
+@pytest.mark.parametrize("mode", ["cold", "precopy-delta"])
+def test_destination_killed_during_the_final_transfer(env, session, mode):
+    client = docker.from_env()
+    source = client.containers.list(filters={"label": [f"{SERVER_LABEL}=edge1", f"{SERVICE_LABEL}=svc"]})[0]
+    events = client.events(decode=True, filters={"container": source.id, "event": "die"})
+    # cold: the full checkpoint is crossing; pre-copy delta: the source has just stopped, the delta follows
+    condition = arrived("-final") if mode == "cold" else (lambda: next(iter(events)) is not None)
+    killer = when(condition, lambda: env.kill_agent("edge2"))
+    pre, record = move(session, mode)
+    killer.join(timeout=5)
+    events.close()
+    assert record["ok"] is False and record["fallback"] is True and record.get("fenced") is True, record
+    assert record["phases"]["resume_at_source"]["ok"] is True
+    settle_and_check(session, record, "edge1")
+
+
+def test_destination_killed_during_the_restore(env, session):
+    """The delta arrives with the order to restore; the destination's agent dies under it.
+    Wherever the service ends up, it runs once and the client's counter goes on."""
+    killer = when(arrived("-delta"), lambda: env.kill_agent("edge2"))
+    pre, record = move(session, "precopy-delta")
+    killer.join(timeout=5)
+    assert record["ok"] is False and record["fallback"] is True, record
+    settle_and_check(session, record, "edge1")
+
+
+def link(env, up: bool) -> None:
+    interface = env.net.interface("edge1", "edge2")
+    subprocess.run(["ip", "netns", "exec", "tb-edge1", "ip", "link", "set", interface, "up" if up else "down"],
+                   check=True)
+
+
+def test_wan_cut_for_five_seconds_during_the_transfer(env, session):
+    """TCP rides out the cut: the migration completes, later, with the counter intact."""
+    def cut():
+        link(env, up=False)
+        threading.Timer(5.0, link, args=(env, True)).start()
+
+    killer = when(arrived("-final"), cut)
+    try:
+        pre, record = move(session, "cold")
+    finally:
+        killer.join(timeout=5)
+        time.sleep(0.1)
+        link(env, up=True)
+    assert record["ok"] is True, record
+    assert record["phases"]["final_transfer"]["seconds"] > 5.0
+    settle_and_check(session, record, "edge2")
+
+
+def test_wan_cut_for_good_during_the_transfer(env, session):
+    """The transfer makes no progress: the source gives up, removes the destination's half,
+    and resumes the service from its own checkpoint."""
+    killer = when(arrived("-final"), lambda: link(env, up=False))
+    try:
+        pre, record = move(session, "cold")
+    finally:
+        killer.join(timeout=5)
+        link(env, up=True)
+    assert record["ok"] is False and record["fallback"] is True and record.get("fenced") is True, record
+    settle_and_check(session, record, "edge1")
+
+
+@pytest.mark.parametrize("mode", ["cold", "precopy-delta"])
+def test_destination_disk_full(env, session, mode):
+    """The destination's checkpoint space holds 1 MB: the state cannot land there."""
+    inbox = STATE_ROOT / "servers" / "edge2" / "incoming"
+    inbox.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tb-disk-full", str(inbox)], check=True)
+    try:
+        pre, record = move(session, mode)
+    finally:
+        subprocess.run(["umount", "-l", str(inbox)], check=True)
+    assert record["ok"] is False, record
+    assert "No space left" in record["error"] or "ENOSPC" in record["error"] or "space" in record["error"], record
+    settle_and_check(session, record, "edge1")
+
+
+def restart_docker_engine() -> None:
+    """As setup.sh starts it: systemd's unit, or dockerd by its pid file."""
+    if Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "restart", "docker"], check=True)
+    else:
+        pid = int(Path("/var/run/docker.pid").read_text())
+        subprocess.run(["kill", str(pid)], check=True)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with open("/var/log/mec-testbed-dockerd.log", "a") as log:
+            subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "the Docker engine did not come back"
+        time.sleep(0.5)
+
+
+def test_source_docker_engine_restarted_between_pre_copy_and_migration(env, session):
+    """With live restore (set by setup.sh) the service outlives the engine's restart; the
+    migration that follows moves it with its state."""
+    if not docker.from_env().info().get("LiveRestoreEnabled"):
+        pytest.skip("the Docker engine runs without live-restore: run ./setup.sh")
+    source = env.agents["edge1"]
+    pre = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="pre")
+    session.user.call("set_endpoints", service="svc", pending=[pre["dest_endpoint"]])
+    restart_docker_engine()
+    time.sleep(1.0)
+    record = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="final")
+    assert record["ok"] is True, record
+    settle_and_check(session, record, "edge2")
