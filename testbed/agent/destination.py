@@ -46,6 +46,8 @@ class DestinationSide:
             old = self.reserved.pop(container_spec.service, None)
         if old is not None:
             self.containers.remove(old[1].id)
+        # State left by an earlier migration of this service that was fenced off from here.
+        shutil.rmtree(self.inbox / container_spec.service, ignore_errors=True)
         container = self.containers.reserve(container_spec.service, container_spec.app, container_spec.image,
                                             container_spec.port, container_spec.limits, container_spec.env)
         with self._lock:
@@ -84,6 +86,7 @@ class DestinationSide:
             self.reserved.pop(service, None)
             self.arrived_by[service] = migration
         self.deployment.register(spec, instance)
+        shutil.rmtree(self.inbox / service, ignore_errors=True)    # the engine holds its own copy now
         self.events.emit("service.restored", service=service, server=self.server, migration=migration,
                          endpoint=[instance.ip, instance.port], steps=steps.laps)
         self.layers.install(spec.app)

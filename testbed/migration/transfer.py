@@ -146,24 +146,58 @@ class _Receive(socketserver.BaseRequestHandler):
                 return
 
     def _store(self, sock, manifest: dict) -> None:
-        target = self.inbox / _safe(manifest["service"]) / _safe(manifest["slot"])
-        if manifest.get("clear"):
-            shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True, exist_ok=True)
+        """Write the push's files; if that fails (bad name, disk full), read the rest of the
+        push anyway and then raise: the stream stays in frame, so the sender gets the reply
+        with the real error instead of a broken pipe."""
+        failure: Exception | None = None
+        try:
+            target = self.inbox / _safe(manifest["service"]) / _safe(manifest["slot"])
+            for entry in manifest["files"]:
+                relative = Path(entry["path"])
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise TransferError(f"refusing path {relative}")
+            if manifest.get("clear"):
+                shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True, exist_ok=True)
+        except (OSError, TransferError) as exc:
+            failure = exc
         for entry in manifest["files"]:
-            relative = Path(entry["path"])
+            handle = None
+            if failure is None:
+                try:
+                    destination = target / entry["path"]
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    handle = open(destination, "wb")
+                except OSError as exc:
+                    failure = exc
             remaining = int(entry["size"])
-            if relative.is_absolute() or ".." in relative.parts:
-                raise TransferError(f"refusing path {relative}")
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with open(destination, "wb") as handle:
+            try:
                 while remaining:
                     chunk = sock.recv(min(remaining, CHUNK))
                     if not chunk:
                         raise TransferError("sender closed the stream early")
-                    handle.write(chunk)
                     remaining -= len(chunk)
+                    if handle is not None:
+                        try:
+                            handle.write(chunk)
+                        except OSError as exc:
+                            failure = exc
+                            _close(handle)
+                            handle = None
+            finally:
+                if handle is not None:
+                    closed = _close(handle)         # a full disk may show only at the flush
+                    failure = failure or closed
+        if failure is not None:
+            raise failure
+
+
+def _close(handle) -> OSError | None:
+    try:
+        handle.close()
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _safe(name: str) -> str:

@@ -128,8 +128,8 @@ class MecNetwork:
         for mu in self.spec.nodes_with_role("mu"):
             self.detach(mu)
 
-    def _route(self):
-        for name in self.spec.nodes:
+    def _route(self, names=None):
+        for name in names or self.spec.nodes:
             if self.spec.nodes[name].role == "mu":
                 continue
             node = self.node(name)
@@ -142,6 +142,19 @@ class MecNetwork:
             batch_file = self.workdir / f"routes-{name}.batch"
             batch_file.write_text(batch + "\n")
             node.run(f"ip -batch {batch_file}")
+
+    def set_link(self, a: str, b: str, up: bool) -> None:
+        """Cut (``up=False``) or restore the wired link between ``a`` and ``b``, both ends.
+
+        The kernel drops the static routes of an interface that goes down; restoring the
+        link puts them back, so traffic takes the link again as it did before the cut."""
+        link = self.plan.link_between(a, b)
+        if link.radio:
+            raise ValueError(f"{a}-{b} is a radio link: the user's attach/detach moves it")
+        for end in (link.a, link.b):
+            self.node(end).run(f"ip link set {self._intf(link, end)} {'up' if up else 'down'}")
+        if up:
+            self._route([link.a, link.b])
 
     # -- queries -----------------------------------------------------------
     def node(self, name: str) -> TestbedNode:

@@ -8,6 +8,7 @@ server)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -61,6 +62,11 @@ def session(env):
         env.start_agents(only=["edge2"])
 
 
+def said(record: dict) -> str:
+    """The whole record, for an assertion's message (pytest would cut a dict short)."""
+    return json.dumps(record, indent=1, default=str)
+
+
 def containers_of(service: str) -> dict[str, list[str]]:
     """Per server: the states of the service's containers."""
     found: dict[str, list[str]] = {}
@@ -85,8 +91,17 @@ def when(condition, then, timeout: float = 60.0) -> threading.Thread:
 
 
 def arrived(slot_suffix: str):
+    """True once a new slot named ``*<slot_suffix>`` appears in edge2's inbox for the service."""
     inbox = STATE_ROOT / "servers" / "edge2" / "incoming" / "svc"
-    return lambda: inbox.is_dir() and any(p.name.endswith(slot_suffix) for p in inbox.iterdir())
+
+    def slots() -> set[str]:
+        try:
+            return {p.name for p in inbox.iterdir() if p.name.endswith(slot_suffix)}
+        except FileNotFoundError:
+            return set()
+
+    before = slots()
+    return lambda: bool(slots() - before)
 
 
 def move(session: Session, mode: str) -> tuple[dict, dict]:
@@ -107,10 +122,12 @@ def settle_and_check(session: Session, record: dict, expected_server: str) -> li
     session.host = expected_server
     rows = session.finish()
     assert {s: [x for x in states if x == "running"] for s, states in running.items()} == \
-        {expected_server: ["running"]}, (running, record)
+        {expected_server: ["running"]}, (running, said(record))
     assert counter_breaks(rows) == [], outcome(rows)
     assert served(rows)[-1]["endpoint"] == record["new_endpoint"], outcome(rows)
     assert served(rows)[-1]["counter"] > 20
+    if expected_server == "edge1":            # nothing of the failed migration is left at edge2
+        assert not (STATE_ROOT / "servers" / "edge2" / "incoming" / "svc").exists(), said(record)
     return rows
 
 
@@ -118,8 +135,8 @@ def test_destination_killed_during_the_pre_transfer(env, session):
     killer = when(arrived("-base"), lambda: env.kill_agent("edge2"))
     pre, record = move(session, "precopy-delta")
     killer.join(timeout=5)
-    assert record["ok"] is False and "pre_migration" in record["phases"], record
-    assert record["phases"]["pre_migration"]["ok"] is False and record.get("fenced") is True, record
+    assert record["ok"] is False and "pre_migration" in record["phases"], said(record)
+    assert record["phases"]["pre_migration"]["ok"] is False and record.get("fenced") is True, said(record)
     settle_and_check(session, record, "edge1")
 
 
@@ -134,7 +151,7 @@ def test_destination_killed_during_the_final_transfer(env, session, mode):
     pre, record = move(session, mode)
     killer.join(timeout=5)
     events.close()
-    assert record["ok"] is False and record["fallback"] is True and record.get("fenced") is True, record
+    assert record["ok"] is False and record.get("fallback") is True and record.get("fenced") is True, said(record)
     assert record["phases"]["resume_at_source"]["ok"] is True
     settle_and_check(session, record, "edge1")
 
@@ -145,14 +162,12 @@ def test_destination_killed_during_the_restore(env, session):
     killer = when(arrived("-delta"), lambda: env.kill_agent("edge2"))
     pre, record = move(session, "precopy-delta")
     killer.join(timeout=5)
-    assert record["ok"] is False and record["fallback"] is True, record
+    assert record["ok"] is False and record.get("fallback") is True, said(record)
     settle_and_check(session, record, "edge1")
 
 
 def link(env, up: bool) -> None:
-    interface = env.net.interface("edge1", "edge2")
-    subprocess.run(["ip", "netns", "exec", "tb-edge1", "ip", "link", "set", interface, "up" if up else "down"],
-                   check=True)
+    env.net.set_link("edge1", "edge2", up=up)
 
 
 def test_wan_cut_for_five_seconds_during_the_transfer(env, session):
@@ -168,7 +183,7 @@ def test_wan_cut_for_five_seconds_during_the_transfer(env, session):
         killer.join(timeout=5)
         time.sleep(0.1)
         link(env, up=True)
-    assert record["ok"] is True, record
+    assert record["ok"] is True, said(record)
     assert record["phases"]["final_transfer"]["seconds"] > 5.0
     settle_and_check(session, record, "edge2")
 
@@ -182,7 +197,7 @@ def test_wan_cut_for_good_during_the_transfer(env, session):
     finally:
         killer.join(timeout=5)
         link(env, up=True)
-    assert record["ok"] is False and record["fallback"] is True and record.get("fenced") is True, record
+    assert record["ok"] is False and record.get("fallback") is True and record.get("fenced") is True, said(record)
     settle_and_check(session, record, "edge1")
 
 
@@ -191,13 +206,15 @@ def test_destination_disk_full(env, session, mode):
     """The destination's checkpoint space holds 1 MB: the state cannot land there."""
     inbox = STATE_ROOT / "servers" / "edge2" / "incoming"
     inbox.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tb-disk-full", str(inbox)], check=True)
+    server = env.net.node("edge2")            # its agent sees the mounts of the node's own namespace
+    server.cmd(f"mount -t tmpfs -o size=1m tb-disk-full {inbox}")
     try:
+        assert "tb-disk-full" in server.cmd(f"findmnt -n -o SOURCE {inbox}")
         pre, record = move(session, mode)
     finally:
-        subprocess.run(["umount", "-l", str(inbox)], check=True)
-    assert record["ok"] is False, record
-    assert "No space left" in record["error"] or "ENOSPC" in record["error"] or "space" in record["error"], record
+        server.cmd(f"umount -l {inbox}")
+    assert record["ok"] is False, said(record)
+    assert "No space left" in record["error"] or "ENOSPC" in record["error"] or "space" in record["error"], said(record)
     settle_and_check(session, record, "edge1")
 
 
@@ -230,5 +247,5 @@ def test_source_docker_engine_restarted_between_pre_copy_and_migration(env, sess
     restart_docker_engine()
     time.sleep(1.0)
     record = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="final")
-    assert record["ok"] is True, record
+    assert record["ok"] is True, said(record)
     settle_and_check(session, record, "edge2")

@@ -1,0 +1,60 @@
+"""The state channel between agents, over loopback: a push that cannot be stored is answered
+with its real error, and the kept-open connection still carries the next push."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.migration.transfer import DataChannel, FileReceiver, TransferError
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    server = FileReceiver(("127.0.0.1", 0), tmp_path / "inbox")
+    server.serve_in_thread()
+    yield server, tmp_path / "inbox"
+    server.shutdown()
+    server.server_close()
+
+
+def test_files_arrive_under_service_and_slot(receiver, tmp_path):
+    server, inbox = receiver
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "pages.img").write_bytes(b"x" * 300_000)
+    (tmp_path / "out" / "sub" / "core.img").write_bytes(b"core")
+    sent = DataChannel(server.server_address).push("svc", "m1-final", tmp_path / "out")
+    assert sent["bytes"] == 300_004 and sent["files"] == 2
+    assert (inbox / "svc" / "m1-final" / "pages.img").read_bytes() == b"x" * 300_000
+    assert (inbox / "svc" / "m1-final" / "sub" / "core.img").read_bytes() == b"core"
+
+
+def test_a_push_that_cannot_be_stored_reports_why_and_the_stream_stays_in_frame(receiver, tmp_path):
+    server, inbox = receiver
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pages.img").write_bytes(b"p" * 16_000_000)
+    channel = DataChannel(server.server_address, timeout=10)
+    # more than the socket buffers hold, so the sender is still writing when the receiver fails;
+    # the slot's place is taken by a file: the receiver cannot create the directory
+    (inbox / "svc").mkdir(parents=True)
+    (inbox / "svc" / "blocked").write_text("in the way")
+    with pytest.raises(TransferError, match="receiver at 127.0.0.1: (FileExistsError|NotADirectoryError)"):
+        channel.push("svc", "blocked", out, clear=False)
+    kept = list(channel._idle)
+    # the same kept-open connection carries the next push (no fresh one), byte-exact
+    sent = channel.push("svc", "next", out)
+    assert sent["reply"]["ok"] is True and channel._idle == kept and len(kept) == 1
+    assert (inbox / "svc" / "next" / "pages.img").read_bytes() == b"p" * 16_000_000
+    channel.close()
+
+
+def test_a_path_leaving_the_inbox_is_refused(receiver, tmp_path):
+    server, inbox = receiver
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "evil.img").write_bytes(b"e")
+    channel = DataChannel(server.server_address)
+    with pytest.raises(TransferError, match="refusing path"):
+        channel.push("svc", "s", out / "a", files=[out / "a" / ".." / "evil.img"])
+    assert not (inbox / "svc" / "evil.img").exists()
+    assert channel.push("svc", "s", out, files=[out / "evil.img"])["files"] == 1
