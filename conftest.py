@@ -98,6 +98,34 @@ def run_testbed(*args, timeout=300, check=False) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, check=check, cwd=ROOT)
 
 
+def start_run(runs: Path, *overrides: str, experiment: Path = ROOT / "experiments" / "default.yaml") -> subprocess.Popen:
+    """``testbed run`` in the background, in its own session (a test may kill it or its parts)."""
+    return subprocess.Popen([str(ROOT / ".venv" / "bin" / "testbed"), "run", str(experiment), "--runs", str(runs),
+                             "--no-figures", *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def events_of(runs: Path) -> list[dict]:
+    """Every event logged so far by the trials of the runs under ``runs`` (torn lines skipped)."""
+    found = []
+    for log in runs.glob("*/trials/*/*/*/events.jsonl"):
+        for line in log.read_text().splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                pass
+    return found
+
+
 @pytest.fixture
 def testbed_cli():
     return run_testbed
@@ -177,6 +205,17 @@ class Session:
         self.stack.stop_user("mu")
         self.stack.agents[self.host].call("remove", service=self.service)
         return [r for r in _read_jsonl(self.log) if r["service"] == self.service]
+
+
+def model_session(stack: Stack, app: str, image: str) -> Session:
+    """A model service on edge1, used by the user at ap2 with one of the test images."""
+    from testbed import assets
+    from testbed.images import image_name
+
+    spec = {"app": app, "image": image_name(app), "port": 7000,
+            "limits": {"cpus": 2.0, "memory_mb": 2048}}
+    return Session(stack, app, "edge1", ap="ap2", spec=spec,
+                   client={"workload": {"images": [str(assets.fetch(image))]}, "min_timeout": 1.0})
 
 
 def _read_jsonl(path):

@@ -29,6 +29,7 @@ import yaml
 from testbed import images, ports, records
 from testbed.config import ExperimentSpec, PlannerSpec, app_manifest, derive_seed
 from testbed.controller.config import ControllerConfig
+from testbed.events import EventLog
 from testbed.mobility import build as build_mobility
 from testbed.net.capture import Capture
 from testbed.net.network import MecNetwork
@@ -70,6 +71,15 @@ def environment(backend: str | None = None) -> dict:
         "criu": version(["criu", "--version"]), "runc": version(["runc", "--version"]),
         "mininet": version(["mn", "--version"]), "packages": packages,
     }
+
+
+class ControllerLost(RuntimeError):
+    """The controller of a trial died before the trial's end; the run is incomplete."""
+
+    def __init__(self, lost: dict):
+        self.lost = lost
+        moving = f"; still moving at the end: {lost['still_moving']}" if lost.get("still_moving") else ""
+        super().__init__(f"the controller of {lost['trial']} exited ({lost['exit']}) at t={lost['t']} s{moving}")
 
 
 @dataclass
@@ -174,19 +184,36 @@ class Runner:
                                      **self._user_config(spec, user, planner, controller_address, t0))
                 self._schedule_load(spec, stack, t0)
                 self.log(f"[{trial.label}] running for {spec.duration:g} s")
+                lost = None
                 while time.time() < t0 + spec.duration:
                     if self.progress:
                         self.progress(trial.label, min(spec.duration, max(0.0, time.time() - t0)), spec.duration)
+                    if lost is None and stack.controller_exit() is not None:
+                        lost = self._controller_lost(trial, stack, t0)
                     time.sleep(0.25)
                 if self.progress:
                     self.progress(trial.label, spec.duration, spec.duration)
-                controller.call("settle", timeout=180)      # no migration cut short by the teardown
+                if lost is None:
+                    controller.call("settle", timeout=180)      # no migration cut short by the teardown
+                else:
+                    lost["still_moving"] = stack.settle_agents()
                 for user in list(stack.users):
                     stack.stop_user(user)
                 if capture:
                     capture.stop()
+        if lost is not None:
+            raise ControllerLost(lost)
         self.log(f"[{trial.label}] done")
         return net.backend
+
+    def _controller_lost(self, trial: Trial, stack: Stack, t0: float) -> dict:
+        """The controller died: the users go on with what they were last told (the services stay
+        where they are; a migration under way finishes at its agents), and the trial says so."""
+        lost = {"trial": trial.label, "t": round(time.time() - t0, 3), "exit": stack.controller_exit()}
+        EventLog(trial.dir / "events.jsonl", "runner").emit("run.controller_lost", **lost)
+        self.log(f"[{trial.label}] the controller exited ({lost['exit']}) at t={lost['t']:.1f} s; "
+                 "the users go on without it until the trial's end")
+        return lost
 
     def _schedule_load(self, spec: ExperimentSpec, stack: Stack, t0: float) -> None:
         """The experiment's background load, each at its time, through the server's agent."""

@@ -107,6 +107,26 @@ class Stack:
         _wait_for(self.controller, "controller", self.processes["controller"])
         return self.controller
 
+    def controller_exit(self) -> int | None:
+        """The controller's exit status once it has died (a negative signal number), else None."""
+        process = self.processes.get("controller")
+        return None if process is None else process.poll()
+
+    def settle_agents(self, timeout: float = 180.0) -> dict[str, str]:
+        """Without a controller to ask: wait until no agent has a migration under way (so the
+        teardown cuts none short); return those still moving after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            moving = {}
+            for client in self.agents.values():
+                try:
+                    moving.update(client.call("migrations_under_way", timeout=10))
+                except (RpcError, OSError):
+                    pass
+            if not moving or time.monotonic() > deadline:
+                return moving
+            time.sleep(0.2)
+
     # -- mobile users ----------------------------------------------------------------
     def user_config(self, user: str, services: list[dict], initial_ap: str | None, **extra) -> UserConfig:
         """The ``UserConfig`` of ``user``: its radio ports and the base stations from the

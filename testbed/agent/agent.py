@@ -30,7 +30,8 @@ def management_socket(server: str) -> str:
 class Agent:
     # What other processes may call (controller, peer agents, the runner); anything else is refused.
     REMOTE = ("ping", "deploy", "remove", "instances_here", "resources", "migrate", "probe_checkpoints",
-              "prepare", "start_fresh", "abort", "install_layer", "has_layer", "benchmark_cpu", "load")
+              "prepare", "start_fresh", "abort", "install_layer", "has_layer", "benchmark_cpu", "load",
+              "migrations_under_way")
 
     def __init__(self, config: AgentConfig, docker_client=None):
         self.config = config
@@ -123,6 +124,11 @@ class Agent:
         ``final_at`` (wall time) holds the migration phase until then: one order from
         the controller covers both phases, with no round trip between them."""
         return self.source.migrate(service, dest, mode, phase, migration_id, options, final_at)
+
+    def migrations_under_way(self) -> dict[str, str]:
+        """Service -> migration, for every migration of this server's services moving now
+        (so a run that lost its controller can let them finish before the teardown)."""
+        return self.source.migrations_under_way()
 
     def probe_checkpoints(self, service: str, options: dict | None = None) -> dict:
         """Seed 002's two checkpoints at t0 (sizes of the pre-migration state and its delta)."""

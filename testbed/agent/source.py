@@ -35,6 +35,7 @@ class SourceSide:
         self.outgoing = state_dir / "outgoing"
         self.probes = state_dir / "probe"
         self.migrations: dict[str, Migration] = {}
+        self.under_way: dict[str, str] = {}       # service -> migration whose pre or final phase runs now
         self._peer_clients: dict[str, RpcClient] = {}
         self._channels: dict[str, DataChannel] = {}
         self._lock = threading.RLock()
@@ -108,6 +109,19 @@ class SourceSide:
             return current.record
         if phase not in ("pre", "final", "all"):
             raise ValueError(f"unknown phase {phase!r} (prepare, pre, final or all)")
+        with self._lock:
+            self.under_way[service] = current.id
+        try:
+            return self._run(service, current, phase, final_at)
+        finally:
+            with self._lock:
+                self.under_way.pop(service, None)
+
+    def migrations_under_way(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.under_way)
+
+    def _run(self, service: str, current: Migration, phase: str, final_at: float | None) -> dict:
         busy = self._checkpoint_lock(service)      # a probe under way finishes first
         if phase in ("pre", "all"):
             with busy:

@@ -6,43 +6,16 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_testbed
+from conftest import events_of, run_testbed, start_run, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.experiment, pytest.mark.network, pytest.mark.docker, pytest.mark.criu]
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "experiments" / "default.yaml"
 SHORT = ["--set", "duration=25s", "--set", "planners=[nearest]"]
-
-
-def start_run(runs: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(ROOT / ".venv" / "bin" / "testbed"), "run", str(DEFAULT), "--runs", str(runs),
-                             "--no-figures", *SHORT], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def events_of(runs: Path) -> list[dict]:
-    found = []
-    for log in runs.glob("*/trials/*/*/*/events.jsonl"):
-        for line in log.read_text().splitlines():
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                pass
-    return found
 
 
 def host_leftovers() -> dict:
@@ -68,7 +41,7 @@ MOMENTS = {
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_a_killed_run_is_cleaned_marked_and_readable(tmp_path, moment, no_leftovers):
     runs = tmp_path / "runs"
-    process = start_run(runs)
+    process = start_run(runs, *SHORT)
     assert wait_for(lambda: MOMENTS[moment](runs), timeout=120), f"the run never reached {moment!r}"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
@@ -87,7 +60,7 @@ def test_a_killed_run_is_cleaned_marked_and_readable(tmp_path, moment, no_leftov
 
 def test_the_next_run_starts_clean_after_a_kill_and_marks_the_killed_one(tmp_path, no_leftovers):
     runs = tmp_path / "runs"
-    process = start_run(runs)
+    process = start_run(runs, *SHORT)
     assert wait_for(lambda: MOMENTS["users running"](runs), timeout=120)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)

@@ -23,7 +23,7 @@ from testbed.net.network import MecNetwork
 from testbed.records import counter_breaks
 from testbed.stack import Stack
 
-from conftest import Session, outcome, served
+from conftest import Session, model_session, outcome, served
 
 pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,24 +42,38 @@ def env(tmp_path_factory):
         net.stop()
 
 
-@pytest.fixture
-def session(env):
-    """The counter on edge1, used by the user at ap1; the destination agent alive again after."""
-    moving = Session(env, "svc", "edge1", ap="ap1")
-    time.sleep(1.0)
-    yield moving
+def tidy(env, service: str) -> None:
+    """After a test, whatever it left: the user, the service anywhere, a dead destination agent."""
     if "mu" in env.users:                     # the test stopped before its end
         env.stop_user("mu")
     client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": [f"{SERVICE_LABEL}=svc"]}):
+    for container in client.containers.list(all=True, filters={"label": [f"{SERVICE_LABEL}={service}"]}):
         container.remove(force=True)
     for agent in env.agents.values():
         try:
-            agent.call("remove", service="svc")
+            agent.call("remove", service=service)
         except Exception:
             pass
     if "agent:edge2" not in env.processes:
         env.start_agents(only=["edge2"])
+
+
+@pytest.fixture
+def session(env):
+    """The counter on edge1, used by the user at ap1."""
+    moving = Session(env, "svc", "edge1", ap="ap1")
+    time.sleep(1.0)
+    yield moving
+    tidy(env, "svc")
+
+
+@pytest.fixture
+def alpr_session(env):
+    """The ALPR service (a real model, 65 MB of checkpoint) on edge1, used by the user at ap2."""
+    moving = model_session(env, "alpr", "plate-crop-1.png")
+    time.sleep(3.0)
+    yield moving
+    tidy(env, "alpr")
 
 
 def said(record: dict) -> str:
@@ -90,9 +104,9 @@ def when(condition, then, timeout: float = 60.0) -> threading.Thread:
     return thread
 
 
-def arrived(slot_suffix: str):
+def arrived(slot_suffix: str, service: str = "svc"):
     """True once a new slot named ``*<slot_suffix>`` appears in edge2's inbox for the service."""
-    inbox = STATE_ROOT / "servers" / "edge2" / "incoming" / "svc"
+    inbox = STATE_ROOT / "servers" / "edge2" / "incoming" / service
 
     def slots() -> set[str]:
         try:
@@ -106,28 +120,28 @@ def arrived(slot_suffix: str):
 
 def move(session: Session, mode: str) -> tuple[dict, dict]:
     """Pre-migration then migration, as the controller orders them; (pre record, final record)."""
-    source = session.stack.agents["edge1"]
-    pre = source.call("migrate", service="svc", dest="edge2", mode=mode, phase="pre")
+    source, service = session.stack.agents["edge1"], session.service
+    pre = source.call("migrate", service=service, dest="edge2", mode=mode, phase="pre")
     if pre.get("ok") is False:
         return pre, pre
-    session.user.call("set_endpoints", service="svc", pending=[pre["dest_endpoint"]])
+    session.user.call("set_endpoints", service=service, pending=[pre["dest_endpoint"]])
     time.sleep(0.3)
-    return pre, source.call("migrate", service="svc", dest="edge2", mode=mode, phase="final")
+    return pre, source.call("migrate", service=service, dest="edge2", mode=mode, phase="final")
 
 
 def settle_and_check(session: Session, record: dict, expected_server: str) -> list[dict]:
     """The service runs exactly once, at ``expected_server``; the client saw an intact counter."""
-    time.sleep(1.5)
-    running = containers_of("svc")
+    session.wait_served_at(record, count=3, timeout=30.0)
+    running = containers_of(session.service)
     session.host = expected_server
     rows = session.finish()
     assert {s: [x for x in states if x == "running"] for s, states in running.items()} == \
         {expected_server: ["running"]}, (running, said(record))
     assert counter_breaks(rows) == [], outcome(rows)
     assert served(rows)[-1]["endpoint"] == record["new_endpoint"], outcome(rows)
-    assert served(rows)[-1]["counter"] > 20
+    assert served(rows)[-1]["counter"] > 5
     if expected_server == "edge1":            # nothing of the failed migration is left at edge2
-        assert not (STATE_ROOT / "servers" / "edge2" / "incoming" / "svc").exists(), said(record)
+        assert not (STATE_ROOT / "servers" / "edge2" / "incoming" / session.service).exists(), said(record)
     return rows
 
 
@@ -154,6 +168,20 @@ def test_destination_killed_during_the_final_transfer(env, session, mode):
     assert record["ok"] is False and record.get("fallback") is True and record.get("fenced") is True, said(record)
     assert record["phases"]["resume_at_source"]["ok"] is True
     settle_and_check(session, record, "edge1")
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("mode", ["cold", "precopy-delta"])
+def test_model_service_destination_killed_during_the_final_transfer(env, alpr_session, mode):
+    """The same with 65 MB of model state: the kill lands while the checkpoint crosses (cold) or
+    as the delta arrives with the order to restore (pre-copy); the service resumes at the
+    source, its counter intact."""
+    condition = arrived("-final" if mode == "cold" else "-delta", service="alpr")
+    killer = when(condition, lambda: env.kill_agent("edge2"))
+    pre, record = move(alpr_session, mode)
+    killer.join(timeout=5)
+    assert record["ok"] is False and record.get("fallback") is True and record.get("fenced") is True, said(record)
+    settle_and_check(alpr_session, record, "edge1")
 
 
 def test_destination_killed_during_the_restore(env, session):

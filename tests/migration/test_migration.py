@@ -13,12 +13,11 @@ import pytest
 
 from testbed.config import load_topology
 from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT
-from testbed.images import image_name
 from testbed.net.network import MecNetwork
 from testbed.records import counter_breaks, outages, read_jsonl
 from testbed.stack import Stack
 
-from conftest import COUNTER, Session, outcome, served
+from conftest import COUNTER, Session, model_session, outcome, served
 
 pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,16 +40,6 @@ def env(tmp_path_factory):
     finally:
         stack.stop()
         net.stop()
-
-
-def model_session(stack: Stack, app: str, image: str) -> Session:
-    """A model service on edge1, used by the user at ap2 with one of the test images."""
-    from testbed import assets
-
-    spec = {"app": app, "image": image_name(app), "port": 7000,
-            "limits": {"cpus": 2.0, "memory_mb": 2048}}
-    return Session(stack, app, "edge1", ap="ap2", spec=spec,
-                   client={"workload": {"images": [str(assets.fetch(image))]}, "min_timeout": 1.0})
 
 
 @pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered"])
