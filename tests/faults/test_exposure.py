@@ -61,7 +61,7 @@ def test_nothing_of_the_testbed_listens_outside_the_emulated_network(tmp_path, n
                                                                  for p in e["pids"])]
             assert {e["local"] for e in mine} == {f"{address}:7100", f"{address}:7101", f"{address}:8730"}, mine
         # the service container runs under Docker's default seccomp and AppArmor profiles, unprivileged
-        # (CRIU checkpoints and restores it so; see docs/FIDELITY.md)
+        # (CRIU checkpoints and restores it so; see the README's migration faults)
         config = docker.from_env().api.inspect_container(instance["container_id"])["HostConfig"]
         assert not config.get("Privileged") and not config.get("CapAdd")
         assert not any("unconfined" in option for option in (config.get("SecurityOpt") or [])), config
