@@ -33,7 +33,9 @@ from testbed.containers.server import SERVICE_LABEL, STATE_ROOT  # noqa: E402
 from testbed.records import counter_breaks, read_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PROCESSES = {"agents": r"-m testbed\.agent ", "controller": r"-m testbed\.controller ", "user": r"-m testbed\.mu "}
+# pgrep patterns (a pattern must not begin with "-": pgrep would read it as an option)
+PROCESSES = {"agents": r"python.* -m testbed\.agent ", "controller": r"python.* -m testbed\.controller ",
+             "user": r"python.* -m testbed\.mu "}
 MEMORY_TOLERANCE = 0.10
 
 
@@ -101,6 +103,8 @@ def soak(minutes: float, every: float = 15.0, runs: Path | None = None) -> dict:
     events = [json.loads(line) for line in (trial / "events.jsonl").read_text().splitlines() if line.strip()]
     migrations = [e for e in events if e["kind"] == "migration.done"]
     rows = read_jsonl(trial / "requests-mu.jsonl")
+    if not samples:
+        raise RuntimeError("no sample of the host was taken while the trial ran")
     # A window after warm-up against the run's last window: the median for memory (a restore
     # right at a sample should not decide), the maximum for counts (a leak keeps its peak growing).
     start, last = samples[0]["t"], samples[-1]["t"]
