@@ -68,7 +68,7 @@ def sample(client: docker.DockerClient) -> dict:
         try:
             stats = container.stats(stream=False)["memory_stats"]
             memory += stats.get("usage", 0) - stats.get("stats", {}).get("inactive_file", 0)
-        except (docker.errors.APIError, KeyError):
+        except Exception:       # a container removed by a migration between list and stats
             pass
     row["service_memory"] = memory
     row["containers"] = len(client.containers.list(all=True, filters={"label": SERVICE_LABEL}))
