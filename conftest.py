@@ -154,6 +154,28 @@ def run_experiment(path, run_root, overrides=()):
 
 # -- one service used by the mobile user while it migrates (migration and fault tests) ----------
 
+def agents_on_paper_network(tmp_path_factory, name: str):
+    """A module's stack: the paper topology with an agent on every server (skipped, with the
+    reason, where the network or CRIU cannot run)."""
+    from testbed.config import load_topology
+    from testbed.net.network import MecNetwork
+    from testbed.stack import Stack
+
+    for marker in ("network", "criu"):
+        reason = _missing_for(marker)
+        if reason:
+            pytest.skip(f"[{marker}] {reason}")
+    run_dir = tmp_path_factory.mktemp(name)
+    net = MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net").start()
+    stack = Stack(net, run_dir)
+    try:
+        stack.start_agents()
+        yield stack
+    finally:
+        stack.stop()
+        net.stop()
+
+
 def _counter_spec() -> dict:
     from testbed.images import image_name
 
@@ -190,10 +212,12 @@ class Session:
         return record
 
     def wait_served_at(self, record: dict, count: int, timeout: float) -> None:
-        """Until ``count`` requests sent since migration ``record`` began were answered at its
-        new endpoint: a restore under load (a model service on a busy CI machine) may take
-        longer than a fixed sleep."""
-        endpoint, since = record["new_endpoint"], record["phases"]["migration"]["start"]
+        """Until ``count`` requests sent after migration ``record``'s last phase ended (a
+        migration, a fallback, or a pre-copy that failed) were answered at its new endpoint: a
+        restore under load (a model service on a busy CI machine) may take longer than a fixed
+        sleep."""
+        endpoint = record["new_endpoint"]
+        since = max(phase.get("end", phase["start"]) for phase in record["phases"].values())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rows = _read_jsonl(self.log) if self.log.exists() else []

@@ -17,13 +17,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from testbed.config import load_topology
 from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT
-from testbed.net.network import MecNetwork
 from testbed.records import counter_breaks
-from testbed.stack import Stack
 
-from conftest import Session, model_session, outcome, served
+from conftest import Session, agents_on_paper_network, model_session, outcome, served
 
 pytestmark = [pytest.mark.criu, pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("faults")
-    net = MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net").start()
-    stack = Stack(net, run_dir)
-    try:
-        stack.start_agents()
-        yield stack
-    finally:
-        stack.stop()
-        net.stop()
+    yield from agents_on_paper_network(tmp_path_factory, "faults")
 
 
 def tidy(env, service: str) -> None:
