@@ -59,6 +59,15 @@ class CgroupMeter:
     def memory_bytes(self) -> int:
         return int(self.memory_file.read_text())
 
+    def anonymous_bytes(self) -> int:
+        """Memory that only the processes hold (no page cache): what a leak makes grow."""
+        key = "anon" if self.v2 else "total_rss"
+        for line in (self.memory_file.parent / "memory.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+        raise CgroupError(f"no {key} in {self.memory_file.parent / 'memory.stat'}")
+
     def cpu_cores(self) -> float | None:
         """Cores used since the previous call (None on the first)."""
         usage, now = self.cpu_usage_ns(), time.monotonic()

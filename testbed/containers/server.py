@@ -253,17 +253,10 @@ class ServerContainers:
         return self._docker_root
 
     def runc_root(self, container_id: str) -> Path | None:
-        """Where Docker's runc keeps this container's state (None if not found)."""
-        for root in RUNC_ROOTS:
-            if (root / container_id / "state.json").exists():
-                return root
-        return None
+        return runc_root(container_id)
 
     def cgroups(self, container_id: str) -> ContainerCgroups:
-        root = self.runc_root(container_id)
-        if root is None:
-            raise CgroupError(f"no runc state for container {container_id[:12]}")
-        return ContainerCgroups(root / container_id / "state.json", Path(f"/proc/{engine_pid()}/root"))
+        return container_cgroups(container_id)
 
     def freezer(self, container_id: str) -> Freezer | None:
         try:
@@ -401,6 +394,22 @@ def remove_container(client: docker.DockerClient, container_id: str, remove_hold
     if holder and remove_holder:
         remove_container(client, holder)
     return holder
+
+
+def runc_root(container_id: str) -> Path | None:
+    """Where Docker's runc keeps this container's state (None if not found)."""
+    for root in RUNC_ROOTS:
+        if (root / container_id / "state.json").exists():
+            return root
+    return None
+
+
+def container_cgroups(container_id: str) -> ContainerCgroups:
+    """A running container's cgroups, seen from any mount namespace."""
+    root = runc_root(container_id)
+    if root is None:
+        raise CgroupError(f"no runc state for container {container_id[:12]}")
+    return ContainerCgroups(root / container_id / "state.json", Path(f"/proc/{engine_pid()}/root"))
 
 
 def engine_pid() -> int:
