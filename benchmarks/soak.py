@@ -83,11 +83,11 @@ def soak(minutes: float, every: float = 15.0, runs: Path | None = None) -> dict:
     """Run the soak; return the samples, the run's counts and the end-versus-warm-up table."""
     runs = runs or Path(tempfile.mkdtemp(prefix="soak-"))
     duration = int(minutes * 60)
+    client = docker.from_env()                         # fails before the run starts if no engine runs
     process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "testbed"), "run", str(ROOT / "experiments" / "default.yaml"),
                                 "--runs", str(runs), "--no-figures", "--set", f"duration={duration}s",
                                 "--set", "planners=[nearest]"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
-    client = docker.from_env()
     samples = []
     try:
         while process.poll() is None:
