@@ -21,7 +21,7 @@ from testbed.stopwatch import Stopwatch
 
 
 class DestinationSide:
-    ARRIVAL_ORDERS = ("restore",)          # what a push may order on arrival
+    ARRIVAL_ORDERS = ("restore", "apply_delta")     # what a push may order on arrival
 
     def __init__(self, deployment: Deployment, layers: LayerStore, inbox: Path):
         self.deployment = deployment
@@ -35,10 +35,21 @@ class DestinationSide:
         self._lock = threading.RLock()
 
     def on_arrival(self, order: dict):
-        """An order that travelled with pushed state (only restoring is allowed)."""
+        """An order that travelled with pushed state (restoring, or a pre-copy round's delta)."""
         if order.get("method") not in self.ARRIVAL_ORDERS:
             raise ValueError(f"unsupported order on arrival: {order.get('method')!r}")
-        return self.restore(**order["params"])
+        return getattr(self, order["method"])(**order["params"])
+
+    def apply_delta(self, service: str, migration: str, slot: str, base_slot: str,
+                    delta_encoder: str = "pages") -> dict:
+        """An iterative pre-copy round: bring the state held in ``base_slot`` up to date."""
+        self._take_reserved(service, migration)            # only for the migration that reserved
+        steps = Stopwatch()
+        delta_dir = self.inbox / service / slot
+        encoder(delta_encoder).apply(delta_dir / "delta", self.inbox / service / base_slot)
+        shutil.rmtree(delta_dir, ignore_errors=True)
+        steps.lap("apply_delta")
+        return {"steps": steps.laps}
 
     def prepare(self, spec: dict, migration: str) -> dict:
         container_spec = ContainerSpec.from_dict(spec)

@@ -171,6 +171,19 @@ class Migration:
         self.count(counter, sent["bytes"])
         return sent
 
+    def send_and_apply(self, phase: str, slot: str, root: Path, files: list[Path], base_slot: str,
+                       delta_encoder: str) -> dict:
+        """Push a delta that the destination applies on arrival to the state in ``base_slot``
+        (an iterative pre-copy round; the service keeps running here)."""
+        order = {"method": "apply_delta", "params": {"service": self.spec.service, "migration": self.id,
+                                                     "slot": f"{self.id}-{slot}", "base_slot": base_slot,
+                                                     "delta_encoder": delta_encoder}}
+        with self.phase(phase):
+            sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
+                                                      then=order)
+        self.count("before_downtime", sent["bytes"])
+        return sent
+
     def send_and_restore(self, slot: str, root: Path, files: list[Path] | None = None, **restore) -> Instance:
         """Push the last state with the order to restore on arrival: one WAN crossing.
 

@@ -124,6 +124,29 @@ def test_delta_is_at_most_one_percent_for_the_counter(env):
     assert record["bytes"]["during_downtime"] == delta
 
 
+def test_iterative_precopy_ships_each_rounds_delta_and_keeps_the_counter(env):
+    """Three pre-copy rounds (the full checkpoint, then two deltas the destination applies to
+    what it holds): the record lists each round, the downtime's delta is taken against the
+    last one, and the counter goes on without a break."""
+    session = Session(env, "svc", "edge1", ap="ap2")
+    time.sleep(1.0)
+    record = session.migrate("edge2", "precopy-delta", precopy_rounds=3, min_shrink=0.0)
+    time.sleep(1.0)
+    rows = session.finish()
+    assert record["ok"], record.get("error")
+    rounds = record["precopy_rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3], rounds
+    full = record["sizes"]["pre_checkpoint"]
+    for later in rounds[1:]:
+        assert 0 < later["delta"] <= 0.05 * full, rounds
+        assert record["phases"][f"pre{later['round']}_transfer"]["ok"]
+    assert record["bytes"]["before_downtime"] == sum(r["sent"] for r in rounds)
+    assert record["bytes"]["during_downtime"] == record["sizes"]["delta"] <= 0.01 * full
+    assert counter_breaks(rows) == [], outcome(rows)
+    after = [r for r in served(rows) if r["endpoint"][0] == record["new_endpoint"][0]]
+    assert len(after) > 5, outcome(rows)
+
+
 def slow_start_seconds(size: float, mbps: float, rtt: float, mss: int = 1448, initial_window: int = 10) -> float:
     """Idealised TCP transfer time: slow start from IW10 until the path is full, then line rate."""
     rate = mbps * 1e6 / 8

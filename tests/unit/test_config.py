@@ -149,6 +149,9 @@ def experiment_with(tmp_path, **fields) -> Path:
     ({"migration": {"mode": "teleport"}}, "migration", "unknown migration mode 'teleport'"),
     ({"migration": {"mode": "precopy-delta", "delta": "bsdiff"}}, "migration.delta", "unknown delta encoder"),
     ({"migration": {"mode": "cold", "quiesse": 1}}, "migration.quiesse", "unknown field"),
+    ({"migration": {"mode": "precopy-delta", "precopy_rounds": 0}}, "migration.precopy_rounds",
+     "greater than or equal to 1"),
+    ({"migration": {"mode": "precopy-delta", "min_shrink": 1.0}}, "migration.min_shrink", "less than 1"),
     ({"users": {"mu": {"mobility": {"model": "round_trip", "sped": 2}, "services": [{"app": "counter"}]}}},
      "users.mu.mobility.sped", "unknown field"),
     ({"users": {"mu": {"mobility": {"model": "hover"}, "services": [{"app": "counter"}]}}},
@@ -170,4 +173,4 @@ def test_extension_parameters_get_their_declared_defaults(tmp_path):
         tmp_path, planners=[{"name": "orchestrated", "params": {"solver": "cbc"}}], migration={"mode": "precopy-delta"}))
     params = spec.planners[0].typed_params()
     assert (params.solver, params.horizon_s, params.margin) == ("cbc", 30.0, 0.1)
-    assert spec.migration.options() == {"quiesce": 1.0, "delta": "pages"}
+    assert spec.migration.options() == {"quiesce": 1.0, "delta": "pages", "precopy_rounds": 1, "min_shrink": 0.2}

@@ -8,7 +8,16 @@ copy of what the destination holds, by the delta encoder the experiment names
 destination applies it to the first checkpoint and restores.  Without
 soft-dirty tracking in the kernel this is how a delta is made (CRIU pre-dump
 would need it).
+
+Iterative pre-copy (option ``precopy_rounds`` > 1), as the literature's
+pre-copy: after the full checkpoint, further rounds (the service still
+running) each ship the delta since the round before, which the destination
+applies to what it holds, while the deltas still shrink by ``min_shrink``; the
+downtime's delta is then taken against the latest round.  The record lists
+every round's size (``precopy_rounds``).
 """
+
+import shutil
 
 from pydantic import Field, field_validator
 
@@ -20,6 +29,10 @@ from testbed.registry import DELTA_ENCODERS
 
 class DeltaOptions(MigrationOptions):
     delta: str = Field(default="pages", description="delta encoder (testbed.migration.delta)")
+    precopy_rounds: int = Field(default=1, ge=1, le=10, description=(
+        "most pre-copy rounds: the full checkpoint, then deltas since the round before"))
+    min_shrink: float = Field(default=0.2, ge=0.0, lt=1.0, description=(
+        "another round only while each delta is at least this fraction smaller than the round before"))
 
     @field_validator("delta")
     @classmethod
@@ -34,8 +47,26 @@ class PrecopyDelta(MigrationMode):
 
     def pre(self, m: Migration):
         m.base_images = checkpoint_instance_layer(m, "pre", leave_running=True)
-        m.size("pre_checkpoint", checkpoint_size(m.base_images))
-        m.send("pre_transfer", "base", m.base_images)
+        full = checkpoint_size(m.base_images)
+        m.size("pre_checkpoint", full)
+        sent = m.send("pre_transfer", "base", m.base_images)
+        rounds = [{"round": 1, "checkpoint": full, "sent": sent["bytes"]}]
+        m.record["precopy_rounds"] = rounds
+        for number in range(2, m.options.precopy_rounds + 1):
+            name = f"pre{number}"
+            images = checkpoint_instance_layer(m, name, leave_running=True)
+            delta_dir = m.workdir / f"{name}-delta"
+            with m.phase(f"{name}_delta"):
+                delta = encoder(m.options.delta).encode(images, m.base_images, delta_dir / "delta")
+            sent = m.send_and_apply(f"{name}_transfer", f"{name}-delta", delta_dir, [delta_dir / "delta"],
+                                    base_slot=f"{m.id}-base", delta_encoder=m.options.delta)
+            shutil.rmtree(m.base_images, ignore_errors=True)
+            shutil.rmtree(delta_dir, ignore_errors=True)
+            m.base_images = images                      # what the destination holds now
+            rounds.append({"round": number, "checkpoint": checkpoint_size(images), "delta": delta["bytes"],
+                           "delta_raw": delta["raw_bytes"], "sent": sent["bytes"]})
+            if delta["bytes"] > (1 - m.options.min_shrink) * (rounds[-2].get("delta") or full):
+                break                                   # no longer shrinking: the downtime's delta next
 
     def final(self, m: Migration):
         images = checkpoint_instance_layer(m, "final", leave_running=False)
