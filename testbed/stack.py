@@ -67,7 +67,9 @@ class Stack:
             node = spec.nodes[server]
             config = AgentConfig(server=server, address=addresses[server],
                                  subnet=str(self.net.plan.container_subnets[server]),
-                                 peers={p: a for p, a in addresses.items() if p != server}, run_dir=self.run_dir,
+                                 peers={p: a for p, a in addresses.items() if p != server},
+                                 peer_mbps={p: self.net.plan.bottleneck_mbps(server, p) for p in servers if p != server},
+                                 run_dir=self.run_dir,
                                  cpus=node.cpus, memory=node.memory, compute=node.compute,
                                  speed=node.compute / fastest,
                                  congestion_control=spec.network.tcp_congestion_control, controller=controller,

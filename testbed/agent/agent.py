@@ -54,7 +54,7 @@ class Agent:
         self.layers = LayerStore(state_dir / "layers", containers.client)
         self.monitor = ResourceMonitor(self.deployment, config.cpus, config.speed, self.cgroup)
         self._load: list = []
-        self.source = SourceSide(self.deployment, self.layers, config.peers, state_dir)
+        self.source = SourceSide(self.deployment, self.layers, config.peers, state_dir, config.peer_mbps)
         self.destination = DestinationSide(self.deployment, self.layers, self.inbox)
 
     # -- Deployment-S -------------------------------------------------------------------

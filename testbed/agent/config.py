@@ -14,6 +14,8 @@ class AgentConfig(Strict):
     address: str = Field(description="the server's stable address (its loopback)")
     subnet: str = Field(description="the server's container subnet, e.g. 172.16.1.0/24")
     peers: dict[str, str] = Field(default={}, description="every other server and its address")
+    peer_mbps: dict[str, float] = Field(default={}, description=(
+        "every other server and the bottleneck bandwidth of the routed path to it (Mbit/s)"))
     run_dir: Path | None = None
     cpus: float = Field(default=2.0, gt=0, description="cores the server offers to services")
     memory: float = Field(default=4 * 1024**3, gt=0, description="bytes of memory the server offers")

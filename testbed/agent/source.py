@@ -25,13 +25,15 @@ from testbed.rpc import RpcClient
 
 
 class SourceSide:
-    def __init__(self, deployment: Deployment, layers: LayerStore, peers: dict[str, str], state_dir: Path):
+    def __init__(self, deployment: Deployment, layers: LayerStore, peers: dict[str, str], state_dir: Path,
+                 peer_mbps: dict[str, float] | None = None):
         self.deployment = deployment
         self.server = deployment.server
         self.containers = deployment.containers
         self.events = deployment.events
         self.layers = layers
         self.peers = dict(peers)
+        self.peer_mbps = dict(peer_mbps or {})
         self.outgoing = state_dir / "outgoing"
         self.probes = state_dir / "probe"
         self.migrations: dict[str, Migration] = {}
@@ -60,6 +62,9 @@ class SourceSide:
             if server not in self._channels:
                 self._channels[server] = DataChannel((self.peers[server], ports.AGENT_DATA))
             return self._channels[server]
+
+    def path_mbps(self, server: str) -> float | None:
+        return self.peer_mbps.get(server)
 
     def release(self, service: str, instance: Instance) -> None:
         self.deployment.release(service, instance)

@@ -66,7 +66,8 @@ class MigrationTimeModel:
     """Eq. (5) with psi_s and rho_s learned from each server's history.
 
     T_chkpt = psi_s S_D / C_s;  T_restore = rho_s' (S_D + S_lambda + S_dlambda) / C_s';
-    transfers: ``transfer_seconds`` over the path between the servers; plus the
+    transfers: ``transfer_seconds`` over the path between the servers (the
+    pre-transfer at ``precopy_share`` of its bandwidth); plus the
     destination's set-up (creating the container that will take the state),
     also learned.
     """
@@ -77,6 +78,7 @@ class MigrationTimeModel:
     checkpoints: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     restores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     setups: dict[str, list[float]] = field(default_factory=dict)
+    precopy_share: float = 1.0      # of the path's bandwidth the pre-transfer may take (paced)
 
     @classmethod
     def from_calibration(cls, calibration) -> "MigrationTimeModel":
@@ -106,7 +108,7 @@ class MigrationTimeModel:
     def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
                  bandwidth_mbps: float, one_way_s: float, compute_source: float, compute_dest: float) -> dict:
         t_chkpt = self.psi(source) * image_bytes / compute_source
-        t_pre_trans = transfer_seconds(full_bytes, bandwidth_mbps, 2 * one_way_s)
+        t_pre_trans = transfer_seconds(full_bytes, bandwidth_mbps * self.precopy_share, 2 * one_way_s)
         t_trans = transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)
         t_restore = self.rho(dest) * (image_bytes + full_bytes + delta_bytes) / compute_dest
         t_setup = self.setup(dest)

@@ -103,6 +103,9 @@ class MigrationSource(Protocol):
     def channel(self, server: str):
         """The data channel to another server's receiver (testbed.migration.transfer)."""
 
+    def path_mbps(self, server: str) -> float | None:
+        """Bottleneck bandwidth of the path to another server (None: unknown)."""
+
     def release(self, service: str, instance: Instance) -> None:
         """After a successful move: drop the stopped source container."""
 
@@ -163,16 +166,27 @@ class Migration:
     def containers(self) -> ServerContainers:
         return self.source.containers
 
+    def pace(self, share: float) -> float | None:
+        """Bytes/s for a transfer that may take ``share`` of the path's bandwidth (None: all of it,
+        or the path's bandwidth is unknown).  Recorded as ``pace_mbps``."""
+        mbps = self.source.path_mbps(self.dest)
+        if share >= 1 or not mbps:
+            return None
+        self.record["pace_mbps"] = round(share * mbps, 3)
+        return share * mbps * 1e6 / 8
+
     def send(self, phase: str, slot: str, root: Path, files: list[Path] | None = None,
-             counter: str = "before_downtime") -> dict:
-        """Push state to the destination (timed as ``phase``, bytes counted under ``counter``)."""
+             counter: str = "before_downtime", pace: float | None = None) -> dict:
+        """Push state to the destination (timed as ``phase``, bytes counted under ``counter``;
+        ``pace``: bytes/s, see ``pace()``)."""
         with self.phase(phase):
-            sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files)
+            sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
+                                                      pace_bytes_per_s=pace)
         self.count(counter, sent["bytes"])
         return sent
 
     def send_and_apply(self, phase: str, slot: str, root: Path, files: list[Path], base_slot: str,
-                       delta_encoder: str) -> dict:
+                       delta_encoder: str, pace: float | None = None) -> dict:
         """Push a delta that the destination applies on arrival to the state in ``base_slot``
         (an iterative pre-copy round; the service keeps running here)."""
         order = {"method": "apply_delta", "params": {"service": self.spec.service, "migration": self.id,
@@ -180,7 +194,7 @@ class Migration:
                                                      "delta_encoder": delta_encoder}}
         with self.phase(phase):
             sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
-                                                      then=order)
+                                                      then=order, pace_bytes_per_s=pace)
         self.count("before_downtime", sent["bytes"])
         return sent
 

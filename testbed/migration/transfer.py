@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 _LEN = struct.Struct("!I")
+SO_MAX_PACING_RATE = getattr(socket, "SO_MAX_PACING_RATE", 47)    # Linux; 47 on every architecture but a few
+UNPACED = 2**64 - 1
 CHUNK = 1 << 20
 
 
@@ -73,9 +75,11 @@ class DataChannel:
         return sock, False
 
     def push(self, service: str, slot: str, root: Path, files: list[Path] | None = None,
-             then: dict | None = None, clear: bool = True) -> dict:
+             then: dict | None = None, clear: bool = True, pace_bytes_per_s: float | None = None) -> dict:
         """Send ``files`` (default: all under ``root``) into the receiver's
-        ``incoming/<service>/<slot>/``; return bytes, seconds and the receiver's reply."""
+        ``incoming/<service>/<slot>/``; return bytes, seconds and the receiver's reply.
+        ``pace_bytes_per_s``: the kernel paces this push's packets at that rate (TCP pacing,
+        ``SO_MAX_PACING_RATE``), leaving the rest of the path to other traffic."""
         root = Path(root)
         files = files if files is not None else sorted(p for p in root.rglob("*") if p.is_file())
         entries = [{"path": str(Path(f).relative_to(root)), "size": Path(f).stat().st_size} for f in files]
@@ -86,6 +90,8 @@ class DataChannel:
             sock, reused = self._take()
             started = time.monotonic()
             try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE,
+                                struct.pack("Q", int(pace_bytes_per_s) if pace_bytes_per_s else UNPACED))
                 sock.settimeout(self.STALL_S)        # sendfile waits at most this long for each chunk
                 sock.sendall(_LEN.pack(len(manifest)) + manifest)
                 for path in files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import threading
@@ -145,6 +146,43 @@ def test_iterative_precopy_ships_each_rounds_delta_and_keeps_the_counter(env):
     assert counter_breaks(rows) == [], outcome(rows)
     after = [r for r in served(rows) if r["endpoint"][0] == record["new_endpoint"][0]]
     assert len(after) > 5, outcome(rows)
+
+
+def _during(rows, phase: dict) -> list[dict]:
+    return [r for r in rows if phase["start"] <= r["sent"] <= phase["end"]]
+
+
+def test_a_paced_precopy_leaves_the_user_its_share_of_the_link(env):
+    """A model service's pre-copy at full speed fills the WAN link the user's requests cross
+    (queues grow, tasks wait); paced at 60 % of the path (``precopy_share``) it takes longer
+    and the user's E2E during it stays near its value before."""
+    session = model_session(env, "detect", "street-dog.jpg")
+    time.sleep(4.0)
+    # edge1 -> edge3 crosses edge1-edge2, as the user's replies from edge1 to ap2 do; the way
+    # back, edge3 -> edge1, crosses edge3-edge2 as the replies from edge3 do: the same situation.
+    full = session.migrate("edge3", "precopy-delta", precopy_share=1.0)
+    assert full["ok"], full.get("error")
+    session.wait_served_at(full, count=5, timeout=30.0)
+    time.sleep(3.0)
+    paced = session.migrate("edge1", "precopy-delta", precopy_share=0.6)
+    assert paced["ok"], paced.get("error")
+    session.wait_served_at(paced, count=3, timeout=30.0)
+    rows = session.finish()
+    assert counter_breaks(rows) == [], outcome(rows)
+    assert "pace_mbps" not in full and paced["pace_mbps"] == pytest.approx(60.0)
+    t_full, t_paced = full["phases"]["pre_transfer"], paced["phases"]["pre_transfer"]
+    rate = {name: record["bytes"]["before_downtime"] * 8 / record["phases"]["pre_transfer"]["seconds"] / 1e6
+            for name, record in (("full", full), ("paced", paced))}
+    assert rate["paced"] <= 62.0 < rate["full"], rate
+    first = min(p["start"] for p in full["phases"].values())
+    before = [r["e2e_ms"] for r in served(rows) if r["sent"] < first]
+    during = {name: [r["e2e_ms"] for r in served(_during(rows, phase))] for name, phase in
+              (("full", t_full), ("paced", t_paced))}
+    median = {name: statistics.median(values) for name, values in (("before", before), *during.items())}
+    print("pre-copy rate (Mbit/s):", rate, "median E2E (ms):", median)
+    assert len(during["paced"]) >= 5 and len(during["full"]) >= 3, outcome(rows)
+    assert median["paced"] <= median["before"] + 40, median
+    assert median["full"] > median["paced"], median
 
 
 def slow_start_seconds(size: float, mbps: float, rtt: float, mss: int = 1448, initial_window: int = 10) -> float:

@@ -45,6 +45,14 @@ def test_eq5_by_hand():
     assert downtime(2.0, 0.5) == 2.0 and downtime(None, None) == 0.0
 
 
+def test_a_paced_pre_copy_is_estimated_at_its_share_of_the_path():
+    model = MigrationTimeModel(default_psi=2e-9, default_rho=1e-9, default_setup=0.3, precopy_share=0.5)
+    est = model.estimate("edge1", "edge2", image_bytes=100e6, full_bytes=50e6, delta_bytes=1e6,
+                         bandwidth_mbps=100, one_way_s=0.05, compute_source=1.0, compute_dest=1.0)
+    assert est["pre_transfer_s"] == pytest.approx(transfer_seconds(50e6, 50, 0.1))    # about 8 s, not 4
+    assert est["transfer_s"] == pytest.approx(transfer_seconds(1e6, 100, 0.1))       # the downtime's: full rate
+
+
 def test_psi_and_rho_converge_on_recorded_checkpoints():
     rng = random.Random(5)
     model = MigrationTimeModel(default_psi=2e-9, default_rho=1.5e-9, default_setup=0.35)

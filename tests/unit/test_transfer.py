@@ -58,3 +58,20 @@ def test_a_path_leaving_the_inbox_is_refused(receiver, tmp_path):
         channel.push("svc", "s", out / "a", files=[out / "a" / ".." / "evil.img"])
     assert not (inbox / "svc" / "evil.img").exists()
     assert channel.push("svc", "s", out, files=[out / "evil.img"])["files"] == 1
+
+
+def test_a_paced_push_keeps_to_its_rate_and_the_next_push_on_the_connection_is_not_paced(receiver, tmp_path):
+    """Pre-copy pacing (SO_MAX_PACING_RATE): 1.5 MB at 1 MB/s takes about 1.5 s even over
+    loopback; the same kept-open connection then carries a push at full speed."""
+    server, inbox = receiver
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pages.img").write_bytes(b"q" * 1_500_000)
+    channel = DataChannel(server.server_address)
+    paced = channel.push("svc", "pre", out, pace_bytes_per_s=1_000_000)
+    unpaced = channel.push("svc", "final", out)
+    assert len(channel._idle) == 1                       # one connection carried both
+    assert 1.2 <= paced["seconds"] <= 6.0, paced["seconds"]
+    assert unpaced["seconds"] < 0.5 * paced["seconds"], (unpaced["seconds"], paced["seconds"])
+    assert (inbox / "svc" / "pre" / "pages.img").stat().st_size == 1_500_000
+    channel.close()

@@ -15,6 +15,11 @@ running) each ship the delta since the round before, which the destination
 applies to what it holds, while the deltas still shrink by ``min_shrink``; the
 downtime's delta is then taken against the latest round.  The record lists
 every round's size (``precopy_rounds``).
+
+The pre-copy takes at most ``precopy_share`` of the path's bandwidth (TCP
+pacing at the source's socket): a model service's checkpoint would otherwise
+fill the link the user's own requests cross, and time them out.  The delta in
+the downtime goes at full speed.
 """
 
 import shutil
@@ -31,6 +36,9 @@ class DeltaOptions(MigrationOptions):
     delta: str = Field(default="pages", description="delta encoder (testbed.migration.delta)")
     precopy_rounds: int = Field(default=1, ge=1, le=10, description=(
         "most pre-copy rounds: the full checkpoint, then deltas since the round before"))
+    precopy_share: float = Field(default=0.8, gt=0.0, le=1.0, description=(
+        "share of the path's bandwidth the pre-copy may take (TCP pacing): the rest stays the user's; "
+        "1: as fast as the path goes"))
     min_shrink: float = Field(default=0.2, ge=0.0, lt=1.0, description=(
         "another round only while each delta is at least this fraction smaller than the round before"))
 
@@ -49,7 +57,8 @@ class PrecopyDelta(MigrationMode):
         m.base_images = checkpoint_instance_layer(m, "pre", leave_running=True)
         full = checkpoint_size(m.base_images)
         m.size("pre_checkpoint", full)
-        sent = m.send("pre_transfer", "base", m.base_images)
+        pace = m.pace(m.options.precopy_share)
+        sent = m.send("pre_transfer", "base", m.base_images, pace=pace)
         rounds = [{"round": 1, "checkpoint": full, "sent": sent["bytes"]}]
         m.record["precopy_rounds"] = rounds
         for number in range(2, m.options.precopy_rounds + 1):
@@ -59,7 +68,7 @@ class PrecopyDelta(MigrationMode):
             with m.phase(f"{name}_delta"):
                 delta = encoder(m.options.delta).encode(images, m.base_images, delta_dir / "delta")
             sent = m.send_and_apply(f"{name}_transfer", f"{name}-delta", delta_dir, [delta_dir / "delta"],
-                                    base_slot=f"{m.id}-base", delta_encoder=m.options.delta)
+                                    base_slot=f"{m.id}-base", delta_encoder=m.options.delta, pace=pace)
             shutil.rmtree(m.base_images, ignore_errors=True)
             shutil.rmtree(delta_dir, ignore_errors=True)
             m.base_images = images                      # what the destination holds now
