@@ -12,6 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from testbed import assets
 from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT
 from testbed.records import counter_breaks, outages, read_jsonl
 
@@ -183,6 +184,57 @@ def test_a_paced_precopy_leaves_the_user_its_share_of_the_link(env):
     assert len(during["paced"]) >= 5 and len(during["full"]) >= 3, outcome(rows)
     assert median["paced"] <= median["before"] + 40, median
     assert median["full"] > median["paced"], median
+
+
+RING = ("edge2", "edge3", "edge1")
+
+
+@pytest.mark.parametrize("mode", ["precopy-delta", pytest.param("cold", marks=pytest.mark.slow),
+                                  pytest.param("layered", marks=pytest.mark.slow)])
+def test_twenty_moves_round_the_ring_keep_the_counter(env, mode):
+    """Chained restores (a container restored, then checkpointed again, twenty times round
+    edge1 -> edge2 -> edge3 -> edge1): every move carries the state."""
+    session = Session(env, "svc", "edge1", ap="ap2")
+    records = []
+    for n in range(20):
+        time.sleep(0.5)
+        records.append(session.migrate(RING[n % 3], mode))
+        assert records[-1]["ok"], (n, records[-1].get("error"))
+    session.wait_served_at(records[-1], count=3, timeout=20.0)
+    rows = session.finish()
+    assert counter_breaks(rows) == [], outcome(rows)
+    assert session.host == "edge3" and served(rows)[-1]["endpoint"][0] == records[-1]["new_endpoint"][0]
+    assert len({tuple(r["new_endpoint"]) for r in records}) >= 3
+
+
+@pytest.mark.slow
+def test_twenty_moves_round_the_ring_keep_the_enrolled_faces(env):
+    """A model service's state through twenty precopy-delta moves: the identity enrolled
+    before the first is still recognised after the last, and the counter never breaks."""
+    from conftest import query_service
+
+    session = model_session(env, "face", "face-biden.jpg")
+    [enrolled] = query_service(env.net, session_ip(session), op="enroll", files=[assets.fetch("face-biden.jpg")],
+                               extra={"name": "biden"}, client="enrol")
+    assert enrolled["ok"], enrolled
+    records = []
+    for n in range(20):
+        time.sleep(2.0)
+        records.append(session.migrate(RING[n % 3], "precopy-delta"))
+        assert records[-1]["ok"], (n, records[-1].get("error"))
+        session.wait_served_at(records[-1], count=2, timeout=30.0)
+    rows = session.finish()
+    assert counter_breaks(rows) == [], outcome(rows)
+    last = served(rows)[-1]
+    assert last["endpoint"][0] == records[-1]["new_endpoint"][0]
+    assert last["result"]["faces"][0]["identity"] == "biden", last["result"]
+    [state] = query_service(env.net, records[-1]["new_endpoint"][0], op="state", client="enrol-check")
+    assert state["result"]["enrolled"] == {"biden": 1}, state
+
+
+def session_ip(session: Session) -> str:
+    return next(i["ip"] for i in session.stack.agents[session.host].call("instances_here")
+                if i["service"] == session.service)
 
 
 def slow_start_seconds(size: float, mbps: float, rtt: float, mss: int = 1448, initial_window: int = 10) -> float:
