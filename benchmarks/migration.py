@@ -1,6 +1,7 @@
 """Migration benchmark: downtime seen by the client, migration time, bytes, per service and mode.
 
     .venv/bin/python benchmarks/migration.py [--repeats 5] [--services counter,face] [--modes cold,...]
+                                             [--option precopy_rounds=3 ...]
                                              [--calibration calibration/default.yaml]
 
 The service ping-pongs between edge1 and edge2 (100 Mbps / 50 ms).  Before each
@@ -11,6 +12,9 @@ moved, the service follows), and its client keeps sending tasks, probing every
 ``--calibration FILE`` fits eq. (5)'s psi, rho and set-up time
 (``testbed.controller.estimators.fit_calibration``) to every migration measured
 and writes them to FILE with where they came from: the planners' starting values.
+``--option KEY=VALUE`` passes a mode option (e.g. ``precopy_share=1.0``,
+``precopy_rounds=3``) to every migration; the table then shows the user's
+median E2E while the pre-copy crossed the link its requests cross.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import percentile, report  # noqa: E402
@@ -40,7 +46,7 @@ def median(values):
     return round(statistics.median(values), 3) if values else None
 
 
-def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
+def bench(stack: Stack, app: str, mode: str, repeats: int, options: dict | None = None) -> dict:
     service = f"{app}-{mode}"
     log = stack.run_dir / "requests-mu.jsonl"
     log.unlink(missing_ok=True)
@@ -61,11 +67,13 @@ def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
         dest = "edge2" if host == "edge1" else "edge1"
         user.call("handover", ap=AP_OF[dest], duration=0.0)
         time.sleep(1.5)
-        pre = stack.agents[host].call("migrate", service=service, dest=dest, mode=mode, phase="pre")
+        pre = stack.agents[host].call("migrate", service=service, dest=dest, mode=mode, phase="pre",
+                                      options=options)
         user.call("set_endpoints", service=service, pending=[pre["dest_endpoint"]])
         time.sleep(1.0)
         started = time.time()
-        record = stack.agents[host].call("migrate", service=service, dest=dest, mode=mode, phase="final")
+        record = stack.agents[host].call("migrate", service=service, dest=dest, mode=mode, phase="final",
+                                         options=options)
         time.sleep(2.0)
         windows.append((started, time.time()))
         records.append(record)
@@ -85,12 +93,21 @@ def bench(stack: Stack, app: str, mode: str, repeats: int) -> dict:
     def phase(name):
         return [r["phases"][name]["seconds"] for r in records if name in r["phases"]]
 
+    pre_windows = [(r["phases"]["pre_transfer"]["start"], r["phases"]["pre_transfer"]["end"]) for r in records
+                   if "pre_transfer" in r["phases"]]
+    first = min((min(p["start"] for p in r["phases"].values()) for r in records), default=0.0)
+    e2e_pre = [r["e2e_ms"] for r in rows if r["ok"] and any(a <= r["sent"] <= b for a, b in pre_windows)]
+    e2e_idle = [r["e2e_ms"] for r in rows if r["ok"] and r["sent"] < first]
+
     total = [r["phases"]["migration"]["seconds"] + r["phases"].get("pre_migration", {}).get("seconds", 0)
              + r["phases"].get("prepare", {}).get("seconds", 0) for r in records]
     return records, {
         "service": app, "mode": mode, "n": len(records),
         "downtime_median_s": median(downtimes), "downtime_p95_s": round(percentile(downtimes, 95), 3),
         "migration_total_s": median(total),
+        "pre_transfer_s": median(phase("pre_transfer")),
+        "precopy_rounds": median([len(r["precopy_rounds"]) for r in records if "precopy_rounds" in r]),
+        "e2e_idle_ms": median(e2e_idle), "e2e_during_pre_ms": median(e2e_pre),
         "final_checkpoint_s": median(phase("final_checkpoint")), "delta_s": median(phase("delta")),
         "final_transfer_s": median(phase("final_transfer")), "restore_s": median(phase("restore")),
         "docker_restore_s": median([r["restore_steps"]["docker_restore"] for r in records if r.get("restore_steps")]),
@@ -108,8 +125,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--services", default="counter,alpr,face,detect")
     parser.add_argument("--modes", default="cold,precopy-delta,layered,stateless")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a mode option for every migration (repeatable)")
     parser.add_argument("--calibration", type=Path, help="write eq. (5)'s fitted constants to this file")
     args = parser.parse_args()
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--option {item!r}: expected KEY=VALUE")
+        options[key] = yaml.safe_load(value)
     run_dir = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     rows, measured = [], []
     with MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net") as net, \
@@ -117,7 +142,7 @@ def main():
         stack.start_agents()
         for app in args.services.split(","):
             for mode in args.modes.split(","):
-                records, row = bench(stack, app, mode, args.repeats)
+                records, row = bench(stack, app, mode, args.repeats, options)
                 rows.append(row)
                 measured += records
                 print(rows[-1], flush=True)
@@ -125,7 +150,9 @@ def main():
     report("migration", "Migration between edge1 and edge2 (100 Mbps / 50 ms)", rows, [
         "Downtime: seen by the client (first failed task to first served task, probes every 10 ms), "
         "counted from the start of the final phase (failures before it are not the migration's).",
-        "Phases are medians; final_transfer and restore overlap nothing (restore starts on arrival)."])
+        "Phases are medians; final_transfer and restore overlap nothing (restore starts on arrival).",
+        f"Mode options: {options or 'defaults'}; e2e_during_pre_ms: the user's median E2E while the "
+        "pre-copy crossed the link its requests cross (e2e_idle_ms: before any migration)."])
     if args.calibration:
         write_calibration(args.calibration, measured, args)
 
@@ -135,7 +162,6 @@ def write_calibration(path: Path, records: list[dict], args) -> None:
     import platform
     from datetime import datetime, timezone
 
-    import yaml
 
     from testbed.controller.estimators import fit_calibration
 
