@@ -254,8 +254,9 @@ def improve(problem: PlacementProblem, relaxation: _Relaxation,
             start: dict[str, Option] | None) -> dict[str, Option] | None:
     """A better incumbent: users the LP places whole on servers and stations no split
     user touches stay there; the others are placed by a small MIP over each of their
-    services' SHORTLIST options of least reduced cost (and ``start``'s).  The closer the
-    incumbent to the optimum, the more options the reduced costs rule out."""
+    services' SHORTLIST options of least reduced cost (and ``start``'s, and staying, which
+    has no downtime: the current placement fits, so the small MIP rarely is infeasible).
+    The closer the incumbent to the optimum, the more options the reduced costs rule out."""
     fractional = np.minimum(relaxation.values, 1 - relaxation.values) > 1e-6
     split_users = {problem.options[i].user for i in np.nonzero(fractional)[0]}
     touched = [o for o in problem.options if o.user in split_users]
@@ -279,6 +280,7 @@ def improve(problem: PlacementProblem, relaxation: _Relaxation,
             by_key.setdefault(option.key, []).append(i)
     keep = {i for idx in by_key.values() for i in sorted(idx, key=lambda i: relaxation.reduced_costs[i])[:SHORTLIST]}
     keep |= {i for idx in by_key.values() for i in idx if id(problem.options[i]) in picked}
+    keep |= {i for idx in by_key.values() for i in idx if problem.options[i].downtime == 0}    # staying
     rest = PlacementProblem([u for u in problem.users if u not in free], [problem.options[i] for i in sorted(keep)],
                             problem.demand, {s: tuple(c) for s, c in servers.items()}, stations)
     rest_start = {k: o for k, o in (start or {}).items() if o.user not in free} if start else None

@@ -40,7 +40,7 @@ def city_instance(users: int, stations: int = 30, servers: int = 30, seed: int =
     bs = {f"b{i}": anywhere() for i in range(stations)}
     sv = {f"s{i}": anywhere() for i in range(servers)}
     compute = {s: rng.choice([1.0, 1.0, 1.5, 2.0]) for s in sv}
-    cores = {s: 0.0 for s in sv}
+    used = {s: (0.0, 0.0, 0.0) for s in sv}          # cores, memory MB, storage MB of what runs there
     attached = {b: 0 for b in bs}
     options, demand, plan = [], {}, []
     names = [f"u{i}" for i in range(users)]
@@ -55,7 +55,7 @@ def city_instance(users: int, stations: int = 30, servers: int = 30, seed: int =
                                rng.uniform(200.0, 1500.0))
             nearby = sorted(sv, key=lambda s: math.dist(sv[s], here))[:3]
             current_s = rng.choice(nearby) if rng.random() < 0.8 else rng.choice(sorted(sv))   # placed before
-            cores[current_s] += demand[service][0]
+            used[current_s] = tuple(u + d for u, d in zip(used[current_s], demand[service]))
             plan.append((user, here, heard, current_b, service, current_s))
     for user, here, heard, current_b, service, current_s in plan:
         proc, tasks = rng.uniform(0.02, 0.1), rng.uniform(100, 600)
@@ -71,7 +71,9 @@ def city_instance(users: int, stations: int = 30, servers: int = 30, seed: int =
                     + demand[service][2] * 8 / 100 / 1000
                 options.append(Option(user, b, s, (now - delay(b, s)) * tasks, max(handover, migration), service))
     # the current placement fits; beyond it servers have a few cores to spare and base stations a user or two
-    capacity = {s: (cores[s] + rng.choice(spare_cores), 64 * 1024.0, 64 * 1024.0) for s in sv}
+    # (memory and storage: 64 GB, or what runs there and 2 GB more where a hotspot needs more)
+    capacity = {s: (used[s][0] + rng.choice(spare_cores), max(64 * 1024.0, used[s][1] + 2048.0),
+                    max(64 * 1024.0, used[s][2] + 2048.0)) for s in sv}
     station_capacity = {b: attached[b] + rng.randint(0, 2) for b in bs}
     return PlacementProblem(names, options, demand, capacity, station_capacity)
 
