@@ -188,3 +188,15 @@ def test_every_solver_equals_an_independent_model_on_city_instances():
             found = solve(problem, solver=solver)
             assert found.objective == pytest.approx(reference.objective, abs=GAP), (seed, solver)
             assert feasible(problem, found.choice), (seed, solver)
+
+
+def test_in_city_instances_staying_is_a_feasible_choice_even_in_crowded_hotspots():
+    """The benchmark's instances promise that every user's current placement fits (only
+    there does (3c) bind as in a real run); 500 users crowd hotspot servers beyond 64 GB."""
+    from testbed.controller.milp_instances import city_instance
+
+    for seed in range(3):
+        problem = city_instance(500, seed=seed)
+        staying = {o.key: o for o in problem.options if o.downtime == 0}
+        assert len(staying) == len(problem.demand), seed
+        assert feasible(problem, staying), seed
