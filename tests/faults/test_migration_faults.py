@@ -1,5 +1,6 @@
 """Faults during a migration on the real stack: the destination's agent killed at each phase,
-the WAN between source and destination cut, the destination's disk full.
+the WAN between source and destination cut, the destination's disk full, the source's Docker
+engine restarted; for cold and pre-copy delta, with the counter and with ALPR (a real model).
 
 After each, the service runs exactly once (at the source or at the destination), its counter
 went on without a gap or a repeat as the client saw it, the migration's record says what
@@ -187,52 +188,69 @@ def link(env, up: bool) -> None:
     env.net.set_link("edge1", "edge2", up=up)
 
 
-def test_wan_cut_for_five_seconds_during_the_transfer(env, session):
+# (mode, service, the slot whose arrival starts the cut): cold cuts the final transfer, pre-copy
+# delta the pre-transfer of its full checkpoint (its final delta crosses in one round trip)
+CUTS = [("cold", "session", "-final"), ("precopy-delta", "session", "-base"),
+        pytest.param("cold", "alpr_session", "-final", marks=pytest.mark.models)]
+
+
+@pytest.mark.parametrize("mode, which, slot", CUTS)
+def test_wan_cut_for_five_seconds_during_the_transfer(env, request, mode, which, slot):
     """TCP rides out the cut: the migration completes, later, with the counter intact."""
+    moving = request.getfixturevalue(which)
+
     def cut():
         link(env, up=False)
         threading.Timer(5.0, link, args=(env, True)).start()
 
-    killer = when(arrived("-final"), cut)
+    killer = when(arrived(slot, service=moving.service), cut)
     try:
-        pre, record = move(session, "cold")
+        pre, record = move(moving, mode)
     finally:
         killer.join(timeout=5)
         time.sleep(0.1)
         link(env, up=True)
     assert record["ok"] is True, said(record)
-    assert record["phases"]["final_transfer"]["seconds"] > 5.0
-    settle_and_check(session, record, "edge2")
+    cut_phase = "final_transfer" if slot == "-final" else "pre_transfer"
+    assert record["phases"][cut_phase]["seconds"] > 5.0, said(record)
+    settle_and_check(moving, record, "edge2")
 
 
-def test_wan_cut_for_good_during_the_transfer(env, session):
+@pytest.mark.parametrize("mode, slot", [("cold", "-final"), ("precopy-delta", "-base")])
+def test_wan_cut_for_good_during_the_transfer(env, session, mode, slot):
     """The transfer makes no progress: the source gives up, removes the destination's half,
-    and resumes the service from its own checkpoint."""
-    killer = when(arrived("-final"), lambda: link(env, up=False))
+    and resumes the service from its own checkpoint (cold), or never stopped it (a pre-copy)."""
+    killer = when(arrived(slot), lambda: link(env, up=False))
     try:
-        pre, record = move(session, "cold")
+        pre, record = move(session, mode)
     finally:
         killer.join(timeout=5)
         link(env, up=True)
-    assert record["ok"] is False and record.get("fallback") is True and record.get("fenced") is True, said(record)
+    assert record["ok"] is False and record.get("fenced") is True, said(record)
+    if slot == "-final":
+        assert record.get("fallback") is True, said(record)
+    else:
+        assert record["phases"]["pre_migration"]["ok"] is False and "migration" not in record["phases"], said(record)
     settle_and_check(session, record, "edge1")
 
 
-@pytest.mark.parametrize("mode", ["cold", "precopy-delta"])
-def test_destination_disk_full(env, session, mode):
+@pytest.mark.parametrize("mode, which", [("cold", "session"), ("precopy-delta", "session"),
+                                         pytest.param("precopy-delta", "alpr_session", marks=pytest.mark.models)])
+def test_destination_disk_full(env, request, mode, which):
     """The destination's checkpoint space holds 1 MB: the state cannot land there."""
+    moving = request.getfixturevalue(which)
     inbox = STATE_ROOT / "servers" / "edge2" / "incoming"
     inbox.mkdir(parents=True, exist_ok=True)
     server = env.net.node("edge2")            # its agent sees the mounts of the node's own namespace
     server.cmd(f"mount -t tmpfs -o size=1m tb-disk-full {inbox}")
     try:
         assert "tb-disk-full" in server.cmd(f"findmnt -n -o SOURCE {inbox}")
-        pre, record = move(session, mode)
+        pre, record = move(moving, mode)
     finally:
         server.cmd(f"umount -l {inbox}")
     assert record["ok"] is False, said(record)
     assert "No space left" in record["error"] or "ENOSPC" in record["error"] or "space" in record["error"], said(record)
-    settle_and_check(session, record, "edge1")
+    settle_and_check(moving, record, "edge1")
 
 
 def restart_docker_engine() -> None:
@@ -253,16 +271,18 @@ def restart_docker_engine() -> None:
         time.sleep(0.5)
 
 
-def test_source_docker_engine_restarted_between_pre_copy_and_migration(env, session):
+@pytest.mark.parametrize("which", ["session", pytest.param("alpr_session", marks=pytest.mark.models)])
+def test_source_docker_engine_restarted_between_pre_copy_and_migration(env, request, which):
     """With live restore (set by setup.sh) the service outlives the engine's restart; the
     migration that follows moves it with its state."""
     if not docker.from_env().info().get("LiveRestoreEnabled"):
         pytest.skip("the Docker engine runs without live-restore: run ./setup.sh")
-    source = env.agents["edge1"]
-    pre = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="pre")
-    session.user.call("set_endpoints", service="svc", pending=[pre["dest_endpoint"]])
+    moving = request.getfixturevalue(which)
+    source, service = env.agents["edge1"], moving.service
+    pre = source.call("migrate", service=service, dest="edge2", mode="precopy-delta", phase="pre")
+    moving.user.call("set_endpoints", service=service, pending=[pre["dest_endpoint"]])
     restart_docker_engine()
     time.sleep(1.0)
-    record = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="final")
+    record = source.call("migrate", service=service, dest="edge2", mode="precopy-delta", phase="final")
     assert record["ok"] is True, said(record)
-    settle_and_check(session, record, "edge2")
+    settle_and_check(moving, record, "edge2")
