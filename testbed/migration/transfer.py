@@ -16,6 +16,7 @@ directory to another's: every byte crosses the links between the two servers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -156,6 +157,7 @@ class _Receive(socketserver.BaseRequestHandler):
         push anyway and then raise: the stream stays in frame, so the sender gets the reply
         with the real error instead of a broken pipe."""
         failure: Exception | None = None
+        target: Path | None = None
         try:
             target = self.inbox / _safe(manifest["service"]) / _safe(manifest["slot"])
             for entry in manifest["files"]:
@@ -167,33 +169,42 @@ class _Receive(socketserver.BaseRequestHandler):
             target.mkdir(parents=True, exist_ok=True)
         except (OSError, TransferError) as exc:
             failure = exc
-        for entry in manifest["files"]:
-            handle = None
-            if failure is None:
+        try:
+            for entry in manifest["files"]:
+                handle = None
+                if failure is None:
+                    try:
+                        destination = target / entry["path"]
+                        destination.parent.mkdir(parents=True, exist_ok=True)
+                        handle = open(destination, "wb")
+                    except OSError as exc:
+                        failure = exc
+                remaining = int(entry["size"])
                 try:
-                    destination = target / entry["path"]
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    handle = open(destination, "wb")
-                except OSError as exc:
-                    failure = exc
-            remaining = int(entry["size"])
-            try:
-                while remaining:
-                    chunk = sock.recv(min(remaining, CHUNK))
-                    if not chunk:
-                        raise TransferError("sender closed the stream early")
-                    remaining -= len(chunk)
+                    while remaining:
+                        chunk = sock.recv(min(remaining, CHUNK))
+                        if not chunk:
+                            raise TransferError("sender closed the stream early")
+                        remaining -= len(chunk)
+                        if handle is not None:
+                            try:
+                                handle.write(chunk)
+                            except OSError as exc:
+                                failure = exc
+                                _close(handle)
+                                handle = None
+                finally:
                     if handle is not None:
-                        try:
-                            handle.write(chunk)
-                        except OSError as exc:
-                            failure = exc
-                            _close(handle)
-                            handle = None
-            finally:
-                if handle is not None:
-                    closed = _close(handle)         # a full disk may show only at the flush
-                    failure = failure or closed
+                        closed = _close(handle)         # a full disk may show only at the flush
+                        failure = failure or closed
+        except (OSError, TransferError):
+            # the stream broke (sender gone, path cut): what came of this push is not state, and
+            # bytes still in flight when a fence removed the slot must not bring it back
+            if target is not None:
+                shutil.rmtree(target, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()           # the service's folder, if nothing else is in it
+            raise
         if failure is not None:
             raise failure
 

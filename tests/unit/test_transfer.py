@@ -75,3 +75,26 @@ def test_a_paced_push_keeps_to_its_rate_and_the_next_push_on_the_connection_is_n
     assert unpaced["seconds"] < 0.5 * paced["seconds"], (unpaced["seconds"], paced["seconds"])
     assert (inbox / "svc" / "pre" / "pages.img").stat().st_size == 1_500_000
     channel.close()
+
+
+def test_a_push_cut_short_leaves_nothing_in_the_inbox(receiver):
+    """The sender vanishes mid-push (its path cut, then the rest of its stream arriving after a
+    fence removed the slot): the half-written slot does not stay behind as if it were state."""
+    import json
+    import socket
+    import struct
+    import time
+
+    server, inbox = receiver
+    manifest = json.dumps({"service": "svc", "slot": "m1-final", "clear": True, "then": None,
+                           "files": [{"path": "pages.img", "size": 1_000_000}]}).encode()
+    with socket.create_connection(server.server_address) as sock:
+        sock.sendall(struct.pack("!I", len(manifest)) + manifest + b"z" * 100_000)
+        deadline = time.monotonic() + 5
+        while not (inbox / "svc" / "m1-final" / "pages.img").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (inbox / "svc" / "m1-final" / "pages.img").exists()      # it was being written
+    deadline = time.monotonic() + 5
+    while (inbox / "svc").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not (inbox / "svc").exists()
