@@ -172,6 +172,10 @@ class _Receive(socketserver.BaseRequestHandler):
         try:
             for entry in manifest["files"]:
                 handle = None
+                if failure is None and not target.is_dir():
+                    # removed while it arrived (the migration was fenced or aborted): bytes still in
+                    # flight must not bring it back; read them to stay in frame
+                    failure = TransferError(f"slot {target.name} was removed while it arrived")
                 if failure is None:
                     try:
                         destination = target / entry["path"]

@@ -173,5 +173,5 @@ def test_extension_parameters_get_their_declared_defaults(tmp_path):
         tmp_path, planners=[{"name": "orchestrated", "params": {"solver": "cbc"}}], migration={"mode": "precopy-delta"}))
     params = spec.planners[0].typed_params()
     assert (params.solver, params.horizon_s, params.margin) == ("cbc", 30.0, 0.1)
-    assert spec.migration.options() == {"quiesce": 1.0, "delta": "pages", "precopy_rounds": 1, "precopy_share": 0.8,
+    assert spec.migration.options() == {"quiesce": 1.0, "delta": "pages", "precopy_rounds": 1, "precopy_share": 1.0,
                                         "min_shrink": 0.2}

@@ -36,9 +36,9 @@ class DeltaOptions(MigrationOptions):
     delta: str = Field(default="pages", description="delta encoder (testbed.migration.delta)")
     precopy_rounds: int = Field(default=1, ge=1, le=10, description=(
         "most pre-copy rounds: the full checkpoint, then deltas since the round before"))
-    precopy_share: float = Field(default=0.8, gt=0.0, le=1.0, description=(
-        "share of the path's bandwidth the pre-copy may take (TCP pacing): the rest stays the user's; "
-        "1: as fast as the path goes"))
+    precopy_share: float = Field(default=1.0, gt=0.0, le=1.0, description=(
+        "share of the path's bandwidth the pre-copy may take (TCP pacing), e.g. 0.8 to leave the "
+        "user's requests over the same link theirs; 1: as fast as the path goes (the paper)"))
     min_shrink: float = Field(default=0.2, ge=0.0, lt=1.0, description=(
         "another round only while each delta is at least this fraction smaller than the round before"))
 
