@@ -127,6 +127,16 @@ def compare_trial(trial_dir: Path, user: str) -> list[dict]:
                 reason = (f"the client counts from the radio going down ({outage.cause}), "
                           f"the wire from {seen_as}; the ends differ by "
                           f"{'-' if ends is None else f'{1e3 * ends:.1f}'} ms")
+            elif match is None and outage.cause.startswith("timeout"):
+                # the client gave up on a reply the wire saw arrive later (a queue on the way)
+                first = rows[rows["sent"] >= outage.start - 1e-6].sort_values("sent").iloc[0]
+                gave_up = float(first["received"])
+                late = wire[(wire["sent"] - float(first["sent"])).abs() <= AGREE_S]
+                late = late[late["ok"] & (late["received"] >= gave_up - AGREE_S)]
+                explained = len(late) > 0
+                reason = (f"the client gave up after {1e3 * (gave_up - float(first['sent'])):.0f} ms ({outage.cause}); "
+                          + (f"the wire saw the reply {1e3 * float(late['received'].min() - late['sent'].min()):.0f} ms "
+                             "after the request" if explained else "the wire saw no late reply"))
             elif match is None:
                 reason = "the wire saw no outage here"
             elif not agree:
