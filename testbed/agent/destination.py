@@ -45,11 +45,16 @@ class DestinationSide:
         """An iterative pre-copy round: bring the state held in ``base_slot`` up to date."""
         self._take_reserved(service, migration)            # only for the migration that reserved
         steps = Stopwatch()
-        delta_dir = self.inbox / service / slot
-        encoder(delta_encoder).apply(delta_dir / "delta", self.inbox / service / base_slot)
-        shutil.rmtree(delta_dir, ignore_errors=True)
+        self._apply_delta(service, slot, base_slot, delta_encoder)
         steps.lap("apply_delta")
         return {"steps": steps.laps}
+
+    def _apply_delta(self, service: str, slot: str, base_slot: str, delta_encoder: str) -> Path:
+        """The delta in ``slot`` applied to the state in ``base_slot`` (which it returns)."""
+        delta_dir, base = self.inbox / service / slot, self.inbox / service / base_slot
+        encoder(delta_encoder).apply(delta_dir / "delta", base)
+        shutil.rmtree(delta_dir, ignore_errors=True)
+        return base
 
     def prepare(self, spec: dict, migration: str) -> dict:
         container_spec = ContainerSpec.from_dict(spec)
@@ -83,9 +88,7 @@ class DestinationSide:
         container = self._take_reserved(service, migration)
         images_dir = self.inbox / service / slot
         if base_slot is not None:
-            encoder(delta_encoder).apply(images_dir / "delta", self.inbox / service / base_slot)
-            shutil.rmtree(images_dir, ignore_errors=True)
-            images_dir = self.inbox / service / base_slot
+            images_dir = self._apply_delta(service, slot, base_slot, delta_encoder)
             steps.lap("apply_delta")
         rw_layer = images_dir / "rootfs-diff.tar"
         if rw_layer.exists():

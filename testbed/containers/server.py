@@ -252,20 +252,14 @@ class ServerContainers:
             self._docker_root = Path(self.client.info()["DockerRootDir"])
         return self._docker_root
 
-    def runc_root(self, container_id: str) -> Path | None:
-        return runc_root(container_id)
-
-    def cgroups(self, container_id: str) -> ContainerCgroups:
-        return container_cgroups(container_id)
-
     def freezer(self, container_id: str) -> Freezer | None:
         try:
-            return Freezer(self.cgroups(container_id))
+            return Freezer(container_cgroups(container_id))
         except (CgroupError, OSError):
             return None
 
     def meter(self, container_id: str) -> CgroupMeter:
-        return CgroupMeter(self.cgroups(container_id))
+        return CgroupMeter(container_cgroups(container_id))
 
     def freeze_when_idle(self, instance: Instance, timeout: float) -> tuple[Freezer | None, bool]:
         """Freeze the container as soon as none of its threads is working (at most
@@ -300,7 +294,7 @@ class ServerContainers:
         shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         addresses = self._addresses(instance)  # before: a final checkpoint ends the process
-        root = self.runc_root(instance.container_id)
+        root = runc_root(instance.container_id)
         steps.lap("addresses")
         if root is not None:
             work = target.with_name(target.name + ".work")

@@ -176,12 +176,12 @@ class Migration:
         return share * mbps * 1e6 / 8
 
     def send(self, phase: str, slot: str, root: Path, files: list[Path] | None = None,
-             counter: str = "before_downtime", pace: float | None = None) -> dict:
+             counter: str = "before_downtime", pace: float | None = None, then: dict | None = None) -> dict:
         """Push state to the destination (timed as ``phase``, bytes counted under ``counter``;
-        ``pace``: bytes/s, see ``pace()``)."""
+        ``pace``: bytes/s, see ``pace()``; ``then``: an order carried out on arrival)."""
         with self.phase(phase):
             sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
-                                                      pace_bytes_per_s=pace)
+                                                      then=then, pace_bytes_per_s=pace)
         self.count(counter, sent["bytes"])
         return sent
 
@@ -192,11 +192,7 @@ class Migration:
         order = {"method": "apply_delta", "params": {"service": self.spec.service, "migration": self.id,
                                                      "slot": f"{self.id}-{slot}", "base_slot": base_slot,
                                                      "delta_encoder": delta_encoder}}
-        with self.phase(phase):
-            sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
-                                                      then=order, pace_bytes_per_s=pace)
-        self.count("before_downtime", sent["bytes"])
-        return sent
+        return self.send(phase, slot, root, files, pace=pace, then=order)
 
     def send_and_restore(self, slot: str, root: Path, files: list[Path] | None = None, **restore) -> Instance:
         """Push the last state with the order to restore on arrival: one WAN crossing.
