@@ -10,7 +10,8 @@ testbed namespaces, containers and checkpoint files.  Afterwards: migrations, co
 and how each quantity at the end compares with its value after warm-up (the first tenth of the
 run, at least two minutes; medians of memory, maxima of counts, over a tenth of the run).
 Targets: memory and descriptors within 10 % of their value after warm-up (both windows' peaks
-of descriptors include migrations in flight); namespaces, containers and state files never above it.  Prints a table and writes it to runs/bench/soak-<time>.{md,csv}.
+of descriptors include migrations in flight); namespaces, containers and state files never above it.
+Prints a table and writes it to runs/bench/soak-<time>.{md,csv}.
 """
 
 from __future__ import annotations
