@@ -159,6 +159,56 @@ def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=
                       f"{run_dir / 'figures'}")
 
 
+@app.command(context_settings={"allow_extra_args": False})
+def sim(target: list[str] = typer.Argument(..., metavar="FILE | calibrate RUN... | validate RUN", help=(
+            "an experiment file to simulate; `calibrate` and the run records to fit from; `validate` and an "
+            "emulated run to simulate again with its own calibration")),
+        set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
+        runs: Path = typer.Option(None, help="where run directories go (default: ./runs)"),
+        out: Path = typer.Option(None, help="calibrate: the file to write (default: print it)"),
+        figures_: bool = typer.Option(True, "--figures/--no-figures", help="make the figures at the end")):
+    """Simulate an experiment at city scale with the same planners; fit the simulator's
+    calibration from emulated runs (`testbed sim calibrate RUN...`); compare an emulated run
+    with its simulation (`testbed sim validate RUN`)."""
+    import yaml
+
+    from testbed import sim as simulator
+
+    if target[0] == "calibrate":
+        if len(target) < 2:
+            fail("testbed sim calibrate RUN...: name at least one run record")
+        try:
+            fitted = simulator.calibrate([Path(t) for t in target[1:]])
+        except ConfigError as exc:
+            fail(str(exc))
+        text = yaml.safe_dump(fitted, sort_keys=False)
+        if out:
+            out.write_text(text)
+            console.print(f"calibration: {out}")
+        else:
+            console.print(text)
+        return
+    if target[0] == "validate":
+        from analysis.sim_validation import validate
+
+        if len(target) != 2:
+            fail("testbed sim validate RUN: one emulated run record")
+        try:
+            sim_dir, _ = validate(Path(target[1]), run_root=runs, log=console.print)
+        except ConfigError as exc:
+            fail(str(exc))
+        console.print((sim_dir / "validation.md").read_text())
+        console.print(f"run record: {sim_dir}")
+        return
+    if len(target) != 1:
+        fail("testbed sim FILE: one experiment file")
+    try:
+        run_dir = simulator.simulate(Path(target[0]), set_, run_root=runs, log=console.print, figures=figures_)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"run record: {run_dir}")
+
+
 @app.command()
 def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/figures")):
     """Make the seeds' figures and tables from one or several runs."""

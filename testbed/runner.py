@@ -28,6 +28,7 @@ import yaml
 
 from testbed import images, ports, records
 from testbed.config import ExperimentSpec, PlannerSpec, app_manifest, derive_seed
+from testbed.config.experiment import service_name
 from testbed.controller.config import ControllerConfig
 from testbed.events import EventLog
 from testbed.mobility import build as build_mobility
@@ -256,9 +257,7 @@ class Runner:
             "calibration": spec.calibration, "benchmark_servers": spec.benchmark_servers,
             "agents": {s: net.address(s) for s in spec.topology.servers()}, "users": users, "services": services})
 
-    @staticmethod
-    def service_name(user: str, index: int, app: str) -> str:
-        return f"{app}-{user}" if index == 0 else f"{app}{index}-{user}"
+    service_name = staticmethod(service_name)
 
     @staticmethod
     def _task_bytes(use) -> int:

@@ -8,7 +8,6 @@ before anything is built.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,8 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from testbed.config.apps import app_manifest, app_names
 from testbed.config.base import (Bytes, ConfigError, Seconds, Strict, format_validation_error, nested_errors,
                                  read_yaml)
+from testbed.config.city import SimSpec, mix_seed
+from testbed.config.city import generate as generate_city
 from testbed.config.overrides import apply_overrides, parse_override
 from testbed.config.topology import TopologySpec
 from testbed.rates import TABLES, RateTable
@@ -198,6 +199,7 @@ class ExperimentSpec(Strict):
     capture: bool = Field(default=True, description="tcpdump on the users and servers: downtime on the wire too")
     repeat: int = Field(default=1, ge=1, le=1000, description="trials of each planner (and scenario), each on a "
                                                              "fresh network with its own seed")
+    sim: SimSpec = Field(default=SimSpec(), description="how `testbed sim` runs it (the emulator ignores this)")
     scenarios: dict[str, dict] = Field(default={}, description=(
         "named variants of this experiment, each merged into it (mappings merge, lists and values replace); "
         "every planner runs in each"))
@@ -268,13 +270,15 @@ def merge(base: dict, changes: dict) -> dict:
     return merged
 
 
+def service_name(user: str, index: int, app: str) -> str:
+    """The name of ``user``'s ``index``-th service (in the emulator and the simulator)."""
+    return f"{app}-{user}" if index == 0 else f"{app}{index}-{user}"
+
+
 def derive_seed(seed: int, repetition: int) -> int:
     """The seed of repetition ``repetition`` (1, 2, ...) of an experiment seeded ``seed``: the
     seed itself for the first, a stable hash of both for the others."""
-    if repetition == 1:
-        return seed
-    digest = hashlib.blake2b(f"{seed}:{repetition}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+    return seed if repetition == 1 else mix_seed(seed, repetition)
 
 
 def schema_default(field: str):
@@ -286,9 +290,9 @@ def _top_level_fields(model) -> set[str]:
     return {f.alias or name for name, f in model.model_fields.items()}
 
 
-def _apply_experiment_overrides(data: dict, overrides: list[str], source: str) -> dict:
-    """KEY=VALUE applied to the experiment, or to its (inline) topology when the
-    first segment is a topology field."""
+def _split_overrides(overrides: list[str], source: str) -> tuple[list[str], list[str]]:
+    """KEY=VALUE lines for the experiment, and those for its topology (the first segment
+    is a topology field)."""
     experiment_keys, topology_keys = [], []
     for text in overrides:
         head = parse_override(text)[0][0]
@@ -298,10 +302,7 @@ def _apply_experiment_overrides(data: dict, overrides: list[str], source: str) -
             topology_keys.append(text)
         else:
             raise ConfigError(f"{source} {text!r}: {head!r} is neither an experiment nor a topology field")
-    data = apply_overrides(data, experiment_keys, source)
-    if topology_keys and isinstance(data.get("topology"), dict):
-        data["topology"] = apply_overrides(data["topology"], topology_keys, source)
-    return data
+    return experiment_keys, topology_keys
 
 
 def load_experiment(path, overrides: list[str] | None = None) -> ExperimentSpec:
@@ -331,8 +332,14 @@ def load_experiment_with_source(path, overrides: list[str] | None = None) -> tup
     calibration = data.get("calibration", str(DEFAULT_CALIBRATION))
     if isinstance(calibration, str):            # inlined, so the record is complete
         data["calibration"] = read_yaml((path.parent / calibration).resolve())
-    for keys, source in ((own, f"{path}: set:"), (list(overrides or []), "--set")):
-        data = _apply_experiment_overrides(data, keys, source)
+    passes = [(source, *_split_overrides(keys, source))
+              for keys, source in ((own, f"{path}: set:"), (list(overrides or []), "--set"))]
+    for source, experiment_keys, _ in passes:
+        data = apply_overrides(data, experiment_keys, source)
+    data = generate_city(data, path.parent)           # a sim.city becomes the topology and users
+    for source, _, topology_keys in passes:
+        if topology_keys and isinstance(data.get("topology"), dict):
+            data["topology"] = apply_overrides(data["topology"], topology_keys, source)
     if isinstance(data.get("topology"), dict):
         try:
             TopologySpec.model_validate(data["topology"])

@@ -104,9 +104,10 @@ class SystemState:
 
     @classmethod
     def build(cls, spec: TopologySpec, radio: RadioSpec, report_period: float, t: float | None = None,
-              seed: int = 0, calibration: CalibrationSpec | None = None) -> "SystemState":
+              seed: int = 0, calibration: CalibrationSpec | None = None, network=None) -> "SystemState":
         """The state of a topology with no users or services yet (eq. (5)'s constants from
-        ``calibration``, by default the testbed's own file)."""
+        ``calibration``, by default the testbed's own file; paths from the emulated network's
+        address plan unless ``network`` answers them, as the simulator's does)."""
         from testbed.net import addressing
 
         if calibration is None:
@@ -120,7 +121,8 @@ class SystemState:
             uplink = next((u for u in uplinks if spec.nodes[u].is_server), uplinks[0] if uplinks else None)
             stations[name] = Station(name, spec.nodes[name].position, spec.nodes[name].max_users, uplink,
                                      spec.nodes[name].capacity)
-        return cls(time.time() if t is None else t, servers, stations, {}, {}, Network(addressing.plan(spec)),
+        return cls(time.time() if t is None else t, servers, stations, {}, {},
+                   network or Network(addressing.plan(spec)),
                    PathLoss(radio, seed), handover_rule(radio), MigrationTimeModel.from_calibration(calibration),
                    handover_time_s=radio.handover_time, report_period_s=report_period, rates=radio.rates(),
                    shared_radio=radio.link_rate == "rssi")

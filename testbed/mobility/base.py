@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+
+import numpy as np
 from typing import ClassVar
 
 from testbed.config import Strict
@@ -48,6 +50,15 @@ class MobilityModel(ABC):
     def duration(self) -> float | None:
         """How long the movement lasts (None: forever, e.g. round trips)."""
         return None
+
+    def positions(self, times: np.ndarray) -> np.ndarray:
+        """Positions at many times at once, shape (len(times), 2): what the simulator asks.
+        Models made of fixes answer with one interpolation instead of this loop."""
+        return np.array([self.position(float(t)) for t in times], dtype=float).reshape(-1, 2)
+
+    def present(self, times: np.ndarray) -> np.ndarray:
+        """Whether the user is on the map at each time (a trace's long gap: not)."""
+        return np.ones(len(times), dtype=bool)
 
 
 def distance(a: Point, b: Point) -> float:

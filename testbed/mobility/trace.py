@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from pydantic import Field
 
 from testbed.config import Strict
@@ -67,6 +69,10 @@ class TraceParams(Strict):
     origin: tuple[float, float] | None = Field(default=None, description="lat, lon placed at offset")
     offset: Point = (0.0, 0.0)
     speedup: float = Field(default=1.0, gt=0)
+    bounds: tuple[float, float, float, float] = Field(default=SAN_FRANCISCO, description=(
+        "the map: lat min, lat max, lon min, lon max (a fix outside is an error)"))
+    max_gap: float = Field(default=300.0, gt=0, description=(
+        "seconds between two fixes beyond which the trace is split: the user is off the map in between"))
 
 
 class TraceReplay(MobilityModel):
@@ -76,11 +82,13 @@ class TraceReplay(MobilityModel):
     @classmethod
     def arguments(cls, params: TraceParams, path):
         return {"path": params.file, "origin": params.origin, "offset": list(params.offset),
-                "speedup": params.speedup}
+                "speedup": params.speedup, "bounds": list(params.bounds), "max_gap": params.max_gap}
 
     def __init__(self, path: str | Path, origin: tuple[float, float] | None = None,
-                 offset: Point = (0.0, 0.0), bounds=SAN_FRANCISCO, speedup: float = 1.0):
-        fixes = read_fixes(path, bounds)
+                 offset: Point = (0.0, 0.0), bounds=SAN_FRANCISCO, speedup: float = 1.0,
+                 max_gap: float = math.inf):
+        fixes = read_fixes(path, tuple(bounds))
+        self.max_gap = float(max_gap) / float(speedup)
         self.origin = tuple(origin) if origin else (fixes[0][1], fixes[0][2])
         self.t0 = fixes[0][0]
         self.speedup = float(speedup)
@@ -90,6 +98,19 @@ class TraceReplay(MobilityModel):
 
     def duration(self) -> float:
         return self.times[-1]
+
+    def positions(self, times: np.ndarray) -> np.ndarray:
+        xs, ys = zip(*self.points)
+        return np.column_stack([np.interp(times, self.times, xs), np.interp(times, self.times, ys)])
+
+    def present(self, times: np.ndarray) -> np.ndarray:
+        """Off the map inside a gap longer than ``max_gap`` (not interpolated across) and after the end."""
+        fixes = np.asarray(self.times)
+        after = np.searchsorted(fixes, times, side="right")
+        inside = (after > 0) & (after < len(fixes))
+        gap = np.zeros(len(times))
+        gap[inside] = fixes[after[inside]] - fixes[after[inside] - 1]
+        return (after > 0) & (times <= fixes[-1]) & (gap <= self.max_gap)
 
     def position(self, t: float) -> Point:
         if t <= 0:

@@ -70,6 +70,24 @@ def test_four_planners_show_the_papers_results(paper_run):
     assert json.loads((paper_run / "status.json").read_text())["state"] == "complete"
 
 
+def test_the_simulator_reproduces_the_emulated_run_with_its_calibration(paper_run, tmp_path):
+    """Issue 18's cross-validation: the emulated run, simulated again with the calibration fitted
+    from it, per planner: mean E2E within 15 % for every planner, total downtime within 15 % for
+    cloud, random and nearest.  The orchestrated planner's downtime is held to 50 % only: its plan
+    overlaps the migration with the handover by its own estimate of the migration, which is
+    learned from different inputs in the two (docs/FIDELITY.md)."""
+    from analysis.sim_validation import validate
+
+    sim_dir, table = validate(paper_run, run_root=tmp_path, log=lambda _: None)
+    assert set(table["planner"]) == PLANNERS and (table["trials_simulated"] == 3).all()
+    rows = {row.planner: row for row in table.itertuples()}
+    for planner, row in rows.items():
+        assert abs(row.e2e_ms_error) <= 0.15, (planner, row)
+        limit = 0.5 if planner == "orchestrated" else 0.15
+        assert abs(row.downtime_s_error) <= limit, (planner, row)
+    assert (sim_dir / "validation.md").exists() and (sim_dir / "aggregates.parquet").exists()
+
+
 def test_the_record_holds_configuration_environment_trials_and_decisions(paper_run):
     config = yaml.safe_load((paper_run / "config.yaml").read_text())
     assert config["topology"]["links"]["edge_edge"]["delay"] == "50ms" and config["repeat"] == 3

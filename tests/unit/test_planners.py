@@ -171,6 +171,65 @@ def test_shareon_moves_a_slow_container_to_a_favourable_node(paper_spec):
     assert build("shareon").on_tick(fast) == []                       # under the threshold: stays
 
 
+def test_shareon_finds_the_primary_cause_and_picks_neighbours_by_it(paper_spec):
+    # processing-bound (proc 300 of 400 ms) on a saturated edge1: a favourable node, even a farther one
+    state = make_state(paper_spec, user_x=5.0, utils={"edge1": 0.95, "edge2": 0.95, "edge3": 0.0},
+                       e2e_ms=400.0, proc_ms=300.0)
+    planner = build("shareon")
+    assert planner.model.cause(state, state.services["svc"]) == "processing"
+    [action] = planner.on_tick(state)
+    assert action.dest in ("edge3", "cloud") and action.estimates["cause"] == "processing"
+    # network-bound (proc 10 of 400 ms): only nodes closer to the user than edge1 qualify
+    state = make_state(paper_spec, user_x=55.0, ap="ap3", e2e_ms=400.0, proc_ms=10.0)
+    planner = build("shareon")
+    assert planner.model.cause(state, state.services["svc"]) == "network"
+    assert planner.candidates(state)["svc"][0] == "edge3"
+    assert "cloud" not in planner.candidates(state)["svc"]          # 2 km away: not closer
+    # both (proc 150, network 250): a node that is favourable and closer
+    state = make_state(paper_spec, user_x=55.0, ap="ap3", utils={"edge1": 0.95}, e2e_ms=400.0, proc_ms=150.0)
+    assert build("shareon").model.cause(state, state.services["svc"]) == "both"
+
+
+def test_shareon_hysteresis_keeps_a_moved_container_and_asks_for_a_margin(paper_spec):
+    state = make_state(paper_spec, user_x=25.0, ap="ap2", utils={"edge1": 0.95, "edge2": 0.1, "edge3": 0.1},
+                       e2e_ms=400.0, proc_ms=80.0)
+    planner = build("shareon", min_dwell_s=15.0)
+    [action] = planner.on_tick(state)
+    state.services["svc"].server = action.dest                    # it moved; still slow by the report
+    state.users["mu"].position = (55.0, 5.0)                      # and the user went on towards edge3
+    state.t = T0 + 10
+    assert planner.on_tick(state) == []                           # within the dwell time: stays
+    state.t = T0 + 16
+    assert planner.on_tick(state) != []
+    # a promise within the margin is not worth a move: measured 10 % above the best estimate
+    state = make_state(paper_spec, user_x=25.0, ap="ap2", utils={"edge1": 0.95}, e2e_ms=400.0, proc_ms=80.0)
+    planner = build("shareon", margin=0.0, app_threshold=0.01)
+    best = min(planner.model.total(state, state.services["svc"], n) for n in planner.candidates(state)["svc"])
+    state.users["mu"].e2e_ms["svc"] = best * 1.05 * 1e3
+    assert planner.on_tick(state) != []
+    assert build("shareon", margin=0.1, app_threshold=0.01).on_tick(state) == []
+    # bandwidth-only keeps the dwell time too
+    state = make_state(paper_spec, user_x=25.0, ap="ap2", e2e_ms=400.0, proc_ms=80.0)
+    baseline = build("bandwidth-only")
+    [action] = baseline.on_tick(state)
+    state.services["svc"].server = action.dest
+    assert baseline.on_tick(state) == []
+
+
+def test_shareon_learns_the_latency_variance_of_an_area_and_node(paper_spec):
+    planner = build("shareon", latency_variance=0.0, variance_weight=0.5)
+    state = make_state(paper_spec, user_x=25.0, ap="ap2", e2e_ms=100.0, proc_ms=0.0)
+    service = state.services["svc"]
+    before = planner.model.network(state, service, "edge1")
+    for e2e in (100.0, 300.0, 100.0, 300.0):
+        state.users["mu"].e2e_ms["svc"] = e2e
+        planner.model.observe(state, service)
+    variance = planner.model.variance(state, service, "edge1")
+    assert 0.05 < variance < 0.2                                 # deviations of about 100 ms, in seconds
+    assert planner.model.network(state, service, "edge1") == pytest.approx(before + variance)
+    assert planner.model.variance(state, service, "edge2") == 0.0        # not seen there: the parameter
+
+
 def test_shareon_baselines(paper_spec):
     state = make_state(paper_spec, user_x=25.0, ap="ap2", utils={"edge1": 0.95, "edge2": 0.7, "edge3": 0.0},
                        e2e_ms=400.0, proc_ms=80.0)

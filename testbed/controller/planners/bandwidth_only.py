@@ -10,11 +10,11 @@ class BandwidthOnlyPlanner(ShareOnPlanner):
     def on_tick(self, state):
         actions = []
         for service in sorted(state.services.values(), key=lambda s: s.name):
-            if service.moving or self.model.measured(state, service) <= self.p.app_threshold:
+            if not self.settled(state, service) or not self.slow(state, service):
                 continue
             others = [n for n in sorted(state.servers) if n != service.server]
             best = max(others, key=lambda n: (state.network.bandwidth(service.server, n),
                                               -state.network.one_way(service.server, n), n))
-            actions.append(Migrate(service.name, best, estimates={
-                "bandwidth_mbps": state.network.bandwidth(service.server, best)}))
+            actions.append(self.moved(state, Migrate(service.name, best, estimates={
+                "bandwidth_mbps": state.network.bandwidth(service.server, best)})))
         return actions

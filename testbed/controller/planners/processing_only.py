@@ -10,10 +10,10 @@ class ProcessingOnlyPlanner(ShareOnPlanner):
     def on_tick(self, state):
         actions = []
         for service in sorted(state.services.values(), key=lambda s: s.name):
-            if service.moving or self.model.measured(state, service) <= self.p.app_threshold:
+            if not self.settled(state, service) or not self.slow(state, service):
                 continue
             best = min(sorted(state.servers), key=lambda n: (self.model.processing(state, service, n), n))
             if best != service.server:
-                actions.append(Migrate(service.name, best, estimates={
-                    "processing_s": self.model.processing(state, service, best)}))
+                actions.append(self.moved(state, Migrate(service.name, best, estimates={
+                    "processing_s": self.model.processing(state, service, best)})))
         return actions

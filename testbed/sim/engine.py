@@ -1,0 +1,581 @@
+"""The simulator: the emulated system's behaviour at city scale, in simulated time.
+
+SimPy keeps the clock (seconds from the start).  Users, radio and load advance
+in steps of ``sim.step`` as arrays (a fluid model: a user's tasks are a rate,
+a server's queue its utilisation); handovers, planner decisions and
+migrations are events.  The planners are the controller's own classes, asked
+on the same triggers (a handover's start, a user's report, the monitor tick)
+with the same ``SystemState``; their ``Migrate`` and ``Handover`` actions are
+carried out with the phases the emulator measured (``testbed.sim.calibration``).
+
+What the fluid model does not do, and says so in docs/FIDELITY.md: no
+per-packet TCP (a transfer takes ``transfer_seconds`` over the bandwidth the
+concurrent migrations of that path share), no shadowing (the mean path-loss
+model), a server's queue as M/M/c (Sakasegawa's approximation) rather than
+processor sharing of real containers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+from scipy.spatial import cKDTree
+
+from testbed.config import ExperimentSpec, PlannerSpec
+from testbed.config.experiment import service_name
+from testbed.controller import planners
+from testbed.controller.estimators import transfer_seconds
+from testbed.controller.planners.base import Handover, Migrate, Planner
+from testbed.controller.state import Service, SystemState, User
+from testbed.mobility import build as build_mobility
+from testbed.radio import handover_rule
+from testbed.sim.calibration import SimCalibration
+from testbed.sim.network import GraphNetwork
+
+CHUNK_STEPS = 600          # positions are drawn this many steps at a time (memory stays flat)
+SETTLE_TIMEOUT_S = 120.0   # as the controller's settle: migrations under way may finish after the end
+QUEUE_CAP = 0.98           # utilisation beyond which the M/M/c wait is held (an overloaded server)
+
+
+@dataclass
+class Trial:
+    """What one simulated trial produced."""
+
+    planner: str
+    seed: int
+    aggregates: list[dict] = field(default_factory=list)   # per user, service and interval
+    migrations: list[dict] = field(default_factory=list)
+    handovers: list[dict] = field(default_factory=list)
+    decisions: int = 0
+    offered_load: float = 0.0      # the users' work over the edge tier's compute (tasks/s x s at C = 1 / cores x C)
+    requests: list[dict] = field(default_factory=list)      # with sim.per_request only
+    wall_s: float = 0.0
+
+
+class Simulation:
+    def __init__(self, spec: ExperimentSpec, planner: PlannerSpec, calibration: SimCalibration, seed: int | None = None):
+        self.spec, self.calibration = spec, calibration
+        self.seed = spec.seed if seed is None else seed
+        self.sim = spec.sim
+        self.env = simpy.Environment()
+        self.rng = np.random.default_rng(self.seed)
+        topology = spec.topology
+        self.network = GraphNetwork(topology)
+        self.state = SystemState.build(topology, spec.radio, spec.report_period, t=0.0, seed=self.seed,
+                                       calibration=spec.calibration, network=self.network)
+        self.planner: Planner = planners.build(planner.name, seed=self.seed, **planner.params)
+        self.mode = spec.migration.mode
+        self.state.migration_model.precopy_share = spec.migration.options().get("precopy_share", 1.0)
+        self.trial = Trial(planner.name, self.seed)
+        self._moving_on: dict[tuple[str, str], int] = {}    # migrations under way per server pair
+        self._k, self._servers_synced, self._accounted = 0, -1, 0.0
+        self.settling = False
+        self._radio_setup()
+        self._users_setup()
+        self._services_setup()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _radio_setup(self) -> None:
+        radio = self.spec.radio
+        self.radio = radio
+        self.station_names = sorted(self.state.stations)
+        self.station_index = {n: i for i, n in enumerate(self.station_names)}
+        self.station_xy = np.array([self.state.stations[n].position for n in self.station_names], dtype=float)
+        self.tree = cKDTree(self.station_xy)
+        self.neighbours = min(self.sim.neighbours, len(self.station_names))
+        self.server_names = sorted(self.state.servers)
+        self.server_index = {n: i for i, n in enumerate(self.server_names)}
+        self.one_way = np.array([[self.network.one_way(b, s) for s in self.server_names] for b in self.station_names])
+        self.path_mbps = np.array([[self.network.bandwidth(b, s) for s in self.server_names]
+                                   for b in self.station_names])
+        self.capacity = np.array([self.state.stations[n].capacity_mbps or np.inf for n in self.station_names])
+        self.max_users = np.array([self.state.stations[n].max_users for n in self.station_names])
+        rates = radio.rates()
+        self.rate_snr = np.array([s for s, _ in rates.steps]) - 1e-9
+        self.rate_mbps = np.array([0.0] + [m for _, m in rates.steps])
+        self.noise_floor = rates.noise_floor_dbm
+        self.user_decides = self.planner.handover == "rssi"
+        self.controller = self.spec.topology.cloud()            # where the controller runs, as emulated
+        radio_link = self.spec.topology.links.get(self.spec.topology.network.radio_link)
+        self.radio_one_way = radio_link.delay if radio_link else 0.0
+
+    def _users_setup(self) -> None:
+        self.user_names = list(self.spec.users)
+        self.user_index = {n: i for i, n in enumerate(self.user_names)}
+        self.mobility = [build_mobility(**self.spec.mobility_params(u)) for u in self.user_names]
+        n = len(self.user_names)
+        self.ap = np.full(n, -1)
+        self.handover_from = np.zeros(n)         # the user's last handover: [from, until)
+        self.handover_until = np.zeros(n)
+        self.handover_target = np.full(n, -1)
+        self.lost_from = np.full(n, -1)
+        self.rules = [handover_rule(self.radio) for _ in range(n)] if self.radio.handover_rule == "a3" else None
+        self.rule = handover_rule(self.radio)
+        self.flagged = np.zeros(n, dtype=bool)
+        for name in self.user_names:
+            self.state.users[name] = User(name, None, t=0.0)
+
+    def _services_setup(self) -> None:
+        rows = []
+        for u, user in enumerate(self.user_names):
+            for index, use in enumerate(self.spec.users[user].services):
+                app = self.calibration.app(use.app)
+                rows.append((service_name(user, index, use.app), u, use, app))
+        self.service_names = [r[0] for r in rows]
+        self.service_index = {n: i for i, n in enumerate(self.service_names)}
+        self.service_user = np.array([r[1] for r in rows], dtype=int)
+        computes = [self.state.servers[n].compute for n in self.server_names]
+        # per service and server: the median processing time there (s), and the mean (lognormal)
+        self.proc_median_s = np.array([[self.calibration.processing_ms(r[2].app, c) / 1e3 for c in computes]
+                                       for r in rows]).reshape(len(rows), len(computes))
+        self.proc_mean_s = self.proc_median_s * np.exp(np.array([r[3].proc_sigma for r in rows]) ** 2 / 2)[:, None]
+        self.proc_sigma = np.array([r[3].proc_sigma for r in rows])
+        self.think_s = np.array([r[2].think_time for r in rows])
+        self.task_bytes = np.array([r[3].task_bytes for r in rows])
+        self.overhead_s = np.array([r[3].overhead_ms / 1e3 for r in rows])
+        self.overhead_per_rtt = np.array([r[3].overhead_per_rtt for r in rows])
+        self.down_from = np.zeros(len(rows))
+        self.down_until = np.zeros(len(rows))
+        self.server_of = np.zeros(len(rows), dtype=int)
+        self.proc_c1_s = np.array([r[3].proc_ms / 1e3 * math.exp(r[3].proc_sigma ** 2 / 2) for r in rows])
+        self.e2e_s = self.proc_mean_s.min(axis=1) if len(rows) else np.zeros(0)
+        self.proc_now_s = self.e2e_s.copy()
+        for name, u, use, _ in rows:
+            migration = self.calibration.migration_of(use.app)
+            self.state.services[name] = Service(
+                name, self.user_names[u], use.app, "", cpus=use.cpus, memory_mb=use.memory / 2**20,
+                task_bytes=self.calibration.app(use.app).task_bytes, quota=use.quota,
+                image_bytes=migration.image_bytes, full_bytes=migration.full_bytes,
+                delta_bytes=max(1.0, migration.delta_bytes))
+        self.service_cpus = np.array([r[2].cpus for r in rows])
+        self.service_memory = np.array([r[2].memory / 2**20 for r in rows])
+        self.server_cpus = np.array([self.state.servers[s].cpus for s in self.server_names])
+        self.compute = np.array([self.state.servers[s].compute for s in self.server_names])
+        self.background = np.zeros(len(self.server_names))
+        self.moving = np.zeros(len(rows), dtype=bool)
+        self._rows = np.arange(len(rows))
+        self._active = np.zeros(len(rows))
+        self._rates = np.zeros(len(rows))
+        self._served = np.zeros(len(rows))
+        self._sums = np.zeros((len(rows), 6))    # requests, e2e, proc, tx, downtime, coverage downtime
+        self._interval_handovers = np.zeros(len(self.user_names))
+        self._interval_migrations = np.zeros(len(rows))
+
+    # -- positions and radio -------------------------------------------------------------------
+    def _positions(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        chunk = k // CHUNK_STEPS
+        if getattr(self, "_chunk", None) != chunk:
+            times = (chunk * CHUNK_STEPS + np.arange(CHUNK_STEPS)) * self.sim.step
+            self._chunk = chunk
+            self._xy = np.stack([m.positions(times) for m in self.mobility], axis=1)      # steps x users x 2
+            self._present = np.stack([m.present(times) for m in self.mobility], axis=1)
+        return self._xy[k % CHUNK_STEPS], self._present[k % CHUNK_STEPS]
+
+    def _rssi(self, distance: np.ndarray) -> np.ndarray:
+        p = self.radio
+        return p.tx_power_dbm - (p.pl_d0_db + 10 * p.exponent * np.log10(np.maximum(distance, p.d0_m) / p.d0_m))
+
+    def _radio_rate(self, rssi: np.ndarray) -> np.ndarray:
+        return self.rate_mbps[np.searchsorted(self.rate_snr, rssi - self.noise_floor, side="right")]
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> Trial:
+        started = time.perf_counter()
+        self.env.process(self._steps())
+        if type(self.planner).on_tick is not Planner.on_tick:
+            self.env.process(self._ticks())
+        if self.planner.uses_checkpoint_sizes:
+            self.env.process(self._probes())
+        self.env.run(until=self.spec.duration)
+        self.settling = True            # as the emulator's trial ends: no new decisions, moves finish
+        deadline = self.spec.duration + SETTLE_TIMEOUT_S
+        while self.moving.any() and self.env.peek() <= deadline:
+            self.env.step()
+        end = max(self.env.now, self.spec.duration)
+        if end > self._accounted:
+            self._load(self._accounted, end)
+        self._flush(end)
+        self.trial.wall_s = time.perf_counter() - started
+        edges = [i for i, n in enumerate(self.server_names) if self.state.servers[n].role == "edge"]
+        capacity = float(np.sum(self.server_cpus[edges] * self.compute[edges])) or 1.0
+        work = self.sim.task_rate * self.proc_c1_s.sum() if self.sim.task_rate is not None \
+            else float(self._served @ self.proc_c1_s) / self.spec.duration
+        self.trial.offered_load = round(work / capacity, 4)
+        return self.trial
+
+    def _steps(self):
+        step, k = self.sim.step, 0
+        reports = type(self.planner).on_report is not Planner.on_report
+        next_report, next_flush = 0.0, self.sim.interval
+        deployed = False
+        while True:
+            now = self.env.now
+            self.state.t = now
+            self._k = k
+            xy, present = self._positions(k)
+            self.xy, self.present = xy, present
+            distance, nearest = self.tree.query(xy, k=self.neighbours)
+            distance, nearest = distance.reshape(len(xy), -1), nearest.reshape(len(xy), -1)
+            self.near_rssi, self.nearest = self._rssi(distance), nearest
+            self._radio(now)
+            if not deployed:
+                self._deploy()
+                deployed = True
+            if reports and now >= next_report - 1e-9:
+                self._report_all(now)
+                next_report += self.spec.report_period
+            self._load(self._accounted, now)
+            if now >= next_flush - 1e-9:
+                self._flush(next_flush)
+                next_flush += self.sim.interval
+            k += 1
+            yield self.env.timeout(step)
+
+    def _serving_rssi(self, users: np.ndarray) -> np.ndarray:
+        ap = self.ap[users]
+        d = np.linalg.norm(self.xy[users] - self.station_xy[np.maximum(ap, 0)], axis=1)
+        return np.where(ap >= 0, self._rssi(d), -np.inf)
+
+    def _radio(self, now: float) -> None:
+        """The users' own handover rule; the full rule runs only for users it might move."""
+        done = (self.handover_target >= 0) & (self.handover_until <= now + 1e-9)
+        for u in np.flatnonzero(done):
+            self._attach(u, self.handover_target[u])
+            self.handover_target[u] = -1
+        idle = self.handover_target < 0
+        gone = idle & ~self.present & (self.ap >= 0)
+        for u in np.flatnonzero(gone):              # off the map (a trace's gap): no station
+            self.lost_from[u], self.ap[u] = self.ap[u], -1
+            self.state.users[self.user_names[u]].ap = None
+        users = np.flatnonzero(idle & self.present)
+        best, best_rssi = self.nearest[users, 0], self.near_rssi[users, 0]
+        serving = self._serving_rssi(users)
+        sensitivity = self.radio.sensitivity_dbm
+        flag = ((self.ap[users] < 0) & (best_rssi >= sensitivity)) | \
+               ((self.ap[users] >= 0) & ((serving < sensitivity) |
+                                         ((best != self.ap[users]) & (best_rssi >= serving + self.radio.hysteresis_db))))
+        candidates = users[flag]
+        if self.rules is not None:                  # A3 keeps time: ask it while its condition may hold
+            candidates = np.union1d(candidates, np.flatnonzero(self.flagged & idle & self.present))
+            self.flagged[:] = False
+            self.flagged[users[flag]] = True
+        for u in candidates:
+            self._decide_radio(int(u), now)
+
+    def _heard(self, u: int) -> dict[str, float]:
+        heard = {self.station_names[b]: float(r) for b, r in zip(self.nearest[u], self.near_rssi[u])}
+        if self.ap[u] >= 0:
+            heard.setdefault(self.station_names[self.ap[u]], float(self._serving_rssi(np.array([u]))[0]))
+        return heard
+
+    def _decide_radio(self, u: int, now: float) -> None:
+        rule = self.rules[u] if self.rules is not None else self.rule
+        serving = self.station_names[self.ap[u]] if self.ap[u] >= 0 else None
+        action = rule.action(serving, self._heard(u), now, user_decides=self.user_decides)
+        if action is None:
+            return
+        kind, target = action
+        if kind == "lost":
+            self.lost_from[u], self.ap[u] = self.ap[u], -1
+            self.state.users[self.user_names[u]].ap = None
+        elif kind == "attach":
+            index = self.station_index[target]
+            source = self.lost_from[u]
+            self._attach(u, index)
+            if source >= 0 and source != index:
+                self._notify_handover(u, self.station_names[source], target, now)
+        else:
+            self._start_handover(u, self.station_index[target], now, "rssi" if kind == "handover" else "lost_signal")
+
+    def _attach(self, u: int, station: int) -> None:
+        self.ap[u] = station
+        self.lost_from[u] = -1
+        self.state.users[self.user_names[u]].ap = self.station_names[station]
+
+    def _start_handover(self, u: int, target: int, now: float, reason: str) -> None:
+        source = self.station_names[self.ap[u]] if self.ap[u] >= 0 else None
+        self.handover_target[u] = target
+        self.handover_from[u], self.handover_until[u] = now, now + self.radio.handover_time
+        self._interval_handovers[u] += 1
+        self.trial.handovers.append({"t": now, "user": self.user_names[u], "source": source,
+                                     "target": self.station_names[target], "reason": reason})
+        self.state.users[self.user_names[u]].ap = self.station_names[target]
+        if reason != "commanded":
+            self._notify_handover(u, source, self.station_names[target], now)
+
+    # -- the planner --------------------------------------------------------------------------------
+    def _sync_user(self, u: int, now: float) -> User:
+        user = self.state.users[self.user_names[u]]
+        user.t = now
+        user.position = (float(self.xy[u, 0]), float(self.xy[u, 1]))
+        user.velocity = self._velocity(u, now)
+        user.rssi = {b: r for b, r in self._heard(u).items() if r >= self.radio.sensitivity_dbm}
+        mine = np.flatnonzero(self.service_user == u)
+        user.e2e_ms = {self.service_names[s]: float(self.e2e_s[s] * 1e3) for s in mine}
+        user.task_rate = {self.service_names[s]: float(self._rate(s)) for s in mine}
+        for s in mine:
+            self.state.services[self.service_names[s]].proc_ms = float(self.proc_now_s[s] * 1e3)
+        return user
+
+    def _velocity(self, u: int, now: float) -> tuple[float, float]:
+        """From the step's positions (the model's finite difference at a chunk's edge)."""
+        k = self._k % CHUNK_STEPS
+        if 0 < k < CHUNK_STEPS - 1:
+            dx, dy = (self._xy[k + 1, u] - self._xy[k - 1, u]) / (2 * self.sim.step)
+            return float(dx), float(dy)
+        return tuple(float(v) for v in self.mobility[u].velocity(now))
+
+    def _sync_servers(self) -> None:
+        if self._servers_synced == self._k:
+            return                                  # once a step: the load changes only with the step
+        self._servers_synced = self._k
+        load = self._server_load()
+        memory = np.bincount(self.server_of, weights=self.service_memory, minlength=len(self.server_names))
+        for i, name in enumerate(self.server_names):
+            server = self.state.servers[name]
+            server.cpu_util = float(min(1.0, load[i]))
+            server.memory_used_mb = float(memory[i])
+            server.background_cores = float(self.background[i])
+
+    def _notify_handover(self, u: int, source: str | None, target: str, now: float) -> None:
+        user = self._sync_user(u, now)
+        self._sync_servers()
+        self._act("handover", self.planner.on_handover(self.state, user, source, target), self._notice_lag(u))
+
+    def _notice_lag(self, u: int) -> float:
+        """A user's notice or report travels from its base station to the controller."""
+        station = self.ap[u] if self.ap[u] >= 0 else self.handover_target[u]
+        if station < 0 or self.controller is None:
+            return 0.0
+        return self.network.one_way(self.station_names[station], self.controller)
+
+    def _report_all(self, now: float) -> None:
+        self._sync_servers()
+        users = [u for u in range(len(self.user_names)) if self.present[u] and self.ap[u] >= 0
+                 and self.handover_target[u] < 0]
+        for u in users:
+            self._sync_user(u, now)
+        for u in users:
+            self._act("report", self.planner.on_report(self.state, self.state.users[self.user_names[u]]),
+                      self._notice_lag(u))
+
+    def _ticks(self):
+        while True:
+            yield self.env.timeout(self.spec.monitor_period)
+            now = self.env.now
+            for u in range(len(self.user_names)):
+                if self.present[u]:
+                    self._sync_user(u, now)
+            self._sync_servers()
+            self._act("tick", self.planner.on_tick(self.state))
+
+    def _probes(self):
+        """Seed 002's t0, as the controller does it: two checkpoints of every service once it has
+        served for ``probe.after`` (again every ``probe.period``) give the sizes and teach the
+        estimator the checkpoint time (the calibration's, on that server)."""
+        probe = self.spec.probe
+        yield self.env.timeout(probe.after)
+        while True:
+            for name, service in self.state.services.items():
+                if service.moving:
+                    continue
+                calibration = self.calibration.migration_of(service.app)
+                compute = self.state.servers[service.server].compute
+                service.full_bytes, service.delta_bytes = calibration.full_bytes, max(1.0, calibration.delta_bytes)
+                for _ in range(2):
+                    self.state.migration_model.observe_checkpoint(service.server, calibration.checkpoint_s / compute,
+                                                                  service.image_bytes, compute)
+            if probe.period <= 0:
+                return
+            yield self.env.timeout(probe.period)
+
+    def _deploy(self) -> None:
+        for s, name in enumerate(self.service_names):
+            u = self.service_user[s]
+            user = self.state.users[self.user_names[u]]
+            if user.position is None:
+                user.position = (float(self.xy[u, 0]), float(self.xy[u, 1]))
+            if user.ap is None:
+                user.ap = self.station_names[self.nearest[u, 0]]
+            service = self.state.services[name]
+            service.server = self.planner.initial_server(self.state, service, user)
+            self.server_of[s] = self.server_index[service.server]
+
+    def _act(self, trigger: str, actions, lag: float = 0.0) -> None:
+        """Carry out a decision; ``lag``: how long the trigger took to reach the controller."""
+        if not actions or self.settling:
+            return
+        self.trial.decisions += 1
+        for action in actions:
+            if isinstance(action, Handover):
+                self.env.process(self._commanded(self.user_index[action.user], self.station_index[action.target],
+                                                 action.at))
+            elif isinstance(action, Migrate):
+                s = self.service_index[action.service]
+                service = self.state.services[action.service]
+                if service.moving or action.dest == service.server:
+                    continue
+                service.moving, service.moving_to = True, action.dest
+                self.moving[s] = True
+                self.env.process(self._migrate(s, action, trigger, lag))
+
+    # -- migrations ------------------------------------------------------------------------------------
+    def _migrate(self, s: int, action: Migrate, trigger: str, lag: float):
+        service = self.state.services[action.service]
+        source, dest = service.server, action.dest
+        calibration = self.calibration.migration_of(service.app)
+        decided = self.env.now
+        # the controller's orders cross the network: the user's notice or report to it, then its
+        # order to the source's agent, which prepares the destination and answers, then "go"
+        control = self.network.one_way(self.controller, source) if self.controller else 0.0
+        if action.pre_at is None:
+            yield self.env.timeout(lag + control)
+        elif action.pre_at > self.env.now:
+            yield self.env.timeout(action.pre_at - self.env.now)
+        key = (min(source, dest), max(source, dest))
+        self._moving_on[key] = self._moving_on.get(key, 0) + 1
+        bandwidth = self.network.bandwidth(source, dest) / self._moving_on[key]
+        rtt = 2 * self.network.one_way(source, dest)
+        c_source, c_dest = self.compute[self.server_index[source]], self.compute[self.server_index[dest]]
+        checkpoint = calibration.checkpoint_s / c_source
+        started = self.env.now
+        if self.mode == "cold":
+            pre = calibration.setup_s + 2 * control
+            moved_bytes = service.full_bytes + service.delta_bytes
+        else:
+            share = self.state.migration_model.precopy_share
+            pre = calibration.setup_s + 2 * control + checkpoint + calibration.pre_efficiency * transfer_seconds(
+                service.full_bytes, bandwidth * share, rtt)
+            moved_bytes = service.delta_bytes
+        yield self.env.timeout(pre)
+        if action.final_at is not None and action.final_at > self.env.now:
+            yield self.env.timeout(action.final_at - self.env.now)
+        restore = calibration.restore_s / c_dest
+        downtime = max(0.0, checkpoint + transfer_seconds(moved_bytes, bandwidth, rtt) + restore
+                       + calibration.overhead_s)
+        self.down_from[s], self.down_until[s] = self.env.now, self.env.now + downtime
+        yield self.env.timeout(downtime)
+        self._moving_on[key] -= 1
+        service.server, service.moving, service.moving_to = dest, False, None
+        self.server_of[s] = self.server_index[dest]
+        self.moving[s] = False
+        self._interval_migrations[s] += 1
+        model = self.state.migration_model          # the estimator learns, as the controller's does
+        model.observe_setup(dest, calibration.setup_s)
+        model.observe_checkpoint(source, checkpoint, service.image_bytes, c_source)
+        model.observe_restore(dest, restore, service.image_bytes + service.full_bytes + service.delta_bytes, c_dest)
+        self.trial.migrations.append({
+            "service": service.name, "user": service.user, "app": service.app, "source": source, "dest": dest,
+            "mode": self.mode, "trigger": trigger, "decided": decided, "start": started, "pre_migration_s": pre,
+            "downtime_s": downtime, "end": self.env.now, "estimated_migration_s": action.estimates.get("migration_s")
+            if isinstance(action.estimates.get("migration_s"), float) else None})
+
+    # -- load and delay ------------------------------------------------------------------------------------
+    def _rate(self, s: int) -> float:
+        if self.sim.task_rate is not None:
+            return self.sim.task_rate
+        return 1.0 / (self.e2e_s[s] + self.think_s[s])
+
+    def _server_load(self) -> np.ndarray:
+        """Each server's utilisation: its services' work (tasks/s x seconds each) and its background
+        load, over its cores."""
+        active = self._active
+        rates = self._rates * active
+        work = rates * self.proc_mean_s[self._rows, self.server_of]
+        return (np.bincount(self.server_of, weights=work, minlength=len(self.server_names)) + self.background) \
+            / self.server_cpus
+
+    def _commanded(self, u: int, target: int, at: float | None):
+        """The controller's handover order, carried out at its time (the user follows it)."""
+        if at is not None and at > self.env.now:
+            yield self.env.timeout(at - self.env.now)
+        if self.handover_target[u] < 0 and self.present[u] and self.ap[u] >= 0 and target != self.ap[u]:
+            self._start_handover(u, target, self.env.now, "commanded")
+
+    def _load(self, start: float, now: float) -> None:
+        """Account [start, now), which has just passed: each service's share of it out of service
+        (a handover, a migration's downtime: intervals that began and ended within it count too),
+        its requests and their delays at the placement of ``now``; then the load the planners see."""
+        self._accounted = now
+        step = now - start
+        users = self.service_user
+        present = self.present[users]
+        attached = self.ap[users] >= 0
+        if step > 0:
+            handover = np.clip(np.minimum(now, self.handover_until[users]) - np.maximum(start, self.handover_from[users]),
+                               0.0, step)
+            down = np.clip(np.minimum(now, self.down_until) - np.maximum(start, self.down_from), 0.0, step)
+            self._active = np.where(present & attached, 1.0 - np.minimum(step, handover + down) / step, 0.0)
+        else:
+            self._active = (present & attached).astype(float)
+        self._rates = 1.0 / (self.e2e_s + self.think_s) if self.sim.task_rate is None \
+            else np.full(len(users), self.sim.task_rate)
+        for load in self.spec.load:
+            i = self.server_index[load.server]
+            on = load.start <= now < load.start + load.duration
+            self.background[i] = load.share * self.server_cpus[i] if on else 0.0
+        rho = np.minimum(self._server_load(), QUEUE_CAP)
+        server = self.server_of
+        c = np.maximum(1.0, np.floor(self.server_cpus[server]))
+        service_s = self.proc_mean_s[self._rows, server]
+        wait = service_s * rho[server] ** (np.sqrt(2 * (c + 1)) - 1) / (c * (1 - rho[server]))
+        proc = service_s + wait
+        station = np.maximum(self.ap[users], 0)
+        rssi = self._serving_rssi(users)
+        sharing = np.bincount(self.ap[self.ap >= 0], minlength=len(self.station_names))[station]
+        radio = np.minimum(self._radio_rate(rssi), self.capacity[station]) / np.maximum(1, sharing)
+        bandwidth = np.minimum(radio, self.path_mbps[station, server])
+        tx = self.task_bytes * 8 / np.maximum(bandwidth, 1e-6) / 1e6 + 2 * (self.one_way[station, server]
+                                                                           + self.radio_one_way)
+        rtt = 2 * (self.one_way[station, server] + self.radio_one_way)
+        e2e = proc + tx + self.overhead_s + self.overhead_per_rtt * rtt
+        active = self._active > 0
+        self.e2e_s = np.where(active, e2e, self.e2e_s)
+        self.proc_now_s = np.where(active, proc, self.proc_now_s)
+        requests = self._rates * step * self._active
+        sums = self._sums
+        sums[:, 0] += requests
+        self._served += requests
+        sums[:, 1] += requests * e2e
+        sums[:, 2] += requests * proc
+        sums[:, 3] += requests * tx
+        sums[:, 4] += present * (1.0 - self._active) * step       # the user wants service and gets none
+        sums[:, 5] += (present & ~attached) * step
+        if self.sim.per_request:
+            self._sample_requests(start, step, np.flatnonzero(active), proc, tx, service_s)
+
+    def _sample_requests(self, start, step, active, proc, tx, service_s) -> None:
+        """One row per request of the step: Poisson counts, lognormal processing around the step's mean."""
+        counts = self.rng.poisson(self._rates[active] * step)
+        for s, n in zip(active, counts):
+            if n == 0:
+                continue
+            draws = self.rng.lognormal(0.0, self.proc_sigma[s], n) * self.proc_median_s[s, self.server_of[s]] \
+                + (proc[s] - service_s[s])
+            sent = start + np.sort(self.rng.uniform(0, step, n))
+            for t, p in zip(sent, draws):
+                self.trial.requests.append({"service": self.service_names[s], "sent": float(t),
+                                            "e2e_ms": float((p + tx[s]) * 1e3), "proc_ms": float(p * 1e3)})
+
+    def _flush(self, end: float) -> None:
+        sums = self._sums
+        for s, name in enumerate(self.service_names):
+            count = sums[s, 0]
+            u = self.service_user[s]
+            if count == 0 and sums[s, 4] == 0 and not self._interval_migrations[s]:
+                continue
+            self.trial.aggregates.append({
+                "t": float(end), "user": self.user_names[u], "service": name,
+                "app": self.state.services[name].app, "server": self.server_names[self.server_of[s]],
+                "requests": float(count), "e2e_mean_ms": float(sums[s, 1] / count * 1e3) if count else None,
+                "processing_mean_ms": float(sums[s, 2] / count * 1e3) if count else None,
+                "transmission_mean_ms": float(sums[s, 3] / count * 1e3) if count else None,
+                "downtime_s": float(sums[s, 4]), "downtime_coverage_s": float(sums[s, 5]),
+                "handovers": int(self._interval_handovers[u]), "migrations": int(self._interval_migrations[s])})
+        sums[:] = 0
+        self._interval_handovers[:] = 0
+        self._interval_migrations[:] = 0

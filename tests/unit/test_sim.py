@@ -1,0 +1,199 @@
+"""The simulator's pure parts: the generated city, trace readers, the calibration fit, and a
+small city run end to end (seconds, deterministic for a seed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from testbed.config import ConfigError, load_experiment, load_topology
+from testbed.controller.estimators import transfer_seconds
+from testbed.mobility.random_waypoint import RandomWaypoint
+from testbed.mobility.trace import TraceError, TraceReplay
+from testbed.sim import Simulation, calibration, summarise
+from testbed.sim.network import GraphNetwork
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CALIBRATION = {
+    "apps": {"counter": {"proc_ms": 1.0, "proc_sigma": 0.3, "task_bytes": 16, "requests": 100}},
+    "migration": {"counter": {"setup_s": 0.44, "checkpoint_s": 0.1, "restore_s": 0.35, "pre_efficiency": 1.0,
+                              "overhead_s": 0.05, "image_bytes": 169e6, "full_bytes": 6.7e6, "delta_bytes": 6000,
+                              "migrations": 5}},
+    "handover_outage_s": 0.5,
+}
+
+
+def city_file(tmp_path: Path, users: int = 20, duration: str = "600s", planners=("nearest", "cloud")) -> Path:
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "city-test", "seed": 3, "duration": duration, "planners": list(planners),
+        "radio": {"tx_power_dbm": 30, "pl_d0_db": 40, "exponent": 3.0, "sensitivity_dbm": -85,
+                  "hysteresis_db": 3, "handover_time": "500ms"},
+        "report_period": "5s",
+        "sim": {"calibration": CALIBRATION,
+                "city": {"area": [2000, 2000], "cell_spacing": 400, "edge_servers": 5},
+                "population": {"users": users, "mobility": {"model": "random_waypoint", "speed": [5, 15]},
+                               "services": [{"app": "counter", "think_time": "50ms"}]}}}))
+    return path
+
+
+# -- the city ----------------------------------------------------------------------------------
+
+def test_a_generated_city_is_an_ordinary_validated_topology(tmp_path):
+    spec = load_experiment(city_file(tmp_path), ["sim.population.users=7", "links.edge_edge.delay=30ms"])
+    topology = spec.topology
+    stations, edges = topology.nodes_with_role("ap"), topology.nodes_with_role("edge")
+    assert len(edges) == 5 and topology.cloud() == "cloud"
+    assert len(spec.users) == 7 and all(topology.nodes[u].role == "mu" for u in spec.users)
+    rows = int(2000 // (400 * math.sqrt(3) / 2)) + 1
+    assert len(stations) == sum(int((2000 - (200 if j % 2 else 0)) // 400) + 1 for j in range(rows))
+    for station in stations:     # every base station is wired to exactly one edge server
+        uplinks = [c for c in topology.connections if station in (c.a, c.b)]
+        assert len(uplinks) == 1 and uplinks[0].link_class == "ap_edge"
+    assert topology.links["edge_edge"].delay == pytest.approx(0.030)      # a topology key after generation
+    seeds = {spec.users[u].mobility.parameters()["seed"] for u in spec.users}
+    assert len(seeds) == 7
+
+
+def test_a_city_with_its_own_topology_is_refused(tmp_path):
+    path = city_file(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["topology"] = str(ROOT / "topologies" / "paper.yaml")
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="replaces topology and users"):
+        load_experiment(path)
+
+
+def test_towers_from_an_opencellid_csv_and_a_bad_row_named(tmp_path):
+    from testbed.config.city import read_towers
+
+    good = tmp_path / "towers.csv"
+    good.write_text("radio,mcc,net,area,cell,unit,lon,lat,range\n"
+                    "LTE,310,410,1,1,,-122.4194,37.7749,1000\n"
+                    "LTE,310,410,1,2,,-122.4094,37.7749,1000\n")
+    points = read_towers(good, (37.7749, -122.4194))
+    assert points[0] == pytest.approx((0.0, 0.0), abs=1e-6)
+    assert points[1][0] == pytest.approx(880, rel=0.01) and points[1][1] == pytest.approx(0.0, abs=1e-6)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("LTE,310,410,1,1,,-122.4194,37.7749,1000\nLTE,310,410,1,2,,east,37.77,1000\n")
+    with pytest.raises(ConfigError, match=r"bad.csv:2: expected lon and lat"):
+        read_towers(bad, (37.7749, -122.4194))
+
+
+def test_graph_paths_agree_with_the_emulators_address_plan():
+    from testbed.net import addressing
+
+    topology = load_topology(ROOT / "topologies" / "paper.yaml")
+    plan, graph = addressing.plan(topology), GraphNetwork(topology)
+    servers, stations = topology.servers(), topology.nodes_with_role("ap")
+    for a in servers + stations:
+        for b in servers:
+            if a != b:
+                assert graph.one_way(a, b) == pytest.approx(plan.one_way_delay(a, b))
+                assert graph.bandwidth(a, b) == pytest.approx(plan.bottleneck_mbps(a, b))
+
+
+# -- mobility ------------------------------------------------------------------------------------
+
+def test_random_waypoint_is_seeded_stays_in_its_area_and_keeps_its_speeds():
+    times = np.arange(0, 3600, 1.0)
+    a = RandomWaypoint(area=(0, 1000, 0, 500), speed=(5, 15), pause=(0, 10), seed=4).positions(times)
+    b = RandomWaypoint(area=(0, 1000, 0, 500), speed=(5, 15), pause=(0, 10), seed=4).positions(times)
+    c = RandomWaypoint(area=(0, 1000, 0, 500), speed=(5, 15), pause=(0, 10), seed=5).positions(times)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a[:, 0].min() >= 0 and a[:, 0].max() <= 1000 and a[:, 1].min() >= 0 and a[:, 1].max() <= 500
+    speeds = np.linalg.norm(np.diff(a, axis=0), axis=1)
+    assert speeds.max() <= 15 + 1e-6 and (speeds > 4.99).mean() > 0.5
+
+
+def test_a_trace_is_split_at_long_gaps_and_its_map_is_configurable(tmp_path):
+    path = tmp_path / "new_cab.txt"
+    # newest first: fixes at 0, 60, 120 s, then nothing for an hour, then 3720 and 3780 s
+    stamps = [0, 60, 120, 3720, 3780]
+    lines = [f"{52.0 + k * 0.001:.5f} {4.0 + k * 0.001:.5f} 0 {1_000_000 + t}" for k, t in enumerate(stamps)]
+    path.write_text("\n".join(reversed(lines)) + "\n")
+    amsterdam = (51.0, 53.0, 3.0, 6.0)
+    trace = TraceReplay(path, bounds=amsterdam, max_gap=300)
+    present = trace.present(np.array([30.0, 119.0, 1000.0, 3000.0, 3750.0, 4000.0]))
+    assert present.tolist() == [True, True, False, False, True, False]
+    with pytest.raises(TraceError, match=r"new_cab.txt:1: fix .* outside the map"):
+        TraceReplay(path)                                   # the default map is San Francisco's
+
+
+# -- calibration ------------------------------------------------------------------------------------
+
+def test_the_fit_recovers_known_processing_and_migration_parameters():
+    rng = np.random.default_rng(7)
+    computes = rng.choice([1.0, 1.5, 2.0], 4000)
+    at_one = rng.lognormal(math.log(120.0), 0.25, 4000)
+    requests = pd.DataFrame({"app": "face", "proc_ms": at_one / computes, "compute": computes})
+    fitted = calibration.fit_processing(requests)["face"]
+    assert fitted["proc_ms"] == pytest.approx(120.0, rel=0.05)
+    assert fitted["proc_sigma"] == pytest.approx(0.25, rel=0.05)
+
+    rows = []
+    for k in range(30):
+        c_src, c_dst = [1.0, 1.5][k % 2], [2.0, 1.0][k % 2]
+        bandwidth, rtt, full, delta = [100.0, 75.0][k % 2], [0.1, 0.3][k % 2], 50e6 + k * 1e6, 2e5 + k * 1e4
+        checkpoint, restore = 0.8 / c_src, 1.2 / c_dst
+        moved = transfer_seconds(delta, bandwidth, rtt)
+        rows.append({"app": "face", "mode": "precopy-delta", "compute_source": c_src, "compute_dest": c_dst,
+                     "bandwidth_mbps": bandwidth, "rtt_s": rtt,
+                     "sizes": {"image": 9e8, "pre_checkpoint": full, "delta": delta},
+                     "phases": {"prepare": {"seconds": 0.5}, "final_checkpoint": {"seconds": checkpoint},
+                                "restore": {"seconds": restore},
+                                "pre_transfer": {"seconds": 1.3 * transfer_seconds(full, bandwidth, rtt)},
+                                "migration": {"seconds": checkpoint + moved + restore + 0.07}}})
+    migration = calibration.fit_migrations(pd.DataFrame(rows))["face"]
+    for key, expected in {"setup_s": 0.5, "checkpoint_s": 0.8, "restore_s": 1.2, "pre_efficiency": 1.3,
+                          "overhead_s": 0.07}.items():
+        assert migration[key] == pytest.approx(expected, rel=0.05), key
+
+
+def test_a_calibration_without_the_app_is_refused_by_name():
+    found = calibration.load(CALIBRATION)
+    with pytest.raises(ConfigError, match="no app 'face'"):
+        found.app("face")
+
+
+# -- a small city ------------------------------------------------------------------------------------
+
+def run(tmp_path, planner: str, overrides=(), **keys):
+    spec = load_experiment(city_file(tmp_path, planners=(planner,), **keys), list(overrides))
+    return Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration)).run(), spec
+
+
+def test_a_small_city_runs_in_seconds_and_is_the_same_for_a_seed(tmp_path):
+    first, spec = run(tmp_path, "nearest")
+    again, _ = run(tmp_path, "nearest")
+    other, _ = run(tmp_path, "nearest", ["seed=4"])          # other walks
+    assert first.wall_s < 10
+    assert first.aggregates == again.aggregates and first.migrations == again.migrations
+    assert first.aggregates != other.aggregates
+    assert {row["user"] for row in first.aggregates} == set(spec.users)
+    assert first.handovers and first.migrations
+
+
+def test_the_controllers_planners_decide_in_the_simulator(tmp_path):
+    from testbed.controller.planners.nearest import NearestPlanner
+
+    nearest, spec = run(tmp_path, "nearest")
+    cloud, _ = run(tmp_path, "cloud")
+    simulation = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration))
+    assert type(simulation.planner) is NearestPlanner          # the class, not a copy
+    assert not cloud.migrations and len(cloud.handovers) == len(nearest.handovers)
+    summary_nearest, summary_cloud = summarise(nearest, spec.duration), summarise(cloud, spec.duration)
+    # the cloud is 150 ms away each way: every request pays 300 ms; the nearest edge is 0-100 ms away
+    assert summary_cloud["e2e_mean_ms"] > 300
+    assert summary_nearest["e2e_mean_ms"] < summary_cloud["e2e_mean_ms"] / 2
+    for move in nearest.migrations:   # nearest follows each handover to the new station's own server
+        assert move["trigger"] == "handover" and move["downtime_s"] > 0
+    # every handover costs its user the handover time (0.5 s), on top of any time out of coverage
+    downtime = sum(row["downtime_s"] - row["downtime_coverage_s"] for row in cloud.aggregates)
+    assert downtime == pytest.approx(0.5 * len(cloud.handovers), rel=0.05)
