@@ -160,9 +160,10 @@ def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=
 
 
 @app.command(context_settings={"allow_extra_args": False})
-def sim(target: list[str] = typer.Argument(..., metavar="FILE | calibrate RUN... | validate RUN", help=(
+def sim(target: list[str] = typer.Argument(..., metavar="FILE | calibrate RUN... | validate RUN | sumo DIR", help=(
             "an experiment file to simulate; `calibrate` and the run records to fit from; `validate` and an "
-            "emulated run to simulate again with its own calibration")),
+            "emulated run to simulate again with its own calibration; `sumo` and a directory for vehicle "
+            "traces generated with SUMO")),
         set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
         runs: Path = typer.Option(None, help="where run directories go (default: ./runs)"),
         out: Path = typer.Option(None, help="calibrate: the file to write (default: print it)"),
@@ -199,6 +200,29 @@ def sim(target: list[str] = typer.Argument(..., metavar="FILE | calibrate RUN...
             fail(str(exc))
         console.print((sim_dir / "validation.md").read_text())
         console.print(f"run record: {sim_dir}")
+        return
+    if target[0] == "sumo":
+        from testbed.config import parse_override
+        from testbed.sim import sumo
+
+        if len(target) != 2:
+            fail("testbed sim sumo DIR [--set grid=8 --set length=500 --set period=5 --set duration=3600 "
+                 "--set seed=1]: one output directory")
+        known = {"grid": int, "length": float, "period": float, "duration": float, "seed": int, "speed": float}
+        options = {}
+        for text in set_:
+            (key, *_), value = parse_override(text)
+            if key not in known:
+                fail(f"--set {text!r}: sim sumo takes {', '.join(known)}")
+            try:
+                options[key] = known[key](value)
+            except (TypeError, ValueError):
+                fail(f"--set {text!r}: {key} must be a {known[key].__name__}")
+        try:
+            path = sumo.generate(Path(target[1]), **options)
+        except (ConfigError, RuntimeError) as exc:
+            fail(str(exc))
+        console.print(f"vehicle traces: {path} (mobility: {{model: fcd, file: {path}}})")
         return
     if len(target) != 1:
         fail("testbed sim FILE: one experiment file")

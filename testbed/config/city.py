@@ -69,7 +69,8 @@ class PopulationSpec(Strict):
     users: int = Field(default=20, ge=1, le=100_000)
     mobility: dict = Field(default={"model": "random_waypoint"}, description=(
         "every user's mobility model and parameters (seeded per user); a ``trace`` model given "
-        "``directory:`` instead of ``file:`` hands the directory's new_*.txt files out, one per user"))
+        "``directory:`` instead of ``file:`` hands the directory's new_*.txt files out, one per user; "
+        "an ``fcd`` model without ``vehicle:`` gives user k the k-th vehicle of the SUMO file"))
     services: list[dict] = Field(default=[{"app": "counter", "think_time": 0.05}], min_length=1)
 
 
@@ -200,6 +201,8 @@ def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int
         if len(files) < population.users:
             raise ConfigError(f"sim.population.mobility.directory: {directory} holds {len(files)} new_*.txt "
                               f"trace(s) for {population.users} users")
+    if mobility.get("model") == "fcd" and "file" in mobility:
+        mobility["file"] = str(base / mobility["file"])
     if mobility.get("model") == "random_waypoint" and "area" not in mobility:
         mobility["area"] = [0.0, city.area[0], 0.0, city.area[1]]
     users = {}
@@ -207,6 +210,8 @@ def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int
         own = dict(mobility)
         if files:
             own["file"] = str(files[k])
+        if own.get("model") == "fcd":
+            own.setdefault("vehicle", k)                      # the k-th vehicle of the file
         if own.get("model") == "random_waypoint":
             own.setdefault("seed", mix_seed(seed, k + 2))     # the user's own, from the experiment's
         users[f"u{k + 1}"] = {"mobility": own, "services": [dict(s) for s in population.services]}

@@ -61,6 +61,17 @@ class MobilityModel(ABC):
         return np.ones(len(times), dtype=bool)
 
 
+def on_the_map(fixes: np.ndarray, times: np.ndarray, max_gap: float) -> np.ndarray:
+    """At each of ``times``: between the first and the last of ``fixes`` (sorted times) and not
+    inside a gap between two fixes longer than ``max_gap`` (a trace is split there, not
+    interpolated across)."""
+    after = np.searchsorted(fixes, times, side="right")
+    inside = (after > 0) & (after < len(fixes))
+    gap = np.zeros(len(times))
+    gap[inside] = fixes[after[inside]] - fixes[after[inside] - 1]
+    return (times >= fixes[0]) & (times <= fixes[-1]) & (gap <= max_gap)
+
+
 def distance(a: Point, b: Point) -> float:
     return math.hypot(a[0] - b[0], a[1] - b[1])
 

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from testbed.config import Strict
-from testbed.mobility.base import MobilityModel, Point, interpolate
+from testbed.mobility.base import MobilityModel, Point, interpolate, on_the_map
 
 EARTH_RADIUS_M = 6_371_000.0
 SAN_FRANCISCO = (37.0, 38.5, -123.0, -121.5)  # lat min, lat max, lon min, lon max
@@ -105,12 +105,7 @@ class TraceReplay(MobilityModel):
 
     def present(self, times: np.ndarray) -> np.ndarray:
         """Off the map inside a gap longer than ``max_gap`` (not interpolated across) and after the end."""
-        fixes = np.asarray(self.times)
-        after = np.searchsorted(fixes, times, side="right")
-        inside = (after > 0) & (after < len(fixes))
-        gap = np.zeros(len(times))
-        gap[inside] = fixes[after[inside]] - fixes[after[inside] - 1]
-        return (after > 0) & (times <= fixes[-1]) & (gap <= self.max_gap)
+        return on_the_map(np.asarray(self.times), times, self.max_gap)
 
     def position(self, t: float) -> Point:
         if t <= 0:

@@ -267,9 +267,14 @@ class Simulation:
             self._decide_radio(int(u), now)
 
     def _heard(self, u: int) -> dict[str, float]:
-        heard = {self.station_names[b]: float(r) for b, r in zip(self.nearest[u], self.near_rssi[u])}
-        if self.ap[u] >= 0:
-            heard.setdefault(self.station_names[self.ap[u]], float(self._serving_rssi(np.array([u]))[0]))
+        heard = dict(zip(map(self.station_names.__getitem__, self.nearest[u].tolist()), self.near_rssi[u].tolist()))
+        serving = self.ap[u]
+        if serving >= 0 and self.station_names[serving] not in heard:
+            x, y = self.xy[u]
+            sx, sy = self.station_xy[serving]
+            p = self.radio
+            d = max(math.hypot(x - sx, y - sy), p.d0_m)
+            heard[self.station_names[serving]] = p.tx_power_dbm - p.pl_d0_db - 10 * p.exponent * math.log10(d / p.d0_m)
         return heard
 
     def _decide_radio(self, u: int, now: float) -> None:

@@ -197,3 +197,46 @@ def test_the_controllers_planners_decide_in_the_simulator(tmp_path):
     # every handover costs its user the handover time (0.5 s), on top of any time out of coverage
     downtime = sum(row["downtime_s"] - row["downtime_coverage_s"] for row in cloud.aggregates)
     assert downtime == pytest.approx(0.5 * len(cloud.handovers), rel=0.05)
+
+
+# -- SUMO vehicle traces ---------------------------------------------------------------------------------
+
+def test_fcd_samples_replay_and_bad_samples_are_named(tmp_path):
+    from testbed.mobility.fcd import FcdError, FcdReplay, read_fcd
+
+    path = tmp_path / "fcd.xml"
+    steps = []
+    for t in range(0, 6):
+        vehicles = [f'<vehicle id="a" x="{10.0 * t}" y="0.0"/>']
+        if t >= 2:
+            vehicles.append(f'<vehicle id="b" x="0.0" y="{5.0 * t}"/>')
+        steps.append(f'<timestep time="{t}.00">' + "".join(vehicles) + "</timestep>")
+    path.write_text('<?xml version="1.0"?>\n<fcd-export>\n' + "\n".join(steps) + "\n</fcd-export>\n")
+    read_fcd.cache_clear()
+    a, b = FcdReplay(path, 0), FcdReplay(path, "b")
+    assert a.position(2.5) == pytest.approx((25.0, 0.0)) and b.position(3.0) == pytest.approx((0.0, 15.0))
+    assert b.present(np.array([1.0, 2.0, 5.0, 6.0])).tolist() == [False, True, True, False]
+    with pytest.raises(FcdError, match="holds 2 vehicles"):
+        FcdReplay(path, 2)
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<fcd-export>\n<timestep time="0">\n<vehicle id="a" x="east" y="0"/>\n</timestep>\n</fcd-export>\n')
+    with pytest.raises(FcdError, match=r"bad.xml:3: vehicle x='east' is not a number"):
+        read_fcd(str(bad))
+
+
+def test_sumo_generates_vehicle_traces_offline_that_a_city_runs_on(tmp_path):
+    pytest.importorskip("sumo", reason="eclipse-sumo is not installed (setup.sh installs it)")
+    from testbed.sim import sumo
+
+    fcd = sumo.generate(tmp_path / "traces", grid=3, length=400, period=10, duration=300, seed=2)
+    again = sumo.generate(tmp_path / "again", grid=3, length=400, period=10, duration=300, seed=2)
+    assert fcd.read_bytes().split(b"-->", 1)[1] == again.read_bytes().split(b"-->", 1)[1]     # seeded
+    path = city_file(tmp_path, users=10, duration="300s", planners=("nearest",))
+    data = yaml.safe_load(path.read_text())
+    data["sim"]["city"] = {"area": [800, 800], "cell_spacing": 400, "edge_servers": 2}
+    data["sim"]["population"]["mobility"] = {"model": "fcd", "file": str(fcd)}
+    path.write_text(yaml.safe_dump(data))
+    spec = load_experiment(path)
+    assert spec.users["u3"].mobility.parameters()["vehicle"] == 2
+    trial = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration)).run()
+    assert trial.handovers and {row["user"] for row in trial.aggregates} <= set(spec.users)
