@@ -225,8 +225,9 @@ def mix_seed(seed: int, index: int) -> int:
 
 
 def generate(data: dict, base: Path) -> dict:
-    """The experiment ``data`` with the topology and users its ``sim.city`` describes (unchanged
-    without one).  The generated users are seeded by the experiment's seed through their index."""
+    """The experiment ``data`` with the topology and users its ``sim.city`` describes, in place of
+    ``sim.city`` and ``sim.population`` (unchanged without one).  The generated users are seeded
+    by the experiment's seed through their index."""
     sim = data.get("sim")
     if not isinstance(sim, dict) or not sim.get("city"):
         return data
@@ -243,4 +244,6 @@ def generate(data: dict, base: Path) -> dict:
     data = dict(data)
     data["topology"] = city_topology(f"{data.get('name', 'city')}-city", spec.city, spec.population.users, base)
     data["users"] = city_users(spec.population, spec.city, base, int(data.get("seed", 0)))
+    # the effective experiment is an ordinary one from here on (a record reloads as it is)
+    data["sim"] = {k: v for k, v in sim.items() if k not in ("city", "population")}
     return data

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from testbed.config import ConfigError, load_experiment, load_topology
+from testbed.config import ConfigError, load_experiment, load_experiment_with_source, load_topology
 from testbed.controller.estimators import transfer_seconds
 from testbed.mobility.random_waypoint import RandomWaypoint
 from testbed.mobility.trace import TraceError, TraceReplay
@@ -59,6 +59,9 @@ def test_a_generated_city_is_an_ordinary_validated_topology(tmp_path):
     assert topology.links["edge_edge"].delay == pytest.approx(0.030)      # a topology key after generation
     seeds = {spec.users[u].mobility.parameters()["seed"] for u in spec.users}
     assert len(seeds) == 7
+    again = tmp_path / "effective.yaml"              # the effective experiment reloads as it is (a record)
+    again.write_text(yaml.safe_dump(load_experiment_with_source(city_file(tmp_path))[1]))
+    assert len(load_experiment(again).users) == 20
 
 
 def test_a_city_with_its_own_topology_is_refused(tmp_path):
