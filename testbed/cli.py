@@ -234,10 +234,64 @@ def sim(target: list[str] = typer.Argument(..., metavar="FILE | calibrate RUN...
 
 
 @app.command()
+def sweep(experiment: Path, grid: list[str] = typer.Option([], "--grid", help="KEY=v1,v2,... (repeatable)"),
+          repeat: int = typer.Option(None, help="repetitions of every point (the file's sweep.repeat otherwise)"),
+          parallel: int = typer.Option(None, help="trials at once on the local cluster"),
+          cluster: str = typer.Option(None, help="a Dask scheduler (tcp://host:8786) with `testbed worker`s"),
+          simulate: bool = typer.Option(False, "--sim", help="simulated trials (testbed sim) instead of emulated"),
+          set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override of every trial"),
+          out: Path = typer.Option(None, help="the sweep directory (an existing one resumes)"),
+          runs: Path = typer.Option(None, help="where a new sweep directory goes (default: ./runs)"),
+          figures_: bool = typer.Option(True, "--figures/--no-figures", help="make the figures at the end")):
+    """Run a parameter sweep: every grid point x repetition is one trial (its own record), as Dask
+    tasks; resumes after Ctrl-C or a lost worker."""
+    from testbed.config import load_experiment
+    from testbed.sweep import Sweep, file_grid, parse_grid
+
+    try:
+        spec = load_experiment(experiment, set_)
+        planned = file_grid(spec.sweep.grid)
+        planned.update(parse_grid(grid))
+        if not planned:
+            fail("nothing to sweep: give --grid KEY=v1,v2 or a sweep: grid in the file")
+        runner = Sweep(experiment, planned, repeat or spec.sweep.repeat, simulate, set_, directory=out, run_root=runs)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"sweep: {len(runner.trials)} trials in {runner.directory}")
+    try:
+        directory = runner.run(parallel or spec.sweep.parallel, cluster, log=console.print)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: finished trials are kept; resume with --out {runner.directory}")
+        raise typer.Exit(130)
+    console.print(f"trials: {directory / 'trials.csv'}")
+    if figures_:
+        from analysis.sweep_figures import make_all
+
+        paths = make_all(directory)
+        console.print(f"figures ({len([p for p in paths if p.suffix == '.png'])} PNG): {directory / 'figures'}")
+
+
+@app.command()
+def worker(scheduler: str = typer.Argument(..., help="the Dask scheduler, tcp://host:8786"),
+           networks: int = typer.Option(1, help="testbed networks this host holds at once"),
+           nthreads: int = typer.Option(None, help="trials at once (default: networks)")):
+    """A Dask worker for `testbed sweep --cluster`, declaring the networks this host can hold."""
+    from testbed.sweep import worker as run_worker
+
+    run_worker(scheduler, networks, nthreads)
+
+
+@app.command()
 def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/figures")):
-    """Make the seeds' figures and tables from one or several runs."""
+    """Make the seeds' figures and tables from one or several runs (or a sweep's, from its directory)."""
     from analysis.figures import make_all
 
+    if len(run_dirs) == 1 and (run_dirs[0] / "sweep.json").exists():
+        from analysis.sweep_figures import make_all as sweep_figures
+
+        for path in sweep_figures(run_dirs[0], out):
+            console.print(str(path))
+        return
     for run_dir in run_dirs:
         if not (run_dir / "requests.parquet").exists():
             fail(f"{run_dir}: not a finished run directory (no requests.parquet)")

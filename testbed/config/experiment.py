@@ -178,6 +178,23 @@ class CalibrationSpec(Strict):
     source: dict = Field(default={}, description="what measured it: command, date, machine")
 
 
+class SweepSpec(Strict):
+    """A parameter sweep of this experiment (``testbed sweep``): every point of ``grid`` times
+    ``repeat`` repetitions is one trial."""
+
+    grid: dict[str, list] = Field(default={}, description="KEY: [v1, v2, ...], keys as --set takes them")
+    repeat: int = Field(default=1, ge=1, le=1000)
+    parallel: int = Field(default=1, ge=1, le=1024, description="trials at once on the local cluster")
+
+    @field_validator("grid")
+    @classmethod
+    def _values(cls, grid):
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"{key}: no value to sweep")
+        return grid
+
+
 class ExperimentSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -200,6 +217,7 @@ class ExperimentSpec(Strict):
     repeat: int = Field(default=1, ge=1, le=1000, description="trials of each planner (and scenario), each on a "
                                                              "fresh network with its own seed")
     sim: SimSpec = Field(default=SimSpec(), description="how `testbed sim` runs it (the emulator ignores this)")
+    sweep: SweepSpec = Field(default=SweepSpec(), description="what `testbed sweep` varies (a run ignores this)")
     scenarios: dict[str, dict] = Field(default={}, description=(
         "named variants of this experiment, each merged into it (mappings merge, lists and values replace); "
         "every planner runs in each"))
