@@ -11,6 +11,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from testbed.config import CalibrationSpec, RadioSpec, TopologySpec, read_yaml
 from testbed.config.experiment import DEFAULT_CALIBRATION
 from testbed.controller.estimators import DEFAULT_RATES, MigrationTimeModel, PathEstimate
@@ -73,6 +75,18 @@ class Service:
     moving_to: str | None = None  # ... to this server (its resources are taken there already)
 
 
+class StationRssi(dict):
+    """Predicted RSSI of the stations heard above the sensitivity; another station's, when asked
+    for by name, is computed then (its value is below the sensitivity)."""
+
+    def __init__(self, state: "SystemState", position: Point):
+        super().__init__()
+        self._state, self._position = state, position
+
+    def __missing__(self, station: str) -> float:
+        return self._state.path_loss.mean_rssi(self._state.stations[station].position, self._position)
+
+
 class Network:
     """Paths between nodes of the emulated network (from its address plan)."""
 
@@ -101,6 +115,7 @@ class SystemState:
     report_period_s: float = 0.5
     rates: RateTable = DEFAULT_RATES        # the radio's rate by RSSI (eq. 4's B_ub)
     shared_radio: bool = False              # users of a base station share its airtime
+    _stations_xy: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, spec: TopologySpec, radio: RadioSpec, report_period: float, t: float | None = None,
@@ -158,9 +173,23 @@ class SystemState:
         return user.position[0] + user.velocity[0] * dt, user.position[1] + user.velocity[1] * dt
 
     def predicted_rssi(self, user: User, at: float) -> dict[str, float]:
-        """The mean model's RSSI where ``user`` will be at ``at`` (shadowing is not predictable)."""
+        """The mean model's RSSI where ``user`` will be at ``at`` (shadowing is not predictable):
+        the stations it would hear above the sensitivity; any other station's is computed when
+        asked for by name (a city has hundreds, of which a user hears a few)."""
         position = self.predicted_position(user, at)
-        return {name: self.path_loss.mean_rssi(st.position, position) for name, st in self.stations.items()}
+        names, xy = self._station_array()
+        d = np.hypot(xy[:, 0] - position[0], xy[:, 1] - position[1])
+        radius = self.path_loss.distance_for_rssi(self.policy.params.sensitivity_dbm) * (1 + 1e-9)
+        heard = StationRssi(self, position)
+        for index in np.flatnonzero(d <= radius).tolist():
+            heard[names[index]] = self.path_loss.mean_rssi(self.stations[names[index]].position, position)
+        return heard
+
+    def _station_array(self) -> tuple[list[str], np.ndarray]:
+        if self._stations_xy is None or len(self._stations_xy[0]) != len(self.stations):
+            names = list(self.stations)
+            self._stations_xy = (names, np.array([self.stations[n].position for n in names], dtype=float))
+        return self._stations_xy
 
     def predict_handover(self, user: User, horizon_s: float, step_s: float = 0.1) -> tuple[float, str] | None:
         """When and where the handover rule will move ``user`` within ``horizon_s`` (mean model;

@@ -17,7 +17,7 @@ hand-made records with known parameters:
   path (``pre_efficiency``), and what the downtime holds beyond checkpoint,
   delta transfer and restore (``overhead_s``); sizes of the image, the
   pre-migration checkpoint and the delta;
-* handover: the radio outage of a handover.
+* handover: how much longer its radio outage lasted than configured.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class MigrationCalibration(Strict):
 class SimCalibration(Strict):
     apps: dict[str, AppCalibration]
     migration: dict[str, MigrationCalibration] = Field(description="per app")
-    handover_outage_s: float = Field(ge=0)
+    handover_excess_s: float = Field(default=0.0, description=(
+        "how much longer a handover's radio outage lasted than configured (radio.handover_time)"))
     source: dict = {}
 
     def app(self, name: str) -> AppCalibration:
@@ -190,7 +191,7 @@ def fit(requests: pd.DataFrame, migrations: pd.DataFrame, handovers: list[float]
     apps = {app: {**found, "task_bytes": float(task_bytes.get(app, 0.0))}
             for app, found in fit_processing(requests).items()}
     return {"apps": apps, "migration": fit_migrations(migrations),
-            "handover_outage_s": _median(handovers)}
+            "handover_excess_s": _median(handovers)}
 
 
 # -- run records -> the fit's tables -----------------------------------------------------------
@@ -218,7 +219,7 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
             for use in user.services:
                 task_bytes.setdefault(use.app, _task_bytes(use))
     keys = _trial_keys(events)
-    compute, where_ip, handovers = {}, {}, []
+    compute, where_ip, handovers, configured_handover = {}, {}, [], {}
     for row in events.to_dict("records"):
         trial = tuple(row[k] for k in keys)
         data = json.loads(row["data"])
@@ -228,8 +229,12 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
             where_ip[(trial, data["endpoint"][0])] = data["server"]
         elif row["kind"] == "controller.migration" and data.get("ok") and data.get("new_endpoint"):
             where_ip[(trial, data["new_endpoint"][0])] = data["dest"]
+        elif row["kind"] == "handover.start":
+            configured_handover[(trial, data.get("user"), data.get("sim_t"))] = float(data.get("duration") or 0.0)
         elif row["kind"] == "handover.end" and data.get("end") and data.get("start"):
-            handovers.append(float(data["end"]) - float(data["start"]))
+            planned = configured_handover.get((trial, data.get("user"), data.get("sim_t")))
+            if planned is not None:
+                handovers.append(float(data["end"]) - float(data["start"]) - planned)
     configured = {name: node.compute for variant in spec.variants().values()
                   for name, node in variant.topology.nodes.items() if node.is_server}
 
@@ -307,7 +312,16 @@ def calibrate(run_dirs: list[Path]) -> dict:
                  task_bytes)
     if not fitted["apps"] or not fitted["migration"]:
         raise ConfigError("the runs hold no successful request or migration to fit")
-    fitted["source"] = {"runs": [Path(d).name for d in run_dirs], "date": datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), "command": "testbed sim calibrate " + " ".join(Path(d).name for d in run_dirs)}
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        config = read_yaml(run_dir / "config.yaml")
+        environment = run_dir / "environment.json"
+        machine = json.loads(environment.read_text()) if environment.exists() else {}
+        runs.append({"run": run_dir.name, "experiment": config.get("name"), "repeat": config.get("repeat", 1),
+                     "scenarios": sorted(config.get("scenarios") or {}) or None,
+                     "machine": {k: machine.get(k) for k in ("kernel", "cpu", "cpus", "link_backend", "docker", "criu")
+                                 if k in machine}})
+    fitted["source"] = {"runs": runs, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "command": "testbed sim calibrate " + " ".join(Path(d).name for d in run_dirs)}
     SimCalibration.model_validate(fitted)
     return fitted

@@ -304,7 +304,8 @@ class Simulation:
     def _start_handover(self, u: int, target: int, now: float, reason: str) -> None:
         source = self.station_names[self.ap[u]] if self.ap[u] >= 0 else None
         self.handover_target[u] = target
-        self.handover_from[u], self.handover_until[u] = now, now + self.radio.handover_time
+        self.handover_from[u] = now
+        self.handover_until[u] = now + self.radio.handover_time + self.calibration.handover_excess_s
         self._interval_handovers[u] += 1
         self.trial.handovers.append({"t": now, "user": self.user_names[u], "source": source,
                                      "target": self.station_names[target], "reason": reason})

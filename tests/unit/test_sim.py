@@ -25,7 +25,7 @@ CALIBRATION = {
     "migration": {"counter": {"setup_s": 0.44, "checkpoint_s": 0.1, "restore_s": 0.35, "pre_efficiency": 1.0,
                               "overhead_s": 0.05, "image_bytes": 169e6, "full_bytes": 6.7e6, "delta_bytes": 6000,
                               "migrations": 5}},
-    "handover_outage_s": 0.5,
+    "handover_excess_s": 0.0,
 }
 
 
@@ -243,3 +243,21 @@ def test_sumo_generates_vehicle_traces_offline_that_a_city_runs_on(tmp_path):
     assert spec.users["u3"].mobility.parameters()["vehicle"] == 2
     trial = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration)).run()
     assert trial.handovers and {row["user"] for row in trial.aggregates} <= set(spec.users)
+
+
+def test_predicted_rssi_lists_the_heard_stations_and_answers_any_other(tmp_path):
+    """A city has hundreds of stations: the prediction holds those above the sensitivity (all that
+    the handover rule and the planners look at) and computes any other one asked for by name."""
+    from testbed.controller.state import User
+
+    spec = load_experiment(city_file(tmp_path))
+    state = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration)).state
+    rng = np.random.default_rng(3)
+    for x, y in rng.uniform(0, 2000, (20, 2)):
+        user = User("u1", None, (float(x), float(y)), (10.0, 0.0), t=0.0)
+        heard = state.predicted_rssi(user, 3.0)
+        full = {name: state.path_loss.mean_rssi(st.position, (x + 30.0, y)) for name, st in state.stations.items()}
+        assert set(heard) == {n for n, r in full.items() if r >= spec.radio.sensitivity_dbm}
+        for name in ("b1", next(iter(heard), "b2")):
+            assert heard[name] == pytest.approx(full[name])
+        assert state.policy.usable(heard) == state.policy.usable(full)
