@@ -93,7 +93,6 @@ class Simulation:
         self.path_mbps = np.array([[self.network.bandwidth(b, s) for s in self.server_names]
                                    for b in self.station_names])
         self.capacity = np.array([self.state.stations[n].capacity_mbps or np.inf for n in self.station_names])
-        self.max_users = np.array([self.state.stations[n].max_users for n in self.station_names])
         rates = radio.rates()
         self.rate_snr = np.array([s for s, _ in rates.steps]) - 1e-9
         self.rate_mbps = np.array([0.0] + [m for _, m in rates.steps])
@@ -151,7 +150,6 @@ class Simulation:
                 task_bytes=self.calibration.app(use.app).task_bytes, quota=use.quota,
                 image_bytes=migration.image_bytes, full_bytes=migration.full_bytes,
                 delta_bytes=max(1.0, migration.delta_bytes))
-        self.service_cpus = np.array([r[2].cpus for r in rows])
         self.service_memory = np.array([r[2].memory / 2**20 for r in rows])
         self.server_cpus = np.array([self.state.servers[s].cpus for s in self.server_names])
         self.compute = np.array([self.state.servers[s].compute for s in self.server_names])
