@@ -61,6 +61,13 @@ class MobilityModel(ABC):
         return np.ones(len(times), dtype=bool)
 
 
+def along(times: np.ndarray, fix_times, points) -> np.ndarray:
+    """Positions at ``times`` on straight lines between timed fixes (held at the first and the
+    last), shape (len(times), 2): how the models made of fixes answer ``positions``."""
+    xy = np.asarray(points, dtype=float).reshape(-1, 2)
+    return np.column_stack([np.interp(times, fix_times, xy[:, 0]), np.interp(times, fix_times, xy[:, 1])])
+
+
 def on_the_map(fixes: np.ndarray, times: np.ndarray, max_gap: float) -> np.ndarray:
     """At each of ``times``: between the first and the last of ``fixes`` (sorted times) and not
     inside a gap between two fixes longer than ``max_gap`` (a trace is split there, not

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from testbed.config import Strict
-from testbed.mobility.base import MobilityModel, Point, on_the_map
+from testbed.mobility.base import MobilityModel, Point, along, on_the_map
 
 
 class FcdError(ValueError):
@@ -101,8 +101,7 @@ class FcdReplay(MobilityModel):
         return float(self.times[-1])
 
     def positions(self, times: np.ndarray) -> np.ndarray:
-        return np.column_stack([np.interp(times, self.times, self.xy[:, 0]),
-                                np.interp(times, self.times, self.xy[:, 1])])
+        return along(times, self.times, self.xy)
 
     def position(self, t: float) -> Point:
         x, y = self.positions(np.array([t]))[0]

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from testbed.config import Strict
-from testbed.mobility.base import MobilityModel, Point, distance
+from testbed.mobility.base import MobilityModel, Point, along, distance
 
 
 class RandomWaypointParams(Strict):
@@ -63,8 +63,7 @@ class RandomWaypoint(MobilityModel):
     def positions(self, times: np.ndarray) -> np.ndarray:
         if len(times):
             self._extend(float(np.max(times)))
-        xs, ys = zip(*self.points)
-        return np.column_stack([np.interp(times, self.times, xs), np.interp(times, self.times, ys)])
+        return along(times, self.times, self.points)
 
     def position(self, t: float) -> Point:
         x, y = self.positions(np.array([max(0.0, t)]))[0]

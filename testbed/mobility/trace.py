@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from testbed.config import Strict
-from testbed.mobility.base import MobilityModel, Point, interpolate, on_the_map
+from testbed.mobility.base import MobilityModel, Point, along, interpolate, on_the_map
 
 EARTH_RADIUS_M = 6_371_000.0
 SAN_FRANCISCO = (37.0, 38.5, -123.0, -121.5)  # lat min, lat max, lon min, lon max
@@ -100,8 +100,7 @@ class TraceReplay(MobilityModel):
         return self.times[-1]
 
     def positions(self, times: np.ndarray) -> np.ndarray:
-        xs, ys = zip(*self.points)
-        return np.column_stack([np.interp(times, self.times, xs), np.interp(times, self.times, ys)])
+        return along(times, self.times, self.points)
 
     def present(self, times: np.ndarray) -> np.ndarray:
         """Off the map inside a gap longer than ``max_gap`` (not interpolated across) and after the end."""
