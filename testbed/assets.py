@@ -218,3 +218,10 @@ def convert_centernet(target: Path, log=print) -> Path:
 
 # Assets made by a program rather than extracted.
 DERIVED = {"centernet-coco.onnx": convert_centernet}
+
+
+def task_bytes(use) -> float:
+    """A task's size on the wire for a service use: its images' mean size, or its payload."""
+    if not use.images:
+        return float(use.payload_bytes)
+    return sum(fetch(image).stat().st_size for image in use.images) / len(use.images)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from testbed import images, ports, records
+from testbed import assets, images, ports, records
 from testbed.config import ExperimentSpec, PlannerSpec, app_manifest, derive_seed
 from testbed.config.experiment import service_name
 from testbed.controller.config import ControllerConfig
@@ -248,7 +248,7 @@ class Runner:
             for index, use in enumerate(spec.users[user].services):
                 services.append({"service": self.service_name(user, index, use.app), "user": user, "app": use.app,
                                  "image": images.image_name(use.app), "cpus": use.cpus,
-                                 "memory_mb": int(use.memory / 2**20), "task_bytes": self._task_bytes(use),
+                                 "memory_mb": int(use.memory / 2**20), "task_bytes": int(assets.task_bytes(use)),
                                  "quota": use.quota})
         return ControllerConfig.model_validate({
             "run_dir": trial_dir, "address": address, "node": spec.topology.cloud(), "topology": spec.topology,
@@ -259,17 +259,7 @@ class Runner:
 
     service_name = staticmethod(service_name)
 
-    @staticmethod
-    def _task_bytes(use) -> int:
-        from testbed import assets
-
-        if not use.images:
-            return use.payload_bytes
-        return int(sum(assets.fetch(i).stat().st_size for i in use.images) / len(use.images))
-
     def _services_of(self, spec: ExperimentSpec, user: str, endpoints: dict) -> list[dict]:
-        from testbed import assets
-
         result = []
         for index, use in enumerate(spec.users[user].services):
             name = self.service_name(user, index, use.app)

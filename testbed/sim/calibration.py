@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from testbed import assets
 from testbed.config import ConfigError, Strict, read_yaml
 from testbed.controller.estimators import transfer_seconds
 
@@ -217,7 +218,7 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
     for variant in spec.variants().values():
         for user in variant.users.values():
             for use in user.services:
-                task_bytes.setdefault(use.app, _task_bytes(use))
+                task_bytes.setdefault(use.app, assets.task_bytes(use))
     keys = _trial_keys(events)
     compute, where_ip, handovers, configured_handover = {}, {}, [], {}
     for row in events.to_dict("records"):
@@ -289,14 +290,6 @@ def _with_radio_rate(requests: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
     left = requests.sort_values("sent")
     right = mobility[keys + ["t", "mbps"]].dropna(subset=["t"]).sort_values("t")
     return pd.merge_asof(left, right, left_on="sent", right_on="t", by=keys, direction="backward")
-
-
-def _task_bytes(use) -> float:
-    from testbed import assets
-
-    if not use.images:
-        return float(use.payload_bytes)
-    return sum(assets.fetch(i).stat().st_size for i in use.images) / len(use.images)
 
 
 def calibrate(run_dirs: list[Path]) -> dict:
