@@ -24,6 +24,8 @@ import hashlib
 import math
 import random
 
+import numpy as np
+
 from testbed.config import RadioSpec
 from testbed.deprecation import module_getattr
 from testbed.mobility.base import Point, distance
@@ -47,6 +49,12 @@ class PathLoss:
             return 0.0
         key = hashlib.blake2b(f"{self.seed}:{self.user}:{station}:{sample}".encode(), digest_size=8).digest()
         return random.Random(int.from_bytes(key, "big")).gauss(0.0, self.params.shadowing_sigma_db)
+
+    def mean_rssi_at(self, distance):
+        """The mean model's RSSI at ``distance`` metres, for an array of distances at once (the
+        simulator's users)."""
+        p = self.params
+        return p.tx_power_dbm - (p.pl_d0_db + 10 * p.exponent * np.log10(np.maximum(distance, p.d0_m) / p.d0_m))
 
     def mean_rssi(self, station_position: Point, user_position: Point) -> float:
         """The RSSI of the mean model (no shadowing): what a planner predicts."""

@@ -173,10 +173,6 @@ class Simulation:
             self._present = np.stack([m.present(times) for m in self.mobility], axis=1)
         return self._xy[k % CHUNK_STEPS], self._present[k % CHUNK_STEPS]
 
-    def _rssi(self, distance: np.ndarray) -> np.ndarray:
-        p = self.radio
-        return p.tx_power_dbm - (p.pl_d0_db + 10 * p.exponent * np.log10(np.maximum(distance, p.d0_m) / p.d0_m))
-
     def _radio_rate(self, rssi: np.ndarray) -> np.ndarray:
         return self.rate_mbps[np.searchsorted(self.rate_snr, rssi - self.noise_floor, side="right")]
 
@@ -218,7 +214,7 @@ class Simulation:
             self.xy, self.present = xy, present
             distance, nearest = self.tree.query(xy, k=self.neighbours)
             distance, nearest = distance.reshape(len(xy), -1), nearest.reshape(len(xy), -1)
-            self.near_rssi, self.nearest = self._rssi(distance), nearest
+            self.near_rssi, self.nearest = self.state.path_loss.mean_rssi_at(distance), nearest
             self._radio(now)
             if not deployed:
                 self._deploy()
@@ -236,7 +232,7 @@ class Simulation:
     def _serving_rssi(self, users: np.ndarray) -> np.ndarray:
         ap = self.ap[users]
         d = np.linalg.norm(self.xy[users] - self.station_xy[np.maximum(ap, 0)], axis=1)
-        return np.where(ap >= 0, self._rssi(d), -np.inf)
+        return np.where(ap >= 0, self.state.path_loss.mean_rssi_at(d), -np.inf)
 
     def _radio(self, now: float) -> None:
         """The users' own handover rule; the full rule runs only for users it might move."""
@@ -268,11 +264,8 @@ class Simulation:
         heard = dict(zip(map(self.station_names.__getitem__, self.nearest[u].tolist()), self.near_rssi[u].tolist()))
         serving = self.ap[u]
         if serving >= 0 and self.station_names[serving] not in heard:
-            x, y = self.xy[u]
-            sx, sy = self.station_xy[serving]
-            p = self.radio
-            d = max(math.hypot(x - sx, y - sy), p.d0_m)
-            heard[self.station_names[serving]] = p.tx_power_dbm - p.pl_d0_db - 10 * p.exponent * math.log10(d / p.d0_m)
+            heard[self.station_names[serving]] = self.state.path_loss.mean_rssi(
+                tuple(self.station_xy[serving].tolist()), tuple(self.xy[u].tolist()))
         return heard
 
     def _decide_radio(self, u: int, now: float) -> None:
