@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from testbed.config import ConfigError, app_manifest  # noqa: E402
-from testbed.records import aggregate, load, outages, requests_frame, trial_metrics, with_trial_columns  # noqa: E402
+from testbed.records import (aggregate, load, mean_ci, outages, requests_frame, trial_metrics,  # noqa: E402
+                             with_trial_columns)
 
 PLANNER_ORDER = ["cloud", "random", "nearest", "orchestrated", "shareon", "equal-load", "nearest-edge",
                  "bandwidth-only", "processing-only", "green-first", "eco"]
@@ -76,6 +77,21 @@ def app_label(app: str) -> str:
 def _panel_title(scenario: str, service: str, scenarios: int) -> str:
     label = app_label(_app(service))
     return f"{scenario}: {label}" if scenarios > 1 else label
+
+
+def interval(values) -> dict:
+    """A curve's point: the mean of per-trial values, its 95 % interval (low, high: None with one
+    trial) and how many trials."""
+    stats = mean_ci(list(values))
+    ci = stats["ci95"]
+    return {"mean": stats["mean"], "low": ci[0] if ci else None, "high": ci[1] if ci else None, "trials": stats["n"]}
+
+
+def plot_interval(ax, x, points: pd.DataFrame, label: str) -> None:
+    """A line through ``interval`` points with its band."""
+    ax.plot(x, points["mean"], marker="o", label=label)
+    if points["low"].notna().any():
+        ax.fill_between(x, points["low"], points["high"], alpha=0.15)
 
 
 def _save(fig, out: Path, name: str, data: pd.DataFrame) -> list[Path]:

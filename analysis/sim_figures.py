@@ -24,12 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.figures import PLANNER_ORDER, _save  # noqa: E402
-from testbed.records import mean_ci  # noqa: E402
-
-
-def _order(planners) -> list[str]:
-    return sorted(set(planners), key=lambda p: (PLANNER_ORDER.index(p) if p in PLANNER_ORDER else 99, p))
+from analysis.figures import _order, _save, interval, plot_interval  # noqa: E402
 
 
 def per_user(aggregates: pd.DataFrame) -> pd.DataFrame:
@@ -80,10 +75,8 @@ def load_curves(summary: list[dict], migrations: pd.DataFrame, out: Path) -> lis
     rows = []
     for (planner, load), group in trials.groupby(["planner", "offered_load"]):
         for metric in ("cost_s", "e2e_mean_ms"):
-            stats = mean_ci(group[metric].dropna().tolist())
-            rows.append({"planner": planner, "offered_load": load, "metric": metric, "mean": stats["mean"],
-                         "low": stats["ci95"][0] if stats["ci95"] else None,
-                         "high": stats["ci95"][1] if stats["ci95"] else None, "trials": stats["n"]})
+            rows.append({"planner": planner, "offered_load": load, "metric": metric,
+                         **interval(group[metric].dropna())})
     data = pd.DataFrame(rows)
     paths = []
     for metric, name, label in (("cost_s", "sim-fig8-migration-cost", "migration cost: mean migration time (s)"),
@@ -92,9 +85,7 @@ def load_curves(summary: list[dict], migrations: pd.DataFrame, out: Path) -> lis
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for planner in _order(mine["planner"]):
             line = mine[mine["planner"] == planner].sort_values("offered_load")
-            ax.plot(line["offered_load"], line["mean"], marker="o", label=planner)
-            if line["low"].notna().any():
-                ax.fill_between(line["offered_load"], line["low"], line["high"], alpha=0.15)
+            plot_interval(ax, line["offered_load"], line, planner)
         ax.set_xlabel("offered load (fraction of the edge tier's compute)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -16,8 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.figures import _save  # noqa: E402
-from testbed.records import mean_ci  # noqa: E402
+from analysis.figures import _save, interval, plot_interval  # noqa: E402
 
 METRICS = {"e2e_mean_ms": "mean E2E delay (ms)", "downtime_total_s": "total downtime (s)",
            "downtime_per_user_s": "downtime per user (s)", "migrations_ok": "migrations", "migrations": "migrations",
@@ -31,10 +30,8 @@ def curves(table: pd.DataFrame, grid: dict[str, list[str]], key: str, metric: st
     rows = []
     for labels, group in per_trial.groupby(["planner", *others, key], dropna=False, sort=False):
         labels = labels if isinstance(labels, tuple) else (labels,)
-        stats = mean_ci(group[metric].dropna().tolist())
-        rows.append({"planner": labels[0], **dict(zip(others, labels[1:-1])), key: labels[-1], "mean": stats["mean"],
-                     "low": stats["ci95"][0] if stats["ci95"] else None,
-                     "high": stats["ci95"][1] if stats["ci95"] else None, "trials": stats["n"]})
+        rows.append({"planner": labels[0], **dict(zip(others, labels[1:-1])), key: labels[-1],
+                     **interval(group[metric].dropna())})
     return pd.DataFrame(rows)
 
 
@@ -60,9 +57,7 @@ def make_all(sweep_dir: Path, out: Path | None = None) -> list[Path]:
                 labels = labels if isinstance(labels, tuple) else (labels,)
                 line = line.assign(x=line[key].map(order)).sort_values("x")
                 name = ", ".join([str(labels[0])] + [f"{k.split('.')[-1]}={v}" for k, v in zip(others, labels[1:])])
-                ax.plot(line["x"], line["mean"], marker="o", label=name)
-                if line["low"].notna().any():
-                    ax.fill_between(line["x"], line["low"], line["high"], alpha=0.15)
+                plot_interval(ax, line["x"], line, name)
             ax.set_xticks(range(len(grid[key])), grid[key])
             ax.set_xlabel(key)
             ax.set_ylabel(label)
