@@ -171,58 +171,11 @@ def sim(target: list[str] = typer.Argument(..., metavar="FILE | calibrate RUN...
     """Simulate an experiment at city scale with the same planners; fit the simulator's
     calibration from emulated runs (`testbed sim calibrate RUN...`); compare an emulated run
     with its simulation (`testbed sim validate RUN`)."""
-    import yaml
-
     from testbed import sim as simulator
 
-    if target[0] == "calibrate":
-        if len(target) < 2:
-            fail("testbed sim calibrate RUN...: name at least one run record")
-        try:
-            fitted = simulator.calibrate([Path(t) for t in target[1:]])
-        except ConfigError as exc:
-            fail(str(exc))
-        text = yaml.safe_dump(fitted, sort_keys=False)
-        if out:
-            out.write_text(text)
-            console.print(f"calibration: {out}")
-        else:
-            console.print(text)
-        return
-    if target[0] == "validate":
-        from analysis.sim_validation import validate
-
-        if len(target) != 2:
-            fail("testbed sim validate RUN: one emulated run record")
-        try:
-            sim_dir, _ = validate(Path(target[1]), run_root=runs, log=console.print)
-        except ConfigError as exc:
-            fail(str(exc))
-        console.print((sim_dir / "validation.md").read_text())
-        console.print(f"run record: {sim_dir}")
-        return
-    if target[0] == "sumo":
-        from testbed.config import parse_override
-        from testbed.sim import sumo
-
-        if len(target) != 2:
-            fail("testbed sim sumo DIR [--set grid=8 --set length=500 --set period=5 --set duration=3600 "
-                 "--set seed=1]: one output directory")
-        known = {"grid": int, "length": float, "period": float, "duration": float, "seed": int, "speed": float}
-        options = {}
-        for text in set_:
-            (key, *_), value = parse_override(text)
-            if key not in known:
-                fail(f"--set {text!r}: sim sumo takes {', '.join(known)}")
-            try:
-                options[key] = known[key](value)
-            except (TypeError, ValueError):
-                fail(f"--set {text!r}: {key} must be a {known[key].__name__}")
-        try:
-            path = sumo.generate(Path(target[1]), **options)
-        except (ConfigError, RuntimeError) as exc:
-            fail(str(exc))
-        console.print(f"vehicle traces: {path} (mobility: {{model: fcd, file: {path}}})")
+    modes = {"calibrate": _sim_calibrate, "validate": _sim_validate, "sumo": _sim_sumo}
+    if target[0] in modes:
+        modes[target[0]](target[1:], set_=set_, runs=runs, out=out)
         return
     if len(target) != 1:
         fail("testbed sim FILE: one experiment file")
@@ -231,6 +184,62 @@ def sim(target: list[str] = typer.Argument(..., metavar="FILE | calibrate RUN...
     except ConfigError as exc:
         fail(str(exc))
     console.print(f"run record: {run_dir}")
+
+
+def _sim_calibrate(args: list[str], out: Path | None, **unused) -> None:
+    import yaml
+
+    from testbed import sim as simulator
+
+    if not args:
+        fail("testbed sim calibrate RUN...: name at least one run record")
+    try:
+        fitted = simulator.calibrate([Path(t) for t in args])
+    except ConfigError as exc:
+        fail(str(exc))
+    text = yaml.safe_dump(fitted, sort_keys=False)
+    if out:
+        out.write_text(text)
+        console.print(f"calibration: {out}")
+    else:
+        console.print(text)
+
+
+def _sim_validate(args: list[str], runs: Path | None, **unused) -> None:
+    from analysis.sim_validation import validate
+
+    if len(args) != 1:
+        fail("testbed sim validate RUN: one emulated run record")
+    try:
+        sim_dir, _ = validate(Path(args[0]), run_root=runs, log=console.print)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print((sim_dir / "validation.md").read_text())
+    console.print(f"run record: {sim_dir}")
+
+
+def _sim_sumo(args: list[str], set_: list[str], **unused) -> None:
+    from testbed.config import parse_override
+    from testbed.sim import sumo
+
+    if len(args) != 1:
+        fail("testbed sim sumo DIR [--set grid=8 --set length=500 --set period=5 --set duration=3600 "
+             "--set seed=1]: one output directory")
+    known = {"grid": int, "length": float, "period": float, "duration": float, "seed": int, "speed": float}
+    options = {}
+    for text in set_:
+        (key, *_), value = parse_override(text)
+        if key not in known:
+            fail(f"--set {text!r}: sim sumo takes {', '.join(known)}")
+        try:
+            options[key] = known[key](value)
+        except (TypeError, ValueError):
+            fail(f"--set {text!r}: {key} must be a {known[key].__name__}")
+    try:
+        path = sumo.generate(Path(args[0]), **options)
+    except (ConfigError, RuntimeError) as exc:
+        fail(str(exc))
+    console.print(f"vehicle traces: {path} (mobility: {{model: fcd, file: {path}}})")
 
 
 @app.command()
