@@ -83,10 +83,10 @@ class Agent:
     # -- the server itself ----------------------------------------------------------------------
     def benchmark_cpu(self, seconds: float = 0.5) -> dict:
         """Seed 002's C_s measurement (sysbench in the paper): a CPU-bound loop given one of
-        this server's cores; ``ops_per_s`` scales with the server's compute."""
-        ops = self.cgroup.benchmark(seconds, cores=self.config.speed)
-        result = {"server": self.server, "ops_per_s": ops, "configured_compute": self.config.compute,
-                  "speed": self.config.speed}
+        this server's cores; ``ops_per_s`` and ``cpu_share`` scale with the server's compute
+        (see ``testbed.controller.controller.relative_compute``)."""
+        result = {"server": self.server, **self.cgroup.benchmark(seconds, cores=self.config.speed),
+                  "configured_compute": self.config.compute, "speed": self.config.speed}
         self.events.emit("server.benchmark", **result)
         return result
 

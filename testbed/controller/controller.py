@@ -16,6 +16,7 @@ about to be) in the replies to its reports.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 import uuid
@@ -86,20 +87,18 @@ class Controller:
     def _measure_compute(self, seconds: float, rounds: int = 3) -> None:
         """Seed 002's C_s "measured using benchmarking software" (sysbench, once per server):
         each server's CPU benchmark in turn (not together: they share the host's cores), in
-        ``rounds`` alternating short runs whose median counts (the host's speed drifts),
-        relative to the server the topology calls fastest."""
-        runs: dict[str, list[float]] = {name: [] for name in sorted(self.state.servers)}
+        ``rounds`` alternating short runs, relative to the server the topology calls fastest."""
+        runs: dict[str, list[dict]] = {name: [] for name in sorted(self.state.servers)}
         for _ in range(rounds):
             for name in runs:
                 runs[name].append(self.agents[name].call("benchmark_cpu", seconds=seconds / rounds,
-                                                         timeout=60 + seconds)["ops_per_s"])
-        scores = {name: sorted(values)[len(values) // 2] for name, values in runs.items()}
+                                                         timeout=60 + seconds))
         reference = max(self.state.servers, key=lambda name: (self.state.servers[name].compute, name))
-        configured = self.state.servers[reference].compute
-        for name, server in self.state.servers.items():
-            measured = configured * scores[name] / scores[reference]
+        for name, measured in relative_compute(runs, reference, self.state.servers[reference].compute).items():
+            server = self.state.servers[name]
             self.events.emit("controller.compute", server=name, configured=server.compute, measured=round(measured, 4),
-                             ops_per_s=scores[name])
+                             ops_per_s=statistics.median(run["ops_per_s"] for run in runs[name]),
+                             cpu_share=statistics.median(run["cpu_share"] for run in runs[name]))
             server.compute = measured
 
     def _probes(self, started: float) -> None:
@@ -332,3 +331,19 @@ class Controller:
     def wait(self) -> None:
         """Until ``stop``."""
         self._stop.wait()
+
+
+def relative_compute(runs: dict[str, list[dict]], reference: str, reference_compute: float) -> dict[str, float]:
+    """Each server's C_s from its benchmark runs, scaled so that ``reference`` has ``reference_compute``.
+
+    A server's rate is the share of a core the kernel granted its benchmark (median over its
+    runs) times the host core's speed pooled over every run of every server.  Not the raw
+    operations per wall second: on a shared VM the core's speed itself drifts by up to 2x
+    between consecutive 0.3 s runs (measured: 10-19 M loop steps/s at 100 % CPU), and
+    the servers, emulated on one host, all have that core; what differs between them is
+    the CPU bandwidth each gets, which the kernel's accounting measures exactly.
+    """
+    core_speed = statistics.median(run["ops_per_cpu_s"] for server_runs in runs.values() for run in server_runs)
+    rate = {name: statistics.median(run["cpu_share"] for run in server_runs) * core_speed
+            for name, server_runs in runs.items()}
+    return {name: reference_compute * rate[name] / rate[reference] for name in runs}

@@ -97,3 +97,18 @@ def test_calibration_is_fitted_from_migration_records():
     assert fitted["setup_s"] == pytest.approx(0.3, abs=0.02)
     with pytest.raises(ValueError, match="no checkpoint"):
         fit_calibration([])
+
+
+def test_relative_compute_follows_the_granted_share_not_the_drifting_core():
+    """Seed 002's C_s: edge1 ran while the core was fast, edge2 while it was slow; their
+    operations per wall second tie, but edge2 was granted twice the share, so it has twice the compute."""
+    from testbed.controller.controller import relative_compute
+
+    def run(share, core_speed):
+        return {"ops_per_s": share * core_speed, "cpu_share": share, "ops_per_cpu_s": core_speed}
+
+    runs = {"edge1": [run(0.5, 20e6), run(0.5, 19e6), run(0.49, 21e6)],
+            "edge2": [run(1.0, 10e6), run(0.98, 11e6), run(0.96, 9e6)]}
+    measured = relative_compute(runs, "edge2", 2.0)
+    assert measured["edge2"] == 2.0
+    assert measured["edge1"] == pytest.approx(2.0 * 0.5 / 0.98)
