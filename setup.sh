@@ -28,6 +28,7 @@ PACKAGES=(
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler python3-protobuf
   libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev libaio-dev
   uuid-dev libdrm-dev
+  chromium chromium-driver          # the dashboard's tests drive a real headless browser
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -122,7 +122,10 @@ def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY
 def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
         repeat: int = typer.Option(None, help="repetitions of every trial (the file's repeat: otherwise)"),
         runs: Path = typer.Option(None, help="where run directories go (default: ./runs)"),
-        figures_: bool = typer.Option(True, "--figures/--no-figures", help="make the figures at the end")):
+        figures_: bool = typer.Option(True, "--figures/--no-figures", help="make the figures at the end"),
+        dashboard_: bool = typer.Option(False, "--dashboard", help="serve the live dashboard while the run goes"),
+        host: str = typer.Option("127.0.0.1", help="--dashboard: the address to serve on"),
+        port: int = typer.Option(8050, help="--dashboard: the port")):
     """Validate an experiment, run every trial (scenario x planner x repetition) on a fresh
     network, write the run record."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -136,7 +139,8 @@ def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=
         fail(str(exc))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
                   TimeRemainingColumn(), console=console, transient=False) as progress:
-        runner = Runner(spec, source, run_root=runs, log=lambda m: progress.console.print(m))
+        runner = Runner(spec, source, run_root=runs, log=lambda m: progress.console.print(m),
+                        dashboard={"host": host, "port": port} if dashboard_ else None)
         tasks = {t.label: progress.add_task(f"{t.label:>24}", total=t.spec.duration) for t in runner.trials(Path("."))}
 
         def update(label, elapsed, duration):
@@ -157,6 +161,23 @@ def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=
         paths = make_all([run_dir], run_dir / "figures")
         console.print(f"figures ({len([p for p in paths if p.suffix == '.png'])} PNG, with PDF and CSV): "
                       f"{run_dir / 'figures'}")
+
+
+@app.command()
+def dashboard(run_dir: Path, trial: str = typer.Option(None, help="scenario/planner/repK (default: the first)"),
+              host: str = typer.Option("127.0.0.1", help="the address to serve on"),
+              port: int = typer.Option(8050, help="the port")):
+    """Replay a finished run in the browser: map, radio, delays, servers and events, with a
+    time slider and play/pause at 1x-20x (read-only)."""
+    from testbed.dashboard import serve
+    from testbed.dashboard.app import create_app
+
+    try:
+        app_ = create_app(record=run_dir, trial=trial)
+    except (FileNotFoundError, ValueError, ConfigError) as exc:
+        fail(str(exc))
+    console.print(f"replaying {run_dir} on http://{host}:{port}/  (Ctrl-C to stop)")
+    serve(app_, host, port)
 
 
 @app.command(context_settings={"allow_extra_args": False})

@@ -103,8 +103,10 @@ class Trial:
 
 
 class Runner:
-    def __init__(self, spec: ExperimentSpec, source: dict, run_root: Path | None = None, progress=None, log=print):
+    def __init__(self, spec: ExperimentSpec, source: dict, run_root: Path | None = None, progress=None, log=print,
+                 dashboard: dict | None = None):
         self.spec = spec
+        self.dashboard = dashboard        # {"host", "port"}: serve the live dashboard while the run goes
         self.source = source
         self.run_root = Path(run_root or PROJECT_ROOT / "runs")
         self.progress = progress          # callable(trial label, elapsed, duration) or None
@@ -131,8 +133,13 @@ class Runner:
         (self.run_dir / "trials.json").write_text(json.dumps([t.record() for t in trials], indent=2))
         self._status("running")
         records.register_active(self.run_dir)
-        backend, done = None, []
+        backend, done, page = None, [], None
         try:
+            if self.dashboard is not None:
+                from testbed.dashboard import DashboardProcess
+
+                page = DashboardProcess(self.run_dir, **self.dashboard).start()
+                self.log(f"dashboard: {page.url}?token={page.token}  (control token: {page.token})")
             for trial in trials:
                 backend = self.trial(trial)
                 done.append(trial.record())
@@ -150,6 +157,8 @@ class Runner:
             self._status("incomplete", reason="interrupted" if interrupted else f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            if page is not None:
+                page.stop()
             records.unregister_active()
         return self.run_dir
 

@@ -29,6 +29,7 @@ from testbed.controller.database import Database
 from testbed.controller.planners.base import Handover, Migrate
 from testbed.controller.state import Service, SystemState, User
 from testbed.events import EventLog
+from testbed.registry import MIGRATION_MODES
 from testbed.rpc import RpcClient, RpcError
 
 MANAGEMENT_SOCKET = "/run/mec-testbed/controller.sock"
@@ -37,7 +38,7 @@ MANAGEMENT_SOCKET = "/run/mec-testbed/controller.sock"
 class Controller:
     # What users, agents and the runner may call; anything else is refused.
     REMOTE = ("report", "handover_started", "handover_done", "server_report", "deploy", "start", "settle", "stop",
-              "status")
+              "status", "operate")
 
     def __init__(self, config: ControllerConfig):
         self.config = config
@@ -58,6 +59,8 @@ class Controller:
         self.handover_orders: dict[str, dict] = {}
         self.handovers_seen: dict[str, float] = {}     # user -> start of the last handover noticed
         self.settling = False                          # the trial is ending: no new decisions
+        self.manual = False                            # the planner is off: only an operator acts
+        self.paused: dict[str, bool] = {}              # users told to stand still
         self.lock = threading.RLock()
         self._stop = threading.Event()
         for name, user in config.users.items():
@@ -209,11 +212,12 @@ class Controller:
         with self.lock:
             services = {name: dict(self.endpoints[name]) for name in self.endpoints
                         if self.state.services[name].user == user}
-            return {"services": services, "handover": self.handover_orders.get(user)}
+            return {"services": services, "handover": self.handover_orders.get(user),
+                    "paused": self.paused.get(user, False)}
 
     # -- Planner -----------------------------------------------------------------------
     def _decide(self, trigger: str, user: str | None, ask) -> None:
-        if self.settling:
+        if self.settling or self.manual:
             return
         actions = ask()
         if not actions:
@@ -245,20 +249,22 @@ class Controller:
         lead = self.state.network.one_way(self.node, server)   # the order's trip to the agent
         self._stop.wait(max(0.0, when - lead - time.time()))
 
-    def _migrate(self, action: Migrate, decision: int) -> None:
+    def _migrate(self, action: Migrate, decision: int, mode: str | None = None) -> None:
         service = self.state.services[action.service]
         source, migration_id = service.server, uuid.uuid4().hex[:10]
         agent = self.agents[source]
+        mode = mode or self.mode
+        options = self.mode_options if mode == self.mode else MIGRATION_MODES.get(mode).Options().model_dump()
         record = {"migration": migration_id, "service": service.name, "source": source, "dest": action.dest,
-                  "mode": self.mode, "ok": False}
+                  "mode": mode, "ok": False}
         try:
             self._sleep_until(action.pre_at, source)
-            prepared = agent.call("migrate", service=service.name, dest=action.dest, mode=self.mode,
-                                  phase="prepare", migration_id=migration_id, options=self.mode_options)
+            prepared = agent.call("migrate", service=service.name, dest=action.dest, mode=mode,
+                                  phase="prepare", migration_id=migration_id, options=options)
             with self.lock:   # the user can look for the service there from now on
                 self._set_endpoint(service.name, pending=[prepared["dest_endpoint"]])
-            record = agent.call("migrate", service=service.name, dest=action.dest, mode=self.mode, phase="all",
-                                migration_id=migration_id, options=self.mode_options, final_at=action.final_at)
+            record = agent.call("migrate", service=service.name, dest=action.dest, mode=mode, phase="all",
+                                migration_id=migration_id, options=options, final_at=action.final_at)
         except RpcError as exc:
             record["error"] = str(exc)
         with self.lock:
@@ -294,10 +300,65 @@ class Controller:
                 self.state.t = time.time()
                 self._decide("tick", None, lambda: self.planner.on_tick(self.state))
 
+    # -- the operator (the dashboard) -----------------------------------------------------
+    def operate(self, action: str, **params) -> dict:
+        """An operator's order, logged as a decision (trigger ``operator``) like a planner's:
+        ``migrate`` (service, dest, mode), ``handover`` (user, ap), ``pause`` / ``resume``
+        (user: it stands still until resumed), ``manual`` (on: the planner is off)."""
+        with self.lock:
+            actions, user = self._operator_actions(action, params)
+            decision = self.db.decision("operator", "operator", user, {"action": action, **params}, actions, {})
+            self.events.emit("controller.operator", decision=decision, action=action, **params)
+            if action == "migrate":
+                service = self.state.services[params["service"]]
+                service.moving, service.moving_to = True, params["dest"]
+                threading.Thread(target=self._migrate, args=(Migrate(service.name, params["dest"]), decision,
+                                                             params.get("mode")), daemon=True).start()
+            elif action == "handover":
+                self.handover_orders[user] = {"target": params["ap"], "at": None}
+            elif action in ("pause", "resume"):
+                self.paused[user] = action == "pause"
+            else:
+                self.manual = bool(params["on"])
+                self.events.emit("controller.manual", on=self.manual)
+        return {"ok": True, "decision": decision}
+
+    def _operator_actions(self, action: str, params: dict) -> tuple[list[dict], str | None]:
+        """The order checked against the system (ValueError naming what is wrong) and written as actions."""
+        def known(kind: str, name, names) -> None:
+            if name not in names:
+                raise ValueError(f"{action}: unknown {kind} {name!r} (known: {', '.join(sorted(names))})")
+
+        if action == "migrate":
+            known("service", params.get("service"), self.state.services)
+            known("server", params.get("dest"), self.state.servers)
+            service = self.state.services[params["service"]]
+            if params.get("mode") is not None:
+                known("migration mode", params["mode"], MIGRATION_MODES.names())
+            if service.moving:
+                raise ValueError(f"migrate: {service.name} is already moving (to {service.moving_to})")
+            if service.server == params["dest"]:
+                raise ValueError(f"migrate: {service.name} already runs on {params['dest']}")
+            return [{"type": "Migrate", "service": service.name, "dest": params["dest"],
+                     "mode": params.get("mode") or self.mode}], service.user
+        if action == "handover":
+            known("user", params.get("user"), self.state.users)
+            known("base station", params.get("ap"), self.state.stations)
+            return [{"type": "Handover", "user": params["user"], "target": params["ap"]}], params["user"]
+        if action in ("pause", "resume"):
+            known("user", params.get("user"), self.state.users)
+            return [{"type": action.capitalize(), "user": params["user"]}], params["user"]
+        if action == "manual":
+            if not isinstance(params.get("on"), bool):
+                raise ValueError("manual: 'on' must be true or false")
+            return [{"type": "Manual", "on": params["on"]}], None
+        raise ValueError(f"unknown operator action {action!r} (known: migrate, handover, pause, resume, manual)")
+
     # -- management ----------------------------------------------------------------------
     def status(self) -> dict:
         with self.lock:
-            return {"planner": self.planner.name, "services": {n: {"server": s.server, "moving": s.moving,
+            return {"planner": self.planner.name, "manual": self.manual, "paused": dict(self.paused),
+                    "services": {n: {"server": s.server, "moving": s.moving,
                                                                    **self.endpoints.get(n, {})}
                                                                for n, s in self.state.services.items()},
                     "users": {n: {"ap": u.ap, "position": u.position} for n, u in self.state.users.items()}}

@@ -99,6 +99,8 @@ class MobileUser:
         self.state = {"position": None, "rssi": {}, "sim_t": 0.0}
         self._handover_lock = threading.Lock()
         self._stopped = threading.Event()
+        self._walking = threading.Event()      # cleared while an operator holds the user still
+        self._walking.set()
         self._started = False
         self._started_at: float | None = None
         self._mobility_log = open(self.run_dir / f"mobility-{self.name}.jsonl", "a", buffering=1) \
@@ -212,6 +214,12 @@ class MobileUser:
     def _move(self) -> None:
         k = 0
         while not self._stopped.is_set():
+            if not self._walking.is_set():
+                held = time.time()
+                while not self._walking.wait(0.05):
+                    if self._stopped.is_set():
+                        return
+                self.t0 += time.time() - held          # the path resumes where it stopped
             wake = self.t0 + k * self.tick
             delay = wake - time.time()
             if delay > 0 and self._stopped.wait(delay):
@@ -281,6 +289,11 @@ class MobileUser:
         order = reply.get("handover")
         if order and order.get("target") and order["target"] != self.radio.current:
             self.schedule_handover(order["target"], order.get("at"))
+        paused = bool(reply.get("paused"))
+        if paused == self._walking.is_set():
+            (self._walking.clear if paused else self._walking.set)()
+            self.events.emit("user.paused" if paused else "user.resumed", user=self.name,
+                             sim_t=round(self.state["sim_t"], 4))
 
     def schedule_handover(self, target: str, at: float | None = None, duration: float | None = None) -> None:
         duration = self.params.handover_time if duration is None else duration
