@@ -76,7 +76,7 @@ class Live:
     async def stream(self, request: Request) -> StreamingResponse:
         queue: asyncio.Queue = asyncio.Queue()
         self.subscribers.add(queue)
-        first = _dumps({"info": self.info, "items": list(self.feed.recent), "sent": time.time()})
+        first = _dumps({"info": self.info, "items": self.feed.snapshot(), "sent": time.time()})
 
         async def events():
             try:

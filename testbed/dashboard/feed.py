@@ -145,13 +145,14 @@ class _Tail:
 
 class LiveFeed:
     """Follows the trial under way of a run directory; ``poll()`` returns the items new since
-    the last call (a new trial starts with a ``trial`` item), ``recent`` the last
-    ``keep_s`` seconds of them for a page that connects late."""
+    the last call (a new trial starts with a ``trial`` item); ``snapshot()`` what a page that
+    connects late needs: every event of the trial and the last ``keep_s`` seconds of the rest."""
 
     def __init__(self, run_dir: Path, keep_s: float = 120.0):
         self.run_dir, self.keep_s = Path(run_dir), keep_s
         self.trial: dict | None = None
         self.recent: deque[dict] = deque()
+        self.events: list[dict] = []
         self._tails: dict[Path, _Tail] = {}
         self._server_rowid = 0
 
@@ -166,6 +167,7 @@ class LiveFeed:
         if trial != self.trial:
             self.trial, self._tails, self._server_rowid = trial, {}, 0
             self.recent.clear()
+            self.events = []
             items.append({"k": "trial", "t": None, "trial": trial})
         directory = Path(trial["dir"])
         for path in [directory / "events.jsonl", *sorted(directory.glob("requests-*.jsonl")),
@@ -182,12 +184,16 @@ class LiveFeed:
         items += self._server_reports(directory / "controller.sqlite")
         fresh = [item for item in items if item["t"] is not None]
         fresh.sort(key=lambda item: item["t"])
-        self.recent.extend(fresh)
+        self.events += [item for item in fresh if item["k"] == "ev"]
+        self.recent.extend(item for item in fresh if item["k"] != "ev")
         if self.recent:
             horizon = self.recent[-1]["t"] - self.keep_s
             while self.recent and self.recent[0]["t"] < horizon:
                 self.recent.popleft()
         return [item for item in items if item["t"] is None] + fresh
+
+    def snapshot(self) -> list[dict]:
+        return sorted([*self.events, *self.recent], key=lambda item: item["t"])
 
     def _server_reports(self, database: Path) -> list[dict]:
         if not database.exists():

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def test_the_live_feed_tails_the_trial_under_way(tmp_path):
     second = feed.poll()
     assert [i["k"] for i in second] == ["pos", "srv"] and second[1]["cpu"] == 0.25 and second[1]["mem"] == 512
     assert feed.poll() == []
-    assert [i["k"] for i in feed.recent] == ["ev", "pos", "pos", "srv"]
+    assert [i["k"] for i in feed.snapshot()] == ["ev", "pos", "pos", "srv"]
 
 
 def replay_server(run_dir: Path, port: int) -> subprocess.Popen:
@@ -231,18 +232,23 @@ def test_a_live_run_is_watched_and_steered_from_the_browser(tmp_path, browser, n
     run record logs both orders as decisions."""
     runs, port = tmp_path / "runs", free_port()
     run = subprocess.Popen([str(ROOT / ".venv" / "bin" / "testbed"), "run", str(DEFAULT), "--runs", str(runs),
-                            "--no-figures", "--set", "planners=[nearest]", "--set", "duration=50s", "--dashboard",
+                            "--no-figures", "--set", "planners=[nearest]", "--set", "duration=35s", "--dashboard",
                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, "COLUMNS": "400"}, start_new_session=True)
-    output = []
-    try:
-        token = None
+    output, announced = [], threading.Event()
+
+    def read():                       # the whole output, so that the pipe never fills
         for line in run.stdout:
             output.append(line)
-            found = re.search(r"dashboard: (\S+)\?token=(\S+)", line)
-            if found:
-                token = found.group(2)
-                break
+            if "dashboard: " in line:
+                announced.set()
+        announced.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert announced.wait(120), "".join(output)
+        found = [re.search(r"dashboard: (\S+)\?token=(\S+)", line) for line in output]
+        token = next((f.group(2) for f in found if f), None)
         assert token, "".join(output)
         browser.get(f"http://127.0.0.1:{port}/")                   # no token in the address
         first = wait_for(lambda: (lambda s: s if s and s["x"] is not None and s["services"] and s["e2e_points"] else None)(
@@ -289,7 +295,7 @@ def test_a_live_run_is_watched_and_steered_from_the_browser(tmp_path, browser, n
         operator = logged("controller.operator")
         assert [o["action"] for o in operator] == ["manual", "migrate"]
         assert done[0]["decision"] == operator[1]["decision"]
-        assert run.wait(timeout=240) == 0, "".join(output + list(run.stdout))
+        assert run.wait(timeout=240) == 0, "".join(output)
         decisions = pd.read_parquet(run_dir / "decisions.parquet")
         ordered = decisions[decisions["trigger"] == "operator"]
         assert len(ordered) == 2 and "edge3" in ordered.iloc[1]["actions"]
