@@ -73,6 +73,7 @@ class MobileUser:
         self.shaper = RateShaper(self.name, self.params.rates(), self.attachments, config.capacities,
                                  self.events.emit) if self.params.link_rate == "rssi" else None
         self._lost: dict | None = None      # where and when coverage ended, until it returns
+        self._told_pending: dict[str, list] = {}   # where the controller last said each service is going
         self.stations = {ap: tuple(p) for ap, p in config.stations.items()}
         self.model = mobility.build(**config.mobility) if config.mobility else None
         self.decides_handover = config.handover == "rssi"
@@ -286,6 +287,10 @@ class MobileUser:
             if service in self.clients:
                 self.clients[service].set_endpoints(current=where.get("endpoint"), pending=where.get("pending"),
                                                     version=where.get("version"))
+                pending = [list(p) for p in where.get("pending") or []]
+                if pending and pending != self._told_pending.get(service):
+                    self.events.emit("mu.pending", user=self.name, service=service, pending=pending)
+                self._told_pending[service] = pending
         order = reply.get("handover")
         if order and order.get("target") and order["target"] != self.radio.current:
             self.schedule_handover(order["target"], order.get("at"))

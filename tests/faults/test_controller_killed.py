@@ -33,6 +33,10 @@ def test_the_controller_killed_mid_migration(tmp_path, no_leftovers):
     try:
         assert wait_for(lambda: first(runs, "migration.order", phase="all"), timeout=150), \
             "no migration was ordered"
+        # once the user has been told where its service is going (its next report's reply):
+        # a controller dead before that leaves the user no address to look for it at (the user
+        # hears of a move only in the controller's replies)
+        assert wait_for(lambda: first(runs, "mu.pending"), timeout=5), "the user never heard of the destination"
         killed = subprocess.run(["pkill", "-KILL", "-f", r"python.* -m testbed\.controller "], capture_output=True)
         assert killed.returncode == 0, "no controller process to kill"
         order = first(runs, "migration.order", phase="all")
