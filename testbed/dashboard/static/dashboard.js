@@ -237,7 +237,7 @@ function drawUsers() {
   const aps = Object.keys(D.info.nodes).filter((n) => D.info.nodes[n].role === "ap");
   for (const u of D.info.users) {
     const per = S.rssi[u] || {};
-    const traces = aps.filter((ap) => per[ap]).map((ap, i) => ({name: ap, type: "scattergl", mode: "lines",
+    const traces = aps.filter((ap) => per[ap]).map((ap, i) => ({name: ap, type: "scatter", mode: "lines",
       x: rel(per[ap].x), y: per[ap].y, line: {color: PALETTE[aps.indexOf(ap) % PALETTE.length], width: 1.5}}));
     const shapes = [{type: "line", xref: "paper", x0: 0, x1: 1, y0: D.info.sensitivity_dbm, y1: D.info.sensitivity_dbm,
                      line: {color: "#c62828", dash: "dash", width: 1}}];
@@ -250,11 +250,11 @@ function drawUsers() {
       {displayModeBar: false, responsive: true});
     const traces2 = [], shapes2 = [];
     for (const e of Object.values(S.e2e).filter((e) => e.user === u)) {
-      traces2.push({name: `${e.service} processing`, type: "scattergl", mode: "lines", x: rel(e.proc.x), y: e.proc.y,
+      traces2.push({name: `${e.service} processing`, type: "scatter", mode: "lines", x: rel(e.proc.x), y: e.proc.y,
                     fill: "tozeroy", line: {width: 1, color: "#2e7d32"}});
-      traces2.push({name: `${e.service} E2E`, type: "scattergl", mode: "lines", x: rel(e.total.x), y: e.total.y,
+      traces2.push({name: `${e.service} E2E`, type: "scatter", mode: "lines", x: rel(e.total.x), y: e.total.y,
                     fill: "tonexty", line: {width: 1, color: "#1565c0"}});
-      traces2.push({name: `${e.service} failed`, type: "scattergl", mode: "markers", x: rel(e.fail.x), y: e.fail.y,
+      traces2.push({name: `${e.service} failed`, type: "scatter", mode: "markers", x: rel(e.fail.x), y: e.fail.y,
                     marker: {symbol: "x", color: "#c62828", size: 6}});
     }
     const intervals = (S.outages[u] || []).slice();
@@ -379,6 +379,7 @@ function live() {
       if (D.latencies.length > 1000) D.latencies.shift();
     }
     $("status").textContent = `${D.items} items`;
+    if (D.frames === 0) render();          // the first drawing does not wait for the next frame
   };
   source.onerror = () => { $("status").textContent = "the run has ended or the server is gone"; };
 }
@@ -410,6 +411,7 @@ async function replay() {
     D.now = t;
   };
   seek(first);
+  render();
   slider.oninput = () => { seek(first + Number(slider.value)); render(); };
   $("play").onclick = () => { playing = !playing; previous = null; $("play").textContent = playing ? "pause" : "play"; };
   D.replay = {seek: (s) => { seek(first + s); render(); }, play: (speed) => { $("speed").value = String(speed); playing = true; previous = null; },
