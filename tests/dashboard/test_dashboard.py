@@ -169,13 +169,12 @@ def replay_server(run_dir: Path, port: int) -> subprocess.Popen:
 
 def page_state(driver) -> dict:
     return driver.execute_script("""
-        const D = window.dashboard, map = document.getElementById('map');
-        if (!D.info || !map || !map.data) return null;
-        const users = map.data.find((t) => t.name === 'users');
-        const services = map.data.filter((t) => t.meta && t.meta.service);
+        const D = window.dashboard;
+        if (!D.info || !D.map) return null;
         const rssi = document.getElementById('rssi-mu'), e2e = document.getElementById('e2e-mu');
-        return {now: D.now - D.t0, frames: D.frames, x: users && users.x.length ? users.x[0] : null,
-                services: Object.fromEntries(services.map((t) => [t.meta.service, [t.meta.server, t.x[0], t.y[0]]])),
+        const drawn = document.querySelector('#map [data-user="mu"]');
+        return {now: D.now - D.t0, frames: D.frames, x: D.map.users.mu ? D.map.users.mu[0] : null,
+                drawn_at: drawn ? Number(drawn.getAttribute('cx')) : null, services: D.map.services,
                 rssi_points: rssi && rssi.data ? rssi.data.reduce((n, t) => n + t.x.length, 0) : 0,
                 e2e_points: e2e && e2e.data ? e2e.data.reduce((n, t) => n + t.x.length, 0) : 0,
                 events: [...document.querySelectorAll('#events div')].map((d) => [Number(d.dataset.t) - D.t0, d.textContent]),
@@ -268,6 +267,7 @@ def test_a_live_run_is_watched_and_steered_from_the_browser(tmp_path, browser, n
         second = page_state(browser)
         browser.save_screenshot(str(run_dir / "dashboard-live-2.png"))
         assert second["x"] > first["x"] + 1.0, (first["x"], second["x"])          # walking at 1 m/s
+        assert second["drawn_at"] > first["drawn_at"]                              # and its marker with it
         assert second["rssi_points"] > first["rssi_points"] and second["e2e_points"] > first["e2e_points"]
 
         browser.find_element("id", "token").send_keys(token)

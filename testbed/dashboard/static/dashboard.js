@@ -8,7 +8,8 @@ const MAX_EVENTS = 400;        // rows kept in the event list
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 const D = window.dashboard = {
-  info: null, mode: null, t0: null, now: null, frames: 0, items: 0, latencies: [], readyMs: null,
+  info: null, mode: null, t0: null, now: null, frames: 0, items: 0, latencies: [], readyMs: null, chartsMs: null,
+  map: null,
   state: null, eventCount: 0,
 };
 
@@ -168,54 +169,78 @@ function clamp(p, box) {
   return {p: [Math.min(box.x1, Math.max(box.x0, p[0])), Math.min(box.y1, Math.max(box.y0, p[1]))], inside};
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+// The map is drawn as SVG by this page itself (no library): it is up before plotly.js is.
+// D.map holds what it shows (users and services where they are drawn), for the tests.
 function drawMap() {
   const info = D.info, S = D.state, box = viewBox();
-  const where = {};
-  const nodeTrace = (role, symbol, color) => {
-    const names = Object.keys(info.nodes).filter((n) => info.nodes[n].role === role && info.nodes[n].position);
-    const placed = names.map((n) => clamp(info.nodes[n].position, box));
-    names.forEach((n, i) => { where[n] = placed[i].p; });
-    return {name: role === "ap" ? "base stations" : role === "cloud" ? "cloud" : "edge servers", type: "scatter",
-            mode: "markers+text", x: placed.map((c) => c.p[0]), y: placed.map((c) => c.p[1]),
-            text: names.map((n, i) => placed[i].inside ? n : `${n} (${info.nodes[n].position.join(", ")} m)`),
-            textposition: role === "ap" ? "bottom center" : "top center",
-            marker: {symbol, size: 14, color}, hoverinfo: "text"};
-  };
-  const traces = [nodeTrace("edge", "square", "#37474f"), nodeTrace("cloud", "square", "#90a4ae"),
-                  nodeTrace("ap", "triangle-up", "#6a1b9a")];
-  const shapes = Object.entries(info.nodes).filter(([, n]) => n.role === "ap" && n.position).map(([, n]) => ({
-    type: "circle", xref: "x", yref: "y", x0: n.position[0] - info.coverage_m, x1: n.position[0] + info.coverage_m,
-    y0: n.position[1] - info.coverage_m, y1: n.position[1] + info.coverage_m,
-    line: {color: "rgba(106,27,154,0.35)", dash: "dot"}, fillcolor: "rgba(106,27,154,0.03)"}));
-  const users = Object.entries(S.users);
-  for (const [u, p] of users) {
-    if (p.ap && where[p.ap]) traces.push({name: `${u} radio`, type: "scatter", mode: "lines", showlegend: false,
-      x: [p.x, where[p.ap][0]], y: [p.y, where[p.ap][1]], line: {color: "#6a1b9a", dash: "dot", width: 1}, hoverinfo: "skip"});
+  const host = $("map"), width = host.clientWidth || 500, height = host.clientHeight || 420;
+  const scale = Math.min((width - 20) / (box.x1 - box.x0), (height - 20) / (box.y1 - box.y0));
+  const cx = (box.x0 + box.x1) / 2, cy = (box.y0 + box.y1) / 2;
+  const px = (x) => width / 2 + (x - cx) * scale, py = (y) => height / 2 - (y - cy) * scale;
+  const root = svg("svg", {width, height, viewBox: `0 0 ${width} ${height}`});
+  root.appendChild(svg("defs", {})).appendChild(svg("marker", {id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
+    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse"})).appendChild(svg("path", {d: "M0,0 L10,5 L0,10 z", fill: "#e65100"}));
+  const where = {}, model = {users: {}, services: {}};
+  for (const [name, n] of Object.entries(info.nodes)) {
+    if (!n.position || !["edge", "cloud", "ap"].includes(n.role)) continue;
+    const c = clamp(n.position, box);
+    where[name] = c.p;
+    if (n.role === "ap") root.appendChild(svg("circle", {cx: px(c.p[0]), cy: py(c.p[1]), r: info.coverage_m * scale,
+      fill: "rgba(106,27,154,0.04)", stroke: "rgba(106,27,154,0.4)", "stroke-dasharray": "3 3"}));
   }
-  info.services.forEach((svc, i) => {
-    const server = S.services[svc.service], u = S.users[svc.user];
+  for (const [name, n] of Object.entries(info.nodes)) {
+    if (!where[name]) continue;
+    const [x, y] = [px(where[name][0]), py(where[name][1])], inside = clamp(n.position, box).inside;
+    const label = inside ? name : `${name} (${n.position.join(", ")} m)`;
+    if (n.role === "ap") {
+      root.appendChild(svg("path", {d: `M${x},${y - 9} L${x + 8},${y + 6} L${x - 8},${y + 6} z`, fill: "#6a1b9a"}));
+      root.appendChild(svg("text", {x, y: y + 20, "text-anchor": "middle", class: "label"}, label));
+    } else {
+      root.appendChild(svg("rect", {x: x - 8, y: y - 8, width: 16, height: 16, fill: n.role === "cloud" ? "#90a4ae" : "#37474f"}));
+      root.appendChild(svg("text", {x, y: y - 12, "text-anchor": "middle", class: "label"}, label));
+    }
+  }
+  for (const [u, p] of Object.entries(S.users)) {
+    if (p.ap && where[p.ap]) root.appendChild(svg("line", {x1: px(p.x), y1: py(p.y), x2: px(where[p.ap][0]), y2: py(where[p.ap][1]),
+      stroke: "#6a1b9a", "stroke-dasharray": "2 3"}));
+  }
+  info.services.forEach((service, i) => {
+    const server = S.services[service.service], u = S.users[service.user];
     if (!server || !where[server]) return;
-    const at = [where[server][0] + 3 * (i % 3), where[server][1] + 3 * Math.floor(i / 3) + 4];
-    if (u) traces.push({name: `${svc.service} link`, type: "scatter", mode: "lines", showlegend: false,
-      x: [u.x, at[0]], y: [u.y, at[1]], line: {color: PALETTE[i % PALETTE.length], width: 1.5}, hoverinfo: "skip"});
-    traces.push({name: svc.service, type: "scatter", mode: "markers", x: [at[0]], y: [at[1]],
-      meta: {service: svc.service, server}, marker: {symbol: "diamond", size: 11, color: PALETTE[i % PALETTE.length]},
-      hovertext: `${svc.service} on ${server}`, hoverinfo: "text"});
+    const at = [where[server][0] + (3 * (i % 3) + 3) / scale * 4, where[server][1] + (3 * Math.floor(i / 3) + 4) / scale * 4];
+    const color = PALETTE[i % PALETTE.length];
+    if (u) root.appendChild(svg("line", {x1: px(u.x), y1: py(u.y), x2: px(at[0]), y2: py(at[1]), stroke: color, "stroke-width": 1.5}));
+    const [x, y] = [px(at[0]), py(at[1])];
+    const mark = root.appendChild(svg("path", {d: `M${x},${y - 7} L${x + 7},${y} L${x},${y + 7} L${x - 7},${y} z`, fill: color,
+      "data-service": service.service, "data-server": server}));
+    mark.appendChild(svg("title", {}, `${service.service} on ${server}`));
+    model.services[service.service] = [server, at[0], at[1]];
   });
   for (const m of Object.values(S.inflight)) {
     if (!where[m.source] || !where[m.dest]) continue;
-    traces.push({name: `moving ${m.service}`, type: "scatter", mode: "lines+markers", x: [where[m.source][0], where[m.dest][0]],
-      y: [where[m.source][1], where[m.dest][1]], line: {color: "#e65100", dash: "dash", width: 3},
-      marker: {symbol: ["circle", "arrow"], angleref: "previous", size: [4, 14], color: "#e65100"}});
+    root.appendChild(svg("line", {x1: px(where[m.source][0]), y1: py(where[m.source][1]) + 12, x2: px(where[m.dest][0]),
+      y2: py(where[m.dest][1]) + 12, stroke: "#e65100", "stroke-width": 3, "stroke-dasharray": "6 4", "marker-end": "url(#arrow)",
+      class: "moving"})).appendChild(svg("title", {}, `moving ${m.service}`));
   }
-  traces.push({name: "users", type: "scatter", mode: "markers+text", x: users.map(([, p]) => p.x),
-    y: users.map(([, p]) => p.y), text: users.map(([u]) => u + (S.paused[u] ? " (paused)" : "")),
-    textposition: "top right", meta: {users: users.map(([u]) => u)}, marker: {size: 13, color: "#d32f2f"}});
-  Plotly.react("map", traces, {
-    margin: {l: 40, r: 10, t: 10, b: 30}, showlegend: true, legend: {orientation: "h", y: -0.12},
-    xaxis: {range: [box.x0, box.x1], title: {text: "x (m)"}, zeroline: false},
-    yaxis: {range: [box.y0, box.y1], scaleanchor: "x", zeroline: false}, shapes, uirevision: "map",
-  }, {displayModeBar: false, responsive: true});
+  for (const [u, p] of Object.entries(S.users)) {
+    root.appendChild(svg("circle", {cx: px(p.x), cy: py(p.y), r: 7, fill: "#d32f2f", "data-user": u}));
+    root.appendChild(svg("text", {x: px(p.x) + 9, y: py(p.y) - 9, class: "label"}, u + (S.paused[u] ? " (paused)" : "")));
+    model.users[u] = [p.x, p.y];
+  }
+  const legend = svg("text", {x: 8, y: height - 8, class: "legend"},
+    `■ servers  ▲ base stations (coverage ${info.coverage_m} m)  ◆ services  ● users  — scale: ${fmt(50 / scale, 0)} m per 50 px`);
+  root.appendChild(legend);
+  host.replaceChildren(root);
+  D.map = model;
 }
 
 function timeAxis() { const now = D.now - D.t0; return {range: [Math.max(0, now - WINDOW_S), Math.max(now, 10)], title: {text: "t (s)"}}; }
@@ -309,10 +334,26 @@ function render() {
   if (!D.info || D.now === null) return;
   forget();
   $("clock").textContent = fmt(D.now - D.t0, 1);
-  drawMap(); drawUsers(); drawServers(); drawEvents();
+  drawMap(); drawEvents();
+  if (window.Plotly) {
+    drawUsers(); drawServers();
+    if (D.chartsMs === null) D.chartsMs = performance.now();
+  }
   $("planner-state").textContent = D.state.manual ? "planner is OFF (manual)" : `planner ${D.info.planner} is on`;
   D.frames++;
-  if (D.readyMs === null) D.readyMs = performance.now();
+  if (D.readyMs === null) {
+    D.readyMs = performance.now();
+    loadCharts();
+  }
+}
+
+function loadCharts() {
+  // plotly.js (4.6 MB) takes about a second to compile in a fresh browser: the map, the
+  // events and the controls are up before it, the charts join when it is
+  const script = document.createElement("script");
+  script.src = "/static/vendor/plotly.min.js";
+  script.onload = () => render();
+  document.head.appendChild(script);
 }
 
 // -- set-up -----------------------------------------------------------------------------------
