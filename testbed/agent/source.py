@@ -158,17 +158,19 @@ class SourceSide:
             return {"service": service, "server": self.server, "skipped": "a migration is under way"}
         workdir = self.probes / service
         try:
-            taken, seconds = [], []
+            taken, seconds, began = [], [], time.time()
             for name in ("first", "second"):
                 frozen, _ = self.containers.freeze_when_idle(instance, settings.quiesce)
                 started = time.monotonic()
                 taken.append(self.containers.checkpoint(instance, workdir / name, leave_running=True,
                                                         frozen=frozen))
                 seconds.append(time.monotonic() - started)
+            frozen_until = time.time()
             first, second = taken
             delta = encoder(settings.delta).encode(second, first, workdir / "delta" / "delta")
             result = {"service": service, "server": self.server, "full_bytes": checkpoint_size(first),
-                      "delta_bytes": delta["bytes"], "checkpoint_seconds": seconds}
+                      "delta_bytes": delta["bytes"], "checkpoint_seconds": seconds,
+                      "window": [began, frozen_until]}
         finally:
             busy.release()
             shutil.rmtree(workdir, ignore_errors=True)

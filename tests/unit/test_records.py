@@ -129,3 +129,25 @@ def test_runs_an_hour_apart_keep_their_own_timelines(tmp_path):
     fig5 = pd.read_csv(tmp_path / "figures" / "figure_5_downtime.csv")
     assert fig5["downtime_s"].iloc[0] == pytest.approx((1.152 + 2.0) / 2)
     assert any(p.name == "figure_6_timeline.png" for p in paths)
+
+
+def test_an_outage_the_checkpoint_size_probe_caused_is_counted_apart():
+    """Seed 002 counts the downtime of handovers and migrations; the probe of t0 froze the
+    service (0.1 s as a rule, 1.4 s once measured here): its outage is ``downtime_probe_s``."""
+    import json
+
+    import pandas as pd
+
+    from testbed.records import trial_metrics
+
+    trial = ("s", "orchestrated", 1)
+    rows = trial_log(trial, 1000.0, 1.0)                                  # the migration: 1005-1006
+    for row in rows:                                                       # and 1001.0-1001.5: the probe's
+        if 1001.0 <= row["sent"] < 1001.5:
+            row.update(ok=False, counter=None, error="timeout")
+    probe = {"scenario": "s", "planner": "orchestrated", "repetition": 1, "t": 1002.0, "src": "agent:edge1",
+             "kind": "checkpoint.probe", "data": json.dumps({"service": "svc", "checkpoint_seconds": [1.2, 0.1],
+                                                             "window": [1001.2, 1001.9]})}
+    [metrics] = trial_metrics(pd.DataFrame(rows), pd.DataFrame([probe]), pd.DataFrame())
+    assert metrics["downtime_probe_s"] == pytest.approx(0.5)
+    assert metrics["downtime_total_s"] == pytest.approx(1.0) and metrics["outages"] == 1
