@@ -183,22 +183,12 @@ def synthetic_record(root: Path, minutes: float) -> Path:
 
 
 def replay(minutes: float) -> dict:
-    import subprocess
-
     with tempfile.TemporaryDirectory(prefix="tb-dash-bench-") as scratch:
         run_dir = synthetic_record(Path(scratch), minutes)
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "testbed.dashboard", "replay", str(run_dir), "--port",
-                                   str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = DashboardProcess(run_dir, port=free_port(), mode="replay").start(timeout=60)
         driver = browser()
         try:
-            for _ in range(300):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            cold, charts, warm = ready_ms(driver, f"http://127.0.0.1:{port}/")
+            cold, charts, warm = ready_ms(driver, server.url)
             driver.execute_script("window.dashboard.replay.play(20)")
             heap, rss, deadline = [], [], time.monotonic() + minutes * 3 + 30
             chrome = psutil.Process(driver.service.process.pid)
@@ -212,8 +202,7 @@ def replay(minutes: float) -> dict:
             played = driver.execute_script("return window.dashboard.now - window.dashboard.t0")
         finally:
             driver.quit()
-            server.terminate()
-            server.wait()
+            server.stop()
     return {"case": f"replay of {minutes:g} min at 20x (reached {played / 60:.1f} min)",
             "page ready ms (fresh browser)": round(cold), "charts ms (fresh browser)": round(charts),
             "page ready ms (reload)": round(warm),

@@ -25,11 +25,12 @@ def serve(app, host: str, port: int) -> None:
 
 
 class DashboardProcess:
-    """``python -m testbed.dashboard live RUN_DIR`` while a run goes; the token that the
-    controls need is made here and given to it in its environment."""
+    """``python -m testbed.dashboard live RUN_DIR`` while a run goes (the token that the
+    controls need is made here and given to it in its environment), or ``replay``."""
 
-    def __init__(self, run_dir: Path, host: str = "127.0.0.1", port: int = 8050, token: str | None = None):
-        self.run_dir, self.host, self.port = Path(run_dir), host, port
+    def __init__(self, run_dir: Path, host: str = "127.0.0.1", port: int = 8050, token: str | None = None,
+                 mode: str = "live"):
+        self.run_dir, self.host, self.port, self.mode = Path(run_dir), host, port, mode
         self.token = token or secrets.token_urlsafe(16)
         self.process: subprocess.Popen | None = None
 
@@ -40,7 +41,7 @@ class DashboardProcess:
 
     def start(self, timeout: float = 20.0) -> "DashboardProcess":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "testbed.dashboard", "live", str(self.run_dir), "--host", self.host,
+            [sys.executable, "-m", "testbed.dashboard", self.mode, str(self.run_dir), "--host", self.host,
              "--port", str(self.port)], env={**os.environ, "MEC_DASHBOARD_TOKEN": self.token},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import json
 import time
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -152,8 +153,6 @@ def create_app(live_run: Path | None = None, record: Path | None = None, trial: 
 
         routes += [Route("/api/stream", stream), Route("/api/control", control, methods=["POST"]),
                    Route("/api/mode", lambda request: JSONResponse({"mode": "live"}))]
-
-        from contextlib import asynccontextmanager
 
         @asynccontextmanager
         async def lifespan(app):

@@ -9,7 +9,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from testbed.config import load_experiment_with_source
+from testbed.dashboard import DashboardProcess
 from testbed.dashboard.feed import LiveFeed, RecordFeed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,22 +151,6 @@ def test_the_live_feed_tails_the_trial_under_way(tmp_path):
     assert [i["k"] for i in feed.snapshot()] == ["ev", "pos", "pos", "srv"]
 
 
-def replay_server(run_dir: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "testbed.dashboard", "replay", str(run_dir), "--port", str(port)],
-                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    import urllib.request
-
-    def up():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/mode", timeout=1):
-                return True
-        except OSError:
-            return process.poll() is not None
-    assert wait_for(up, 30) and process.poll() is None, process.stderr.read().decode() if process.poll() else ""
-    return process
-
-
 def page_state(driver) -> dict:
     return driver.execute_script("""
         const D = window.dashboard;
@@ -185,10 +169,9 @@ def page_state(driver) -> dict:
 
 def test_a_replay_shows_the_events_at_their_times(tmp_path, browser):
     run = hand_made_run(tmp_path / "run")
-    port = free_port()
-    server = replay_server(run, port)
+    server = DashboardProcess(run, port=free_port(), mode="replay").start(timeout=30)
     try:
-        browser.get(f"http://127.0.0.1:{port}/")
+        browser.get(server.url)
         assert wait_for(lambda: (page_state(browser) or {}).get("frames"), 20), "the replay page never drew"
         browser.execute_script("window.dashboard.replay.seek(12.0)")
         state = wait_for(lambda: (lambda s: s if s and abs(s["now"] - 12.0) < 1e-6 and s["x"] is not None else None)(
@@ -216,8 +199,7 @@ def test_a_replay_shows_the_events_at_their_times(tmp_path, browser):
                                           headers: {'X-Token': 'anything'}}).then((r) => r.status)""")
         assert refused == 403
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 # -- a live run ---------------------------------------------------------------------------------
