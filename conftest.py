@@ -60,13 +60,14 @@ def paper_spec():
 
 @pytest.fixture
 def no_leftovers():
-    """Fail the test if it leaves testbed namespaces, links or containers behind."""
+    """Fail the test if it leaves testbed namespaces, links or containers behind (of any network)."""
     yield
-    from testbed.clean import clean_all, leftovers
+    from testbed.clean import clean, leftovers
+    from testbed.net.clean import ALL
 
-    left = leftovers()
+    left = leftovers(ALL)
     if any(left.values()):
-        clean_all()
+        clean(ALL)
         pytest.fail(f"left behind: {left}")
 
 

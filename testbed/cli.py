@@ -20,6 +20,19 @@ app.add_typer(net_app, name="net")
 console = Console()
 
 
+@app.callback()
+def host_options(max_networks: int = typer.Option(
+        None, "--max-networks", min=1, max=15,
+        help="networks this host may run at once (default: one per core; env MEC_MAX_NETWORKS)")):
+    """Options of every command."""
+    import os
+
+    from testbed.net.hostlock import MAX_NETWORKS_ENV
+
+    if max_networks:
+        os.environ[MAX_NETWORKS_ENV] = str(max_networks)
+
+
 def fail(message: str, code: int = 2):
     console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
@@ -47,11 +60,18 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="machine-readable 
 
 
 @app.command()
-def clean():
-    """Remove every namespace, link, container and helper process the testbed created."""
-    from testbed.clean import clean_all
+def clean(all_: bool = typer.Option(False, "--all", help="every network of this host, live or not"),
+          network: int = typer.Option(None, min=0, max=14,
+                                      help="this network of the host (default: MEC_NETWORK, else 0)")):
+    """Remove the namespaces, links, containers and helper processes one network of the testbed
+    created (also after a killed run); `--all` for every network."""
+    from testbed.clean import clean as clean_network
+    from testbed.net.clean import ALL
 
-    report = clean_all()
+    try:
+        report = clean_network(ALL if all_ else network)
+    except ValueError as exc:
+        fail(str(exc))
     console.print(report.summary())
 
 
@@ -99,7 +119,8 @@ def net_check(topology: Path, set_: list[str] = typer.Option([], "--set", help="
 @net_app.command("up")
 def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
            hold: float = typer.Option(0, help="seconds to keep it up (0: until Ctrl-C)")):
-    """Build a topology and keep it up; use `ip netns exec tb-<node> ...` meanwhile."""
+    """Build a topology and keep it up; use `ip netns exec tb-<node> ...` meanwhile (`tb<n>-<node>`
+    when it is the host's network n > 0)."""
     import time
 
     from testbed.config import load_topology
@@ -107,8 +128,9 @@ def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY
 
     spec = load_topology(topology, set_)
     with MecNetwork(spec) as net:
-        console.print(f"{spec.name} up in {net.timings['start_s']:.2f} s (backend {net.backend}); "
-                      "namespaces: " + " ".join(f"tb-{n}" for n in spec.nodes), highlight=False)
+        console.print(f"{spec.name} up as network {net.number} in {net.timings['start_s']:.2f} s "
+                      f"(backend {net.backend}); namespaces: " + " ".join(net.netns(n) for n in spec.nodes),
+                      highlight=False)
         deadline = time.monotonic() + hold if hold else None
         try:
             while deadline is None or time.monotonic() < deadline:
@@ -303,12 +325,14 @@ def sweep(experiment: Path, grid: list[str] = typer.Option([], "--grid", help="K
 
 @app.command()
 def worker(scheduler: str = typer.Argument(..., help="the Dask scheduler, tcp://host:8786"),
-           networks: int = typer.Option(1, help="testbed networks this host holds at once"),
+           networks: int = typer.Option(None, min=1, max=15,
+                                        help="testbed networks this host holds at once (default: one per core)"),
            nthreads: int = typer.Option(None, help="trials at once (default: networks)")):
     """A Dask worker for `testbed sweep --cluster`, declaring the networks this host can hold."""
+    from testbed.net.hostlock import max_networks
     from testbed.sweep import worker as run_worker
 
-    run_worker(scheduler, networks, nthreads)
+    run_worker(scheduler, networks or max_networks(), nthreads)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from testbed.containers.criu import CRIU_ACTION_SCRIPT, CRIU_ACTION_TEXT, CRIU_CONFIG, CRIU_CONFIG_TEXT
 from testbed.net.links import kernel_has_netem
+from testbed.net.namespaces import TRANSIENT_PREFIX
 
 @dataclass
 class Check:
@@ -68,7 +69,7 @@ def check_netem() -> Check:
 
 
 def check_bridge_and_veth() -> list[Check]:
-    ns = f"tb-doctor{os.getpid()}"
+    ns = f"{TRANSIENT_PREFIX}doctor{os.getpid()}"
     results = []
     try:
         _run(["ip", "netns", "add", ns])
@@ -140,7 +141,7 @@ PROBE_SERVER = (
 
 def criu_tcp_roundtrip() -> tuple[bool, str]:
     """Dump a process with a listening TCP socket, restore it, connect to it."""
-    ns = f"tb-doctor-criu{os.getpid()}"
+    ns = f"{TRANSIENT_PREFIX}doctor-criu{os.getpid()}"
     criu = shutil.which("criu")
     if not criu:
         return False, "criu not installed"

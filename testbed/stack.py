@@ -93,15 +93,16 @@ class Stack:
     # -- controller --------------------------------------------------------------------
     def start_controller(self, config: ControllerConfig, legacy: dict | None = None) -> RpcClient:
         """The central controller on ``config.node``."""
-        from testbed.controller.controller import MANAGEMENT_SOCKET
+        from testbed.controller.controller import management_socket
 
         if isinstance(config, str):   # the former (node, dict) signature
             config = renamed("Stack.start_controller(node, dict)", "Stack.start_controller(ControllerConfig)",
                              ControllerConfig.model_validate({**(legacy or {}), "node": config}))
 
+        socket = config.management or management_socket()
+        config = config.model_copy(update={"management": socket})   # the dashboard reads it there
         path = self.run_dir / "controller.json"
         path.write_text(config.model_dump_json(indent=2, by_alias=True))
-        socket = config.management or MANAGEMENT_SOCKET
         Path(socket).parent.mkdir(parents=True, exist_ok=True)
         self.processes["controller"] = self.net.node(config.node).popen(
             [PYTHON, "-m", "testbed.controller", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -15,13 +15,15 @@ the record back as a compressed archive, which lands in the sweep directory:
 
 A sweep resumes where it stopped (Ctrl-C, a lost worker): trials with a record are
 skipped, failed ones run again.  An emulated trial needs a network of its host
-(Dask resource ``networks``; a host holds one at a time, so emulated trials on one
-host run one after the other); simulated trials run ``--parallel`` at a time.
+(Dask resource ``networks``): a host holds up to ``--max-networks`` at once (one
+per core by default), so ``--parallel`` emulated trials run side by side, each
+in a network of its own; simulated trials run ``--parallel`` at a time.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import itertools
 import json
 import re
@@ -193,9 +195,13 @@ class Sweep:
             if cluster:
                 client = Client(cluster, timeout="30s")
             else:
-                if not self.simulate and parallel > 1:
-                    log("emulated trials: one network per host, so one trial at a time here")
-                workers = max(1, parallel) if self.simulate else 1
+                from testbed.net.hostlock import max_networks
+
+                workers = max(1, parallel)
+                if not self.simulate and workers > max_networks():
+                    log(f"emulated trials: this host holds {max_networks()} networks at once (--max-networks), "
+                        f"so {max_networks()} trials at a time")
+                    workers = max_networks()
                 local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                      resources={NETWORKS: 1})
                 client = Client(local)
@@ -246,7 +252,9 @@ class Sweep:
 
 def worker(scheduler: str, networks: int, nthreads: int | None = None) -> None:
     """A Dask worker for sweeps on this host: it declares how many networks it holds."""
+    from testbed.net.hostlock import MAX_NETWORKS_ENV
+
     command = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads",
                str(nthreads or max(1, networks)), "--nworkers", "1", "--resources", f"{NETWORKS}={networks}",
                "--no-dashboard"]
-    subprocess.run(command, check=False)
+    subprocess.run(command, check=False, env={**os.environ, MAX_NETWORKS_ENV: str(networks)})

@@ -17,14 +17,13 @@ from testbed.containers.server import ServerContainers, engine_pid
 from testbed.containers.server_cgroup import ServerCgroup
 from testbed.events import EventLog
 from testbed.migration.base import ContainerSpec
-
-MANAGEMENT_DIR = Path("/run/mec-testbed/agents")
-
+from testbed.net.namespaces import network_state
 
 def management_socket(server: str) -> str:
     """Unix socket on which the runner (outside the emulated network) manages an agent."""
-    MANAGEMENT_DIR.mkdir(parents=True, exist_ok=True)
-    return str(MANAGEMENT_DIR / f"{server}.sock")
+    directory = network_state() / "agents"
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(directory / f"{server}.sock")
 
 
 class Agent:

@@ -16,7 +16,8 @@ from pathlib import Path
 from testbed import ports
 from testbed.agent.deployment import Deployment
 from testbed.agent.layers import LayerStore
-from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT, Instance, remove_container
+from testbed.containers.server import (SERVER_LABEL, SERVICE_LABEL, Instance, network_filters, remove_container,
+                                      server_state_dir)
 from testbed.migration.base import ContainerSpec, Migration, checkpoint_size, mode
 from testbed.migration.delta import encoder
 from testbed.migration.modes.precopy_delta import DeltaOptions
@@ -83,10 +84,10 @@ class SourceSide:
         """All servers share one Docker engine and one state root, so removing the destination's
         container and half-received state ourselves cannot split the service in two."""
         client = self.containers.client
-        for container in client.containers.list(all=True, filters={"label": [f"{SERVER_LABEL}={server}",
-                                                                              f"{SERVICE_LABEL}={service}"]}):
+        for container in client.containers.list(all=True, filters=network_filters(f"{SERVER_LABEL}={server}",
+                                                                                  f"{SERVICE_LABEL}={service}")):
             remove_container(client, container.id)
-        shutil.rmtree(STATE_ROOT / "servers" / server / "incoming" / service, ignore_errors=True)
+        shutil.rmtree(server_state_dir(server) / "incoming" / service, ignore_errors=True)
         self.events.emit("migration.fenced", server=server, service=service)
 
     def sync_app_layer(self, app: str, dest: str) -> dict:

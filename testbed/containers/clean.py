@@ -1,29 +1,34 @@
-"""Remove every container the testbed started (label ``org.mec-testbed``) and every server
-cgroup (``/mec-testbed/<server>``), and nothing else."""
+"""Remove the containers a network of the testbed started (label ``org.mec-testbed.network``)
+and its server cgroups (``/mec-testbed/<prefix><server>``), or those of every network, and
+nothing else."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.containers.server import TESTBED_LABEL, ContainerError, engine_pid
+from testbed.containers.server import NETWORK_LABEL, TESTBED_LABEL, ContainerError, engine_pid
 from testbed.containers.server_cgroup import remove_all
-from testbed.net.clean import CleanReport
+from testbed.net.clean import ALL, CleanReport
+from testbed.net.namespaces import current_network
 
 
-def testbed_containers() -> list[str]:
-    """Ids of containers carrying the testbed label (empty if no engine answers)."""
+def testbed_containers(network: int | str | None = None) -> list[str]:
+    """Ids of containers of ``network`` (default: this process's; ``ALL``: carrying the testbed
+    label at all); empty if no engine answers."""
+    network = current_network() if network is None else network
     try:
         import docker
         client = docker.from_env(timeout=10)
         found = client.containers.list(all=True, filters={"label": TESTBED_LABEL})
-        return [container.id for container in found]
+        return [container.id for container in found
+                if network == ALL or container.labels.get(NETWORK_LABEL, "0") == str(network)]
     except Exception:  # no engine: nothing of ours can be running in it
         return []
 
 
-def clean_containers(report: CleanReport | None = None) -> CleanReport:
+def clean_containers(report: CleanReport | None = None, network: int | str | None = None) -> CleanReport:
     report = report or CleanReport()
-    ids = testbed_containers()
+    ids = testbed_containers(network)
     if ids:
         import docker
         client = docker.from_env(timeout=30)
@@ -36,12 +41,12 @@ def clean_containers(report: CleanReport | None = None) -> CleanReport:
     return report
 
 
-def clean_server_cgroups(report: CleanReport | None = None) -> CleanReport:
+def clean_server_cgroups(report: CleanReport | None = None, network: int | str | None = None) -> CleanReport:
     """The servers' cgroups (once their containers are gone)."""
     report = report or CleanReport()
     try:
         root = Path(f"/proc/{engine_pid()}/root")
     except ContainerError:      # no engine: its cgroups went with it
         return report
-    report.cgroups += remove_all(root)
+    report.cgroups += remove_all(root, network)
     return report

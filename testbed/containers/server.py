@@ -40,7 +40,7 @@ import docker
 from testbed.containers.cgroups import CgroupError, CgroupMeter, ContainerCgroups
 from testbed.containers.criu import ADDRESSES_FILE
 from testbed.containers.freezer import Freezer
-from testbed.net.namespaces import CONTAINER_BRIDGE, netns_name
+from testbed.net.namespaces import CONTAINER_BRIDGE, current_network, name_prefix, netns_name
 from testbed.stopwatch import Stopwatch
 
 TESTBED_LABEL = "org.mec-testbed"            # on every container the testbed starts
@@ -50,12 +50,23 @@ APP_LABEL = "org.mec-testbed.app"
 IP_LABEL = "org.mec-testbed.ip"
 HOLDER_LABEL = "org.mec-testbed.holder"      # on a service container: its holder's id
 NETNS_FOR_LABEL = "org.mec-testbed.netns-for"  # on a holder: the service it holds the network for
+NETWORK_LABEL = "org.mec-testbed.network"    # the number of the network (of this host) it belongs to
 STATE_ROOT = Path(os.environ.get("MEC_STATE", "/var/lib/mec-testbed"))
 OFFLOADS_OFF = "tx off rx off sg off tso off gso off gro off"
 RUNC_ROOTS = [Path("/run/docker/runtime-runc/moby"), Path("/run/containerd/runc/moby")]
 # CFS period of the servers' CPU limits: short, so that a throttled task is slowed evenly
 # (a 100 ms period lets a 60 ms task run unthrottled when it starts on a fresh quota)
 CPU_PERIOD_US = 10_000
+
+
+def server_state_dir(server: str) -> Path:
+    """A server's checkpoints, layers and inbox: ``<state>/servers/<prefix><server>``."""
+    return STATE_ROOT / "servers" / (name_prefix() + server)
+
+
+def network_filters(*labels: str) -> dict:
+    """Docker filters for this network's containers that carry every ``labels`` (``key=value``)."""
+    return {"label": [f"{NETWORK_LABEL}={current_network()}", *labels]}
 
 
 class ContainerError(RuntimeError):
@@ -121,12 +132,12 @@ class ServerContainers:
         self.congestion_control = congestion_control
         self._lock = threading.Lock()
         self._upper_dirs: dict[str, Path] = {}
-        self.state_dir = STATE_ROOT / "servers" / server
+        self.state_dir = server_state_dir(server)
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     # -- addresses ------------------------------------------------------------
     def _containers(self) -> list:
-        return self.client.containers.list(all=True, filters={"label": f"{SERVER_LABEL}={self.server}"})
+        return self.client.containers.list(all=True, filters=network_filters(f"{SERVER_LABEL}={self.server}"))
 
     def _free_ip(self) -> str:
         used = {c.labels.get(IP_LABEL) for c in self._containers()}
@@ -145,18 +156,21 @@ class ServerContainers:
     def _create(self, service, app, image, port, limits, env):
         ip = self._free_ip()
         tag = uuid.uuid4().hex[:6]
+        prefix, network = name_prefix(), str(current_network())
         holder = self.client.containers.run(
-            image, entrypoint=["sleep", "infinity"], name=f"tb-net-{service}-{self.server}-{tag}", detach=True,
+            image, entrypoint=["sleep", "infinity"], name=f"{prefix}net-{service}-{self.server}-{tag}", detach=True,
             network_mode="none", network_disabled=True, mem_limit="32m", cgroup_parent=self.cgroup_parent,
-            labels={TESTBED_LABEL: "1", SERVER_LABEL: self.server, NETNS_FOR_LABEL: service, IP_LABEL: ip})
+            labels={TESTBED_LABEL: "1", NETWORK_LABEL: network, SERVER_LABEL: self.server, NETNS_FOR_LABEL: service,
+                    IP_LABEL: ip})
         cores = limits.cpus * self.speed          # the container's share of a host core at this server's speed
         if self.max_cores is not None:
             cores = min(cores, self.max_cores)
         try:
             self._wire(holder, ip)
             return self.client.containers.create(
-                image, name=f"tb-{service}-{self.server}-{tag}", detach=True, network_mode=f"container:{holder.id}",
-                labels={TESTBED_LABEL: "1", SERVER_LABEL: self.server, SERVICE_LABEL: service,
+                image, name=f"{prefix}{service}-{self.server}-{tag}", detach=True,
+                network_mode=f"container:{holder.id}",
+                labels={TESTBED_LABEL: "1", NETWORK_LABEL: network, SERVER_LABEL: self.server, SERVICE_LABEL: service,
                         APP_LABEL: app, IP_LABEL: ip, HOLDER_LABEL: holder.id},
                 # numerical libraries size their thread pools by this: as many threads as the
                 # container has cores, not the host's (extra threads only spin against the quota)
@@ -175,18 +189,28 @@ class ServerContainers:
         container.start()
         instance = self.instance(container, port)
         deadline = time.monotonic() + ready_timeout
-        while True:
+        while not self._accepts(instance.ip, port):
+            container.reload()
+            if container.status != "running":
+                raise ContainerError(f"{container.name} exited while starting: "
+                                     f"{container.logs(tail=20).decode(errors='replace')}")
+            if time.monotonic() > deadline:
+                raise ContainerError(f"{container.name} did not accept connections in {ready_timeout} s")
+            time.sleep(0.05)
+        return instance
+
+    def _accepts(self, ip: str, port: int) -> bool:
+        """Whether the service accepts a connection, tried from the server's namespace: the
+        container's address means nothing outside its network (and must not leave the host)."""
+        if not self._in_server:
             try:
-                socket.create_connection((instance.ip, port), timeout=1).close()
-                return instance
+                socket.create_connection((ip, port), timeout=1).close()
+                return True
             except OSError:
-                container.reload()
-                if container.status != "running":
-                    raise ContainerError(f"{container.name} exited while starting: "
-                                         f"{container.logs(tail=20).decode(errors='replace')}") from None
-                if time.monotonic() > deadline:
-                    raise ContainerError(f"{container.name} did not accept connections in {ready_timeout} s")
-                time.sleep(0.05)
+                return False
+        probe = subprocess.run(self._in_server + ["timeout", "1", "bash", "-c", f"</dev/tcp/{ip}/{port}"],
+                               capture_output=True)
+        return probe.returncode == 0
 
     def instance(self, container, port: int) -> Instance:
         """The running service container as an ``Instance``."""

@@ -1,6 +1,7 @@
 """An emulated server's share of the host: a cgroup that all its load runs under.
 
-Every server gets ``/<controller>/mec-testbed/<server>`` (cgroup v1: cpu,
+Every server gets ``/<controller>/mec-testbed/<prefix><server>`` (the prefix of
+its network, ``tb-`` for network 0: ``/mec-testbed/tb-edge1``; cgroup v1: cpu,
 cpuacct, memory; v2: one unified directory).  Its CPU bandwidth is the server's
 ``cpus`` times its *speed* (``compute / max compute`` of the topology) host
 cores, and its memory limit the server's ``memory``: service containers
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 from testbed.containers.cgroups import CgroupError
+from testbed.net.namespaces import current_network, name_prefix, network_of
 
 PARENT = "mec-testbed"
 PERIOD_US = 10_000        # as the containers' (testbed.containers.server.CPU_PERIOD_US)
@@ -56,19 +58,20 @@ def _v1_mount(root: Path, controller: str) -> Path:
 class ServerCgroup:
     def __init__(self, server: str, engine_root: Path):
         self.server = server
+        self.name = name_prefix() + server
         self.root = hierarchy(engine_root)
         self.v2 = (self.root / "cgroup.controllers").exists()
         if self.v2:
-            self.dirs = {"": self.root / PARENT / server}
+            self.dirs = {"": self.root / PARENT / self.name}
         else:
-            self.dirs = {c: _v1_mount(self.root, c) / PARENT / server for c in CONTROLLERS_V1}
+            self.dirs = {c: _v1_mount(self.root, c) / PARENT / self.name for c in CONTROLLERS_V1}
         self._last: tuple[float, int] | None = None
         self.cores: float | None = None        # the server's share of the host, once created
 
     @property
     def parent(self) -> str:
         """Docker's ``cgroup_parent`` for this server's containers."""
-        return f"/{PARENT}/{self.server}"
+        return f"/{PARENT}/{self.name}"
 
     def _dir(self, controller: str, child: str | None = None) -> Path:
         base = self.dirs["" if self.v2 else controller]
@@ -195,23 +198,33 @@ def _rmdir_tree(path: Path) -> None:
         pass
 
 
-def remove_all(engine_root: Path) -> list[str]:
-    """Every server cgroup the testbed made on this host, in every hierarchy (Docker makes
-    the parent in each one for its containers); returns the servers whose cgroups went."""
+def _tops(engine_root: Path) -> list[Path]:
     root = hierarchy(engine_root)
-    tops = [root / PARENT] if (root / "cgroup.controllers").exists() else \
-        [mount / PARENT for mount in sorted(root.iterdir()) if mount.is_dir() and not mount.is_symlink()]
+    if (root / "cgroup.controllers").exists():
+        return [root / PARENT]
+    return [mount / PARENT for mount in sorted(root.iterdir()) if mount.is_dir() and not mount.is_symlink()]
+
+
+def _server_dirs(engine_root: Path, network: int | str | None) -> list[Path]:
+    """Server cgroups of ``network`` (default: this process's; ``"all"``: every one)."""
+    network = current_network() if network is None else network
+    return [path for top in _tops(engine_root) if top.is_dir() for path in sorted(top.iterdir())
+            if path.is_dir() and (network == "all" or network_of(path.name) == network)]
+
+
+def remove_all(engine_root: Path, network: int | str | None = None) -> list[str]:
+    """Every server cgroup of ``network`` on this host, in every hierarchy (Docker makes the
+    parent in each one for its containers); returns the cgroups that went."""
     removed = set()
-    for top in tops:
-        if top.is_dir():
-            removed.update(p.name for p in top.iterdir() if p.is_dir())
+    for path in _server_dirs(engine_root, network):
+        removed.add(path.name)
+        _rmdir_tree(path)
+    for top in _tops(engine_root):
+        if network == "all" and top.is_dir():
             _rmdir_tree(top)
     return sorted(removed)
 
 
-def leftover(engine_root: Path) -> list[str]:
-    """Server cgroups still on this host (``testbed clean`` finds them)."""
-    root = hierarchy(engine_root)
-    tops = [root / PARENT] if (root / "cgroup.controllers").exists() else \
-        [mount / PARENT for mount in sorted(root.iterdir()) if mount.is_dir() and not mount.is_symlink()]
-    return sorted({p.name for top in tops if top.is_dir() for p in top.iterdir() if p.is_dir()})
+def leftover(engine_root: Path, network: int | str | None = None) -> list[str]:
+    """Server cgroups of ``network`` still on this host (``testbed clean`` finds them)."""
+    return sorted({path.name for path in _server_dirs(engine_root, network)})

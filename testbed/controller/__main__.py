@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from testbed.controller.config import ControllerConfig
-from testbed.controller.controller import MANAGEMENT_SOCKET, Controller
+from testbed.controller.controller import Controller, management_socket
 from testbed.rpc import RpcServer
 
 
@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     config = ControllerConfig.model_validate_json(Path(argv[0]).read_text())
     controller = Controller(config)
     network = RpcServer((config.address, config.port), controller, Controller.REMOTE, events=controller.events)
-    management = RpcServer(config.management or MANAGEMENT_SOCKET, controller, Controller.REMOTE,
+    management = RpcServer(config.management or management_socket(), controller, Controller.REMOTE,
                            events=controller.events)
     network.serve_in_thread()
     management.serve_in_thread()

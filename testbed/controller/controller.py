@@ -28,11 +28,21 @@ from testbed.controller.config import ControllerConfig
 from testbed.controller.database import Database
 from testbed.controller.planners.base import Handover, Migrate
 from testbed.controller.state import Service, SystemState, User
+from testbed.deprecation import module_getattr
 from testbed.events import EventLog
+from testbed.net.namespaces import network_state
 from testbed.registry import MIGRATION_MODES
 from testbed.rpc import RpcClient, RpcError
 
-MANAGEMENT_SOCKET = "/run/mec-testbed/controller.sock"
+
+
+def management_socket() -> str:
+    """The controller's Unix socket for the runner and the dashboard, in its network's state."""
+    return str(network_state() / "controller.sock")
+
+
+__getattr__ = module_getattr(__name__, {"MANAGEMENT_SOCKET": ("testbed.controller.controller.management_socket()",
+                                                              management_socket)})
 
 
 class Controller:

@@ -25,7 +25,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from testbed.controller.controller import MANAGEMENT_SOCKET
+from testbed.controller.controller import management_socket
 from testbed.dashboard.feed import LiveFeed, RecordFeed, TrialInfo
 from testbed.rpc import RpcClient, RpcError
 
@@ -97,11 +97,11 @@ class Live:
 
     def _controller(self) -> RpcClient:
         trial = self.feed.trial
-        socket = MANAGEMENT_SOCKET
+        socket = management_socket()
         if trial is not None:
             config = Path(trial["dir"]) / "controller.json"
             try:
-                socket = json.loads(config.read_text()).get("management") or MANAGEMENT_SOCKET
+                socket = json.loads(config.read_text()).get("management") or socket
             except (OSError, ValueError):
                 pass
         return RpcClient(socket, timeout=10.0, connect_timeout=2.0)

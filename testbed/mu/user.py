@@ -35,15 +35,13 @@ from testbed.mu.config import UserConfig, WorkloadConfig
 from testbed.mu.offloading import OffloadingClient, Workload
 from testbed.mu.radio_link import RadioLink, RadioPort
 from testbed.radio import PathLoss, handover_rule
+from testbed.net.namespaces import network_state
 from testbed.rpc import RpcClient, RpcError
 
-MANAGEMENT_DIR = Path("/run/mec-testbed/users")
-ATTACHMENTS_DIR = Path("/run/mec-testbed/radio")      # without a run directory
-
-
 def management_socket(user: str) -> str:
-    MANAGEMENT_DIR.mkdir(parents=True, exist_ok=True)
-    return str(MANAGEMENT_DIR / f"{user}.sock")
+    directory = network_state() / "users"
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(directory / f"{user}.sock")
 
 
 def load_workload(spec: WorkloadConfig) -> Workload:
@@ -69,7 +67,7 @@ class MobileUser:
         self.path_loss = PathLoss(self.params, seed=config.seed, user=self.name)
         self.policy = handover_rule(self.params)
         self.attachments = Attachments(config.attachments or (self.run_dir / "radio" if self.run_dir
-                                                               else ATTACHMENTS_DIR))
+                                                               else network_state() / "radio"))
         self.shaper = RateShaper(self.name, self.params.rates(), self.attachments, config.capacities,
                                  self.events.emit) if self.params.link_rate == "rssi" else None
         self._lost: dict | None = None      # where and when coverage ended, until it returns

@@ -1,12 +1,14 @@
 """The IP plan and static routes of an emulated MEC network.
 
-Addresses are derived from the order of the topology file, so the same file
-always gives the same addresses:
+Addresses are derived from the order of the topology file and the network's
+number ``n`` on its host (0 for the first), so the same file always gives the
+same addresses, and networks running side by side never share one:
 
-* node ``i``: loopback ``10.255.0.<i+1>/32`` (agents and the controller bind here);
+* node ``i``: loopback ``10.255.<n>.<i+1>/32`` (agents and the controller bind here);
 * link ``k`` (connections first, then one radio link per MU and base station):
-  ``10.<1 + k // 256>.<k % 256>.0/24`` with ``.1`` on side a and ``.2`` on side b;
-* server ``j``: service containers in ``172.16.<j>.0/24`` behind its bridge ``.1``.
+  ``10.<1 + 16 n + k // 256>.<k % 256>.0/24`` with ``.1`` on side a and ``.2`` on side b
+  (4096 links per network);
+* server ``j``: service containers in ``172.<16 + n>.<j>.0/24`` behind its bridge ``.1``.
 
 Routes follow the lowest-delay path (hop count breaks ties), computed once.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from testbed.config import LinkParams, TopologySpec
+from testbed.net.namespaces import MAX_NETWORKS
 
 
 @dataclass(frozen=True)
@@ -107,28 +110,36 @@ class AddressPlan:
         return [(prefix, gateway, link.name) for prefix, (gateway, link) in sorted(table.items())]
 
 
-def _link_subnet(index: int) -> ipaddress.IPv4Network:
-    if index >= 254 * 256:
-        raise ValueError("too many links for the address plan (max 65024)")
-    return ipaddress.IPv4Network(f"10.{1 + index // 256}.{index % 256}.0/24")
+LINK_OCTETS = 16            # second octets of 10/8 per network: 16 x 256 link subnets
 
 
-def plan(spec: TopologySpec) -> AddressPlan:
+def _link_subnet(index: int, network: int) -> ipaddress.IPv4Network:
+    if index >= LINK_OCTETS * 256:
+        raise ValueError(f"too many links for the address plan (max {LINK_OCTETS * 256} per network)")
+    return ipaddress.IPv4Network(f"10.{1 + LINK_OCTETS * network + index // 256}.{index % 256}.0/24")
+
+
+def plan(spec: TopologySpec, network: int = 0) -> AddressPlan:
+    """The addresses of ``spec`` as the host's network number ``network``."""
+    if not 0 <= network < MAX_NETWORKS:
+        raise ValueError(f"network {network}: the address plan holds networks 0 to {MAX_NETWORKS - 1}")
     names = list(spec.nodes)
     if len(names) > 254:
         raise ValueError("too many nodes for the address plan (max 254)")
-    loopbacks = {name: f"10.255.0.{i + 1}" for i, name in enumerate(names)}
+    loopbacks = {name: f"10.255.{network}.{i + 1}" for i, name in enumerate(names)}
     links: list[LinkPlan] = []
     for conn in spec.connections:
         links.append(LinkPlan(len(links), conn.a, conn.b, conn.link_class,
-                              spec.link_params(conn), _link_subnet(len(links))))
+                              spec.link_params(conn), _link_subnet(len(links), network)))
     radio_class = spec.network.radio_link
     for mu in spec.nodes_with_role("mu"):
         for ap in spec.nodes_with_role("ap"):
             links.append(LinkPlan(len(links), ap, mu, radio_class, spec.links[radio_class],
-                                  _link_subnet(len(links)), radio=True))
+                                  _link_subnet(len(links), network), radio=True))
     servers = spec.nodes_with_role("cloud", "edge")
-    containers = {name: ipaddress.IPv4Network(f"172.16.{j}.0/24") for j, name in enumerate(servers)}
+    if len(servers) > 256:
+        raise ValueError("too many servers for the address plan (max 256)")
+    containers = {name: ipaddress.IPv4Network(f"172.{16 + network}.{j}.0/24") for j, name in enumerate(servers)}
     graph = nx.Graph()
     graph.add_nodes_from(name for name in names if spec.nodes[name].role != "mu")
     for link in links:

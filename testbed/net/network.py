@@ -4,6 +4,10 @@
 addresses them, installs static routes and records what it really applied.
 It is a context manager; ``stop()`` is safe to call more than once and leaves
 nothing behind (namespaces, veths, delay lines).
+
+A host holds several networks at once, one per process: starting claims a free
+network number (``testbed.net.hostlock``), which decides the prefix of every
+name and the address pools (``testbed.net.addressing``).
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from mininet.net import Mininet
 
 from testbed.config import TopologySpec
 from testbed.net import addressing
-from testbed.net.hostlock import claim_host, release_host
+from testbed.net.hostlock import claim_network, release_network
 from testbed.net.links import choose_backend, link_class_for
-from testbed.net.namespaces import CONTAINER_BRIDGE, RUN_STATE
+from testbed.net.namespaces import CONTAINER_BRIDGE, netns_name, network_state
 from testbed.net.nodes import ROLE_CLASSES, TestbedNode
 
 def allow_congestion_control(name: str) -> None:
@@ -40,7 +44,9 @@ class MecNetwork:
                  backend: str | None = None):
         self.spec = spec
         self.seed = seed
-        self.workdir = Path(workdir) if workdir else RUN_STATE / "net"
+        self._workdir = Path(workdir) if workdir else None
+        self.workdir = self._workdir            # the network's state directory unless given, once started
+        self.number: int | None = None         # which of the host's networks, once started
         self.requested_backend = backend or spec.network.backend
         self.backend = None
         self.backend_reason = None
@@ -65,8 +71,10 @@ class MecNetwork:
         setLogLevel("error")
         self.backend, self.backend_reason = choose_backend(self.requested_backend)
         allow_congestion_control(self.spec.network.tcp_congestion_control)
-        claim_host()
+        self.number = claim_network()
         self._claimed = True
+        self.plan = addressing.plan(self.spec, self.number)
+        self.workdir = self._workdir or network_state(self.number) / "net"
         try:
             self._build()
             self._address()
@@ -90,7 +98,7 @@ class MecNetwork:
             for host in mininet.hosts:
                 host.terminate()
         if self._claimed:
-            release_host()
+            release_network(self.number)
             self._claimed = False
         self.timings["stop_s"] = time.monotonic() - t0
 
@@ -162,6 +170,10 @@ class MecNetwork:
             raise RuntimeError("the network is not running")
         return self.mininet[name]
 
+    def netns(self, name: str) -> str:
+        """The published namespace of a node (``ip netns exec <this> ...``)."""
+        return netns_name(name, self.number)
+
     def address(self, name: str) -> str:
         """The node's stable address (its loopback)."""
         return self.plan.loopbacks[name]
@@ -184,6 +196,8 @@ class MecNetwork:
         """What the network really is, for the run record."""
         return {
             "topology": self.spec.name,
+            "network": self.number,
+            "namespaces": {name: self.netns(name) for name in self.spec.nodes},
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "tcp_congestion_control": self.spec.network.tcp_congestion_control,

@@ -57,7 +57,7 @@ def test_nothing_of_the_testbed_listens_outside_the_emulated_network(tmp_path, n
         assert ours == [], ours
         for server in net.spec.servers():
             address = net.address(server)
-            mine = [e for e in listeners(f"tb-{server}") if any("testbed" in cmdline(p) or "rsync" in cmdline(p)
+            mine = [e for e in listeners(net.netns(server)) if any("testbed" in cmdline(p) or "rsync" in cmdline(p)
                                                                  for p in e["pids"])]
             assert {e["local"] for e in mine} == {f"{address}:7100", f"{address}:7101", f"{address}:8730"}, mine
         # the service container runs under Docker's default seccomp and AppArmor profiles, unprivileged

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT
+from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, server_state_dir
 from testbed.records import counter_breaks
 
 from conftest import Session, agents_on_paper_network, model_session, outcome, served
@@ -96,7 +96,7 @@ def when(condition, then, timeout: float = 60.0) -> threading.Thread:
 
 def arrived(slot_suffix: str, service: str = "svc"):
     """True once a new slot named ``*<slot_suffix>`` appears in edge2's inbox for the service."""
-    inbox = STATE_ROOT / "servers" / "edge2" / "incoming" / service
+    inbox = server_state_dir("edge2") / "incoming" / service
 
     def slots() -> set[str]:
         try:
@@ -131,7 +131,7 @@ def settle_and_check(session: Session, record: dict, expected_server: str) -> li
     assert served(rows)[-1]["endpoint"] == record["new_endpoint"], outcome(rows)
     assert served(rows)[-1]["counter"] > 5
     if expected_server == "edge1":            # nothing of the failed migration is left at edge2
-        assert not (STATE_ROOT / "servers" / "edge2" / "incoming" / session.service).exists(), said(record)
+        assert not (server_state_dir("edge2") / "incoming" / session.service).exists(), said(record)
     return rows
 
 
@@ -239,7 +239,7 @@ def test_wan_cut_for_good_during_the_transfer(env, session, mode, slot):
 def test_destination_disk_full(env, request, mode, which):
     """The destination's checkpoint space holds 1 MB: the state cannot land there."""
     moving = request.getfixturevalue(which)
-    inbox = STATE_ROOT / "servers" / "edge2" / "incoming"
+    inbox = server_state_dir("edge2") / "incoming"
     inbox.mkdir(parents=True, exist_ok=True)
     server = env.net.node("edge2")            # its agent sees the mounts of the node's own namespace
     server.cmd(f"mount -t tmpfs -o size=1m tb-disk-full {inbox}")

@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from testbed import assets
-from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, STATE_ROOT
+from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, server_state_dir
 from testbed.records import counter_breaks, outages, read_jsonl
 
 from conftest import COUNTER, Session, agents_on_paper_network, model_session, outcome, served
@@ -269,7 +269,7 @@ def test_failed_restore_resumes_at_the_source_with_its_counter(env):
     time.sleep(1.0)
     source = env.agents["edge1"]
     pre = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="pre")
-    inbox = STATE_ROOT / "servers" / "edge2" / "incoming" / "svc" / f"{pre['migration']}-base"
+    inbox = server_state_dir("edge2") / "incoming" / "svc" / f"{pre['migration']}-base"
     for pages in inbox.glob("pages-*.img"):
         pages.write_bytes(b"\0" * 4096)
     record = source.call("migrate", service="svc", dest="edge2", mode="precopy-delta", phase="final")

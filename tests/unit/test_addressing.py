@@ -39,3 +39,30 @@ def test_routes_cover_every_remote_prefix(plan, paper_spec):
     edge1 = {prefix: via for prefix, _, via in plan.routes("edge1")}
     assert edge1[str(plan.container_subnets["edge3"])] == "edge1-edge2"
     assert edge1[str(plan.link_between("ap3", "mu").subnet)] == "edge1-edge2"
+
+
+def _addresses(plan) -> list:
+    import ipaddress
+
+    return ([ipaddress.IPv4Network(f"{a}/32") for a in plan.loopbacks.values()]
+            + [link.subnet for link in plan.links] + list(plan.container_subnets.values()))
+
+
+def test_networks_of_one_host_share_no_address(paper_spec):
+    from testbed.net.namespaces import MAX_NETWORKS
+
+    plans = [addressing.plan(paper_spec, n) for n in range(MAX_NETWORKS)]
+    pools = [_addresses(p) for p in plans]
+    for i, mine in enumerate(pools):
+        for other in pools[i + 1:]:
+            assert not any(a.overlaps(b) for a in mine for b in other), i
+    assert plans[0].loopbacks["edge1"] == "10.255.0.2"     # network 0 keeps a single network's addresses
+    assert plans[2].loopbacks["edge1"] == "10.255.2.2"
+    with pytest.raises(ValueError, match="networks 0 to 14"):
+        addressing.plan(paper_spec, MAX_NETWORKS)
+
+
+def test_a_network_holds_4096_links_and_says_so():
+    with pytest.raises(ValueError, match="max 4096 per network"):
+        addressing._link_subnet(4096, 0)
+    assert str(addressing._link_subnet(4095, 14)) == "10.240.255.0/24"

@@ -20,6 +20,7 @@ from typing import ClassVar
 from mininet.link import Intf, Link
 
 from testbed.config import LinkParams
+from testbed.net.namespaces import network_state
 from testbed.registry import LINK_BACKENDS
 
 OFFLOADS_OFF = "tx off rx off sg off tso off gso off gro off"
@@ -88,7 +89,7 @@ class ShapedLink(Link):
         """``seed``: for a backend's random jitter and loss; ``workdir``: for its files."""
         self.shape = shape
         self.seed = seed
-        self.workdir = Path(workdir or "/run/testbed")
+        self.workdir = Path(workdir) if workdir else network_state() / "net"
         kwargs["intf"] = self.intf_class
         super().__init__(node1, node2, shape=shape, **kwargs)
 

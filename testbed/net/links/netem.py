@@ -9,6 +9,7 @@ import subprocess
 
 from testbed.config import LinkParams
 from testbed.net.links.base import ShapedIntf, ShapedLink
+from testbed.net.namespaces import TRANSIENT_PREFIX
 
 
 def netem_limit(shape: LinkParams) -> int:
@@ -24,7 +25,7 @@ def netem_limit(shape: LinkParams) -> int:
 
 def kernel_has_netem() -> tuple[bool, str]:
     """Try a netem qdisc on a throwaway veth in a throwaway namespace."""
-    ns = f"tb-probe{os.getpid()}"
+    ns = f"{TRANSIENT_PREFIX}probe{os.getpid()}"
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
         subprocess.run(["ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1"],
