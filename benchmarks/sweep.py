@@ -1,11 +1,12 @@
 """Sweep benchmark: throughput (trials per hour) by parallelism and backend.
 
-    .venv/bin/python benchmarks/sweep.py [--trials 8] [--parallel 1,2] [--emulated-trials 2]
+    .venv/bin/python benchmarks/sweep.py [--trials 8] [--parallel 1,2] [--emulated-trials 4]
 
 Each row is one sweep of ``experiments/default.yaml`` (counter, nearest planner) over
 ``--trials`` grid points of the edge-to-edge delay, run by ``testbed sweep`` in a fresh
 directory: simulated trials (70 s each) at each parallelism, and emulated ones (30 s each,
-one network per host) when ``--emulated-trials`` > 0 (root, the full stack).
+a network of their own each) at each parallelism when ``--emulated-trials`` > 0 (root, the
+full stack).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main():
     args = parser.parse_args()
     rows = [sweep(args.trials, int(p), True, "70s") for p in args.parallel.split(",")]
     if args.emulated_trials:
-        rows.append(sweep(args.emulated_trials, 1, False, "30s"))
+        rows += [sweep(args.emulated_trials, int(p), False, "30s") for p in args.parallel.split(",")]
     report("sweep", "Sweep throughput (2-core machine)", rows,
            ["A sweep's wall time includes starting its Dask cluster (a few seconds)."])
 

@@ -116,7 +116,7 @@ def test_a_sweep_runs_on_a_scheduler_and_testbed_workers(tmp_path):
 @pytest.mark.network
 @pytest.mark.docker
 @pytest.mark.criu
-def test_an_emulated_sweep_runs_its_trials_one_network_at_a_time(tmp_path):
+def test_an_emulated_sweep_runs_two_trials_at_once_on_networks_of_their_own(tmp_path):
     out = tmp_path / "sweep"
     done = subprocess.run([sys.executable, "-m", "testbed", "sweep", str(DEFAULT), "--grid",
                            "links.edge_edge.delay=20ms,80ms", "--set", "planners=[nearest]", "--set", "duration=30s",
@@ -129,3 +129,6 @@ def test_an_emulated_sweep_runs_its_trials_one_network_at_a_time(tmp_path):
     assert e2e["80ms"] > e2e["20ms"]      # the service waits behind the old edge for a while after the handover
     config = yaml.safe_load((out / "trials" / "delay=80ms-rep1" / "record" / "config.yaml").read_text())
     assert config["topology"]["links"]["edge_edge"]["delay"] == "80ms"
+    # one trial claimed network 1 while the other held network 0: they ran side by side
+    networks = {json.loads(path.read_text())["network"] for path in (out / "trials").rglob("network.json")}
+    assert networks == {0, 1}, networks
