@@ -60,14 +60,18 @@ def paper_spec():
 
 @pytest.fixture
 def no_leftovers():
-    """Fail the test if it leaves testbed namespaces, links or containers behind (of any network)."""
+    """Fail the test if it leaves testbed namespaces, links or containers behind, in any network
+    that no live process owns (another network running on the host is not the test's)."""
     yield
     from testbed.clean import clean, leftovers
-    from testbed.net.clean import ALL
+    from testbed.net.hostlock import network_owner
+    from testbed.net.namespaces import MAX_NETWORKS
 
-    left = leftovers(ALL)
-    if any(left.values()):
-        clean(ALL)
+    orphans = [n for n in range(MAX_NETWORKS) if network_owner(n) is None]
+    left = {n: found for n in orphans if any((found := leftovers(n)).values())}
+    if left:
+        for number in left:
+            clean(number)
         pytest.fail(f"left behind: {left}")
 
 

@@ -38,6 +38,23 @@ def leftovers(network: int | str | None = None) -> dict[str, list[str]]:
             "containers": testbed_containers(network), "cgroups": server_cgroups(network)}
 
 
+def networks_on_host() -> list[dict]:
+    """Every network that runs or left something on this host: its number, prefix, owner (None:
+    gone), and how many namespaces and containers it has."""
+    from testbed.net.hostlock import network_owner
+    from testbed.net.namespaces import name_prefix
+
+    rows = []
+    for number in range(MAX_NETWORKS):
+        owner = network_owner(number)
+        namespaces = testbed_namespaces(number)
+        if owner is None and not namespaces:
+            continue
+        rows.append({"network": number, "prefix": name_prefix(number), "owner": owner,
+                     "namespaces": len(namespaces), "containers": len(testbed_containers(number))})
+    return rows
+
+
 def server_cgroups(network: int | str | None = None) -> list[str]:
     from testbed.containers.server import ContainerError, engine_pid
     from testbed.containers.server_cgroup import leftover
