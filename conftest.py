@@ -61,14 +61,12 @@ def paper_spec():
 @pytest.fixture
 def no_leftovers():
     """Fail the test if it leaves testbed namespaces, links or containers behind, in any network
-    that no live process owns (another network running on the host is not the test's)."""
+    but those other live processes own (another network running on the host is not the test's)."""
     yield
-    from testbed.clean import clean, leftovers
+    from testbed.clean import clean, leftovers_by_network
     from testbed.net.hostlock import network_owner
-    from testbed.net.namespaces import MAX_NETWORKS
 
-    orphans = [n for n in range(MAX_NETWORKS) if network_owner(n) is None]
-    left = {n: found for n in orphans if any((found := leftovers(n)).values())}
+    left = {n: found for n, found in leftovers_by_network().items() if network_owner(n) in (None, os.getpid())}
     if left:
         for number in left:
             clean(number)
