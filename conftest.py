@@ -60,14 +60,16 @@ def paper_spec():
 
 @pytest.fixture
 def no_leftovers():
-    """Fail the test if it leaves testbed namespaces, links or containers behind (of any network)."""
+    """Fail the test if it leaves testbed namespaces, links or containers behind, in any network
+    but those other live processes own (another network running on the host is not the test's)."""
     yield
-    from testbed.clean import clean, leftovers
-    from testbed.net.clean import ALL
+    from testbed.clean import clean, leftovers_by_network
+    from testbed.net.hostlock import network_owner
 
-    left = leftovers(ALL)
-    if any(left.values()):
-        clean(ALL)
+    left = {n: found for n, found in leftovers_by_network().items() if network_owner(n) in (None, os.getpid())}
+    if left:
+        for number in left:
+            clean(number)
         pytest.fail(f"left behind: {left}")
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.containers.clean import clean_containers, clean_server_cgroups, testbed_containers
+from testbed.containers.clean import (clean_containers, clean_server_cgroups, containers_by_network,
+                                     testbed_containers)
 from testbed.deprecation import module_getattr
 from testbed.net.clean import ALL, CleanReport, clean_network, testbed_namespaces, testbed_root_interfaces
-from testbed.net.namespaces import MAX_NETWORKS, RUN_STATE, current_network, owner_file
+from testbed.net.namespaces import MAX_NETWORKS, RUN_STATE, current_network, name_prefix, network_of, owner_file
 from testbed.records import mark_killed_runs
 
 
@@ -36,6 +37,45 @@ def leftovers(network: int | str | None = None) -> dict[str, list[str]]:
     host (empty lists: nothing)."""
     return {"namespaces": testbed_namespaces(network), "interfaces": testbed_root_interfaces(network),
             "containers": testbed_containers(network), "cgroups": server_cgroups(network)}
+
+
+def leftovers_by_network() -> dict[int, dict[str, list[str]]]:
+    """What every network has on this host, in one pass: {number: leftovers} (networks with
+    nothing are not listed; nor are host probes' ``tbx-`` namespaces, which are no network's)."""
+    found: dict[int, dict[str, list[str]]] = {}
+
+    def add(kind: str, name: str, number: int | None) -> None:
+        if number is not None:
+            found.setdefault(number, {k: [] for k in ("namespaces", "interfaces", "containers", "cgroups")})[
+                kind].append(name)
+
+    for name in testbed_namespaces(ALL):
+        add("namespaces", name, network_of(name))
+    for name in testbed_root_interfaces(ALL):
+        add("interfaces", name, network_of(name))
+    for name in server_cgroups(ALL):
+        add("cgroups", name, network_of(name))
+    for number, ids in containers_by_network().items():
+        for cid in ids:
+            add("containers", cid, number)
+    return found
+
+
+def networks_on_host() -> list[dict]:
+    """Every network that runs or left something on this host: its number, prefix, owner (None:
+    gone), and how many namespaces and containers it has."""
+    from testbed.net.hostlock import network_owner
+
+    found = leftovers_by_network()
+    rows = []
+    for number in range(MAX_NETWORKS):
+        owner, left = network_owner(number), found.get(number)
+        if owner is None and left is None:
+            continue
+        rows.append({"network": number, "prefix": name_prefix(number), "owner": owner,
+                     "namespaces": len(left["namespaces"]) if left else 0,
+                     "containers": len(left["containers"]) if left else 0})
+    return rows
 
 
 def server_cgroups(network: int | str | None = None) -> list[str]:

@@ -116,6 +116,25 @@ def net_check(topology: Path, set_: list[str] = typer.Option([], "--set", help="
     console.print(f"down in {net.timings['stop_s']:.2f} s")
 
 
+@net_app.command("list")
+def net_list():
+    """The networks on this host: number, prefix, owner process (or gone), namespaces, containers."""
+    from testbed.clean import networks_on_host
+
+    rows = networks_on_host()
+    if not rows:
+        console.print("no testbed network on this host")
+        return
+    table = Table(title="testbed networks")
+    for column in ("network", "prefix", "owner", "namespaces", "containers"):
+        table.add_column(column)
+    for row in rows:
+        owner = str(row["owner"]) if row["owner"] else "[yellow]gone[/yellow] (testbed clean --network " \
+            f"{row['network']})"
+        table.add_row(str(row["network"]), row["prefix"], owner, str(row["namespaces"]), str(row["containers"]))
+    console.print(table)
+
+
 @net_app.command("up")
 def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
            hold: float = typer.Option(0, help="seconds to keep it up (0: until Ctrl-C)")):

@@ -26,6 +26,21 @@ def testbed_containers(network: int | str | None = None) -> list[str]:
         return []
 
 
+def containers_by_network() -> dict[int, list[str]]:
+    """Ids of the testbed's containers by the network they belong to (one query of the engine)."""
+    try:
+        import docker
+        client = docker.from_env(timeout=10)
+        found = client.containers.list(all=True, filters={"label": TESTBED_LABEL})
+    except Exception:  # no engine: nothing of ours can be running in it
+        return {}
+    networks: dict[int, list[str]] = {}
+    for container in found:
+        label = container.labels.get(NETWORK_LABEL, "0")
+        networks.setdefault(int(label) if label.isdigit() else 0, []).append(container.id)
+    return networks
+
+
 def clean_containers(report: CleanReport | None = None, network: int | str | None = None) -> CleanReport:
     report = report or CleanReport()
     ids = testbed_containers(network)

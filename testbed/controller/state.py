@@ -16,7 +16,7 @@ import numpy as np
 from testbed.config import CalibrationSpec, RadioSpec, TopologySpec, read_yaml
 from testbed.config.experiment import DEFAULT_CALIBRATION
 from testbed.controller.estimators import DEFAULT_RATES, MigrationTimeModel, PathEstimate
-from testbed.mobility.base import Point, distance
+from testbed.mobility.base import Point
 from testbed.radio import HysteresisHandover, PathLoss, handover_rule
 from testbed.rates import RateTable, airtime_share
 
@@ -116,6 +116,7 @@ class SystemState:
     rates: RateTable = DEFAULT_RATES        # the radio's rate by RSSI (eq. 4's B_ub)
     shared_radio: bool = False              # users of a base station share its airtime
     _stations_xy: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _servers_xy: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, spec: TopologySpec, radio: RadioSpec, report_period: float, t: float | None = None,
@@ -152,8 +153,16 @@ class SystemState:
         return next((name for name, s in sorted(self.servers.items()) if s.role == "cloud"), None)
 
     def nearest_server(self, position: Point, roles=("edge",)) -> str:
-        candidates = [s for s in self.servers.values() if s.role in roles and s.position is not None]
-        return min(candidates, key=lambda s: (distance(s.position, position), s.name)).name
+        """The server of ``roles`` nearest to ``position`` (of two as near, the first by name)."""
+        key = (tuple(roles), len(self.servers))
+        if key not in self._servers_xy:        # servers do not move: their positions as one array
+            names = sorted(s.name for s in self.servers.values() if s.role in roles and s.position is not None)
+            self._servers_xy[key] = (names, np.array([self.servers[n].position for n in names],
+                                                     dtype=float).reshape(-1, 2))
+        names, xy = self._servers_xy[key]
+        if not names:
+            raise ValueError(f"no server with a position among roles {', '.join(roles)}")
+        return names[int(np.argmin(np.hypot(xy[:, 0] - position[0], xy[:, 1] - position[1])))]
 
     def path(self, rssi: float, station: str, server: str, rates: RateTable | None = None,
              sharing: int = 1) -> PathEstimate:

@@ -8,9 +8,14 @@ on the same triggers (a handover's start, a user's report, the monitor tick)
 with the same ``SystemState``; their ``Migrate`` and ``Handover`` actions are
 carried out with the phases the emulator measured (``testbed.sim.calibration``).
 
+Wired links are shared by task traffic and migrations as fluids: a link's
+tasks are a processor-sharing queue (a task of x bits takes x / (C (1 - rho))
+over a link of C bit/s whose tasks offer rho C, and shares that with each
+migration crossing it), and migrations split what the tasks leave.
+
 What the fluid model does not do, and says so in docs/FIDELITY.md: no
-per-packet TCP (a transfer takes ``transfer_seconds`` over the bandwidth the
-concurrent migrations of that path share), no shadowing (the mean path-loss
+per-packet TCP (a migration's transfer takes ``transfer_seconds`` over the
+bandwidth its path had when it began), no shadowing (the mean path-loss
 model), a server's queue as M/M/c (Sakasegawa's approximation) rather than
 processor sharing of real containers.
 """
@@ -71,7 +76,6 @@ class Simulation:
         self.mode = spec.migration.mode
         self.state.migration_model.precopy_share = spec.migration.options().get("precopy_share", 1.0)
         self.trial = Trial(planner.name, self.seed)
-        self._moving_on: dict[tuple[str, str], int] = {}    # migrations under way per server pair
         self._k, self._servers_synced, self._accounted = 0, -1, 0.0
         self.settling = False
         self._radio_setup()
@@ -90,8 +94,6 @@ class Simulation:
         self.server_names = sorted(self.state.servers)
         self.server_index = {n: i for i, n in enumerate(self.server_names)}
         self.one_way = np.array([[self.network.one_way(b, s) for s in self.server_names] for b in self.station_names])
-        self.path_mbps = np.array([[self.network.bandwidth(b, s) for s in self.server_names]
-                                   for b in self.station_names])
         self.capacity = np.array([self.state.stations[n].capacity_mbps or np.inf for n in self.station_names])
         rates = radio.rates()
         self.rate_snr = np.array([s for s, _ in rates.steps]) - 1e-9
@@ -101,6 +103,32 @@ class Simulation:
         self.controller = self.spec.topology.cloud()            # where the controller runs, as emulated
         radio_link = self.spec.topology.links.get(self.spec.topology.network.radio_link)
         self.radio_one_way = radio_link.delay if radio_link else 0.0
+        self._links_setup()
+
+    def _links_setup(self) -> None:
+        """Which wired links each station-to-server path crosses (``pair_hops``, padded with the
+        index ``len(links)``, a link that is never loaded), their bandwidth, and their load."""
+        self.link_mbps = np.array(self.network.capacities(), dtype=float)
+        hops = [[self.network.hops(b, s) for s in self.server_names] for b in self.station_names]
+        longest = max((len(h) for row in hops for h in row), default=0)
+        none = len(self.link_mbps)
+        self.pair_hops = np.full((len(self.station_names), len(self.server_names), max(1, longest)), none)
+        for i, row in enumerate(hops):
+            for j, links in enumerate(row):
+                self.pair_hops[i, j, :len(links)] = links
+        self.link_task_mbps = np.zeros(none)          # what the tasks offer each link
+        self.link_migrations = np.zeros(none)         # migrations crossing each link now
+
+    def _migration_mbps(self, links: list[int]) -> float:
+        """A migration's share of its path now: what the tasks leave of each link, split between
+        the migrations crossing it."""
+        if not links:
+            return math.inf
+        return float(np.min(self._left_by_tasks()[links] / self.link_migrations[links]))
+
+    def _left_by_tasks(self) -> np.ndarray:
+        """Per link, the bandwidth the tasks leave (at least ``1 - QUEUE_CAP`` of it)."""
+        return np.maximum(self.link_mbps - self.link_task_mbps, self.link_mbps * (1.0 - QUEUE_CAP))
 
     def _users_setup(self) -> None:
         self.user_names = list(self.spec.users)
@@ -433,30 +461,30 @@ class Simulation:
             yield self.env.timeout(lag + control)
         elif action.pre_at > self.env.now:
             yield self.env.timeout(action.pre_at - self.env.now)
-        key = (min(source, dest), max(source, dest))
-        self._moving_on[key] = self._moving_on.get(key, 0) + 1
-        bandwidth = self.network.bandwidth(source, dest) / self._moving_on[key]
+        links = self.network.hops(source, dest)
+        self.link_migrations[links] += 1
         rtt = 2 * self.network.one_way(source, dest)
         c_source, c_dest = self.compute[self.server_index[source]], self.compute[self.server_index[dest]]
         checkpoint = calibration.checkpoint_s / c_source
         started = self.env.now
         if self.mode == "cold":
-            pre = calibration.setup_s + 2 * control
+            yield self.env.timeout(calibration.setup_s + 2 * control)
             moved_bytes = service.full_bytes + service.delta_bytes
         else:
-            share = self.state.migration_model.precopy_share
-            pre = calibration.setup_s + 2 * control + checkpoint + calibration.pre_efficiency * transfer_seconds(
-                service.full_bytes, bandwidth * share, rtt)
+            yield self.env.timeout(calibration.setup_s + 2 * control + checkpoint)
+            share = self.state.migration_model.precopy_share       # the path as it is when the transfer begins
+            yield self.env.timeout(calibration.pre_efficiency * transfer_seconds(
+                service.full_bytes, self._migration_mbps(links) * share, rtt))
             moved_bytes = service.delta_bytes
-        yield self.env.timeout(pre)
+        pre = self.env.now - started
         if action.final_at is not None and action.final_at > self.env.now:
             yield self.env.timeout(action.final_at - self.env.now)
         restore = calibration.restore_s / c_dest
-        downtime = max(0.0, checkpoint + transfer_seconds(moved_bytes, bandwidth, rtt) + restore
+        downtime = max(0.0, checkpoint + transfer_seconds(moved_bytes, self._migration_mbps(links), rtt) + restore
                        + calibration.overhead_s)
         self.down_from[s], self.down_until[s] = self.env.now, self.env.now + downtime
         yield self.env.timeout(downtime)
-        self._moving_on[key] -= 1
+        self.link_migrations[links] -= 1
         service.server, service.moving, service.moving_to = dest, False, None
         self.server_of[s] = self.server_index[dest]
         self.moving[s] = False
@@ -525,7 +553,12 @@ class Simulation:
         rssi = self._serving_rssi(users)
         sharing = np.bincount(self.ap[self.ap >= 0], minlength=len(self.station_names))[station]
         radio = np.minimum(self._radio_rate(rssi), self.capacity[station]) / np.maximum(1, sharing)
-        bandwidth = np.minimum(radio, self.path_mbps[station, server])
+        hops = self.pair_hops[station, server]
+        offered = self._rates * self._active * self.task_bytes * 8 / 1e6
+        self.link_task_mbps = np.bincount(hops.ravel(), weights=np.repeat(offered, hops.shape[1]),
+                                          minlength=len(self.link_mbps) + 1)[:len(self.link_mbps)]
+        per_task = np.append(self._left_by_tasks() / (1.0 + self.link_migrations), np.inf)
+        bandwidth = np.minimum(radio, per_task[hops].min(axis=1))
         tx = self.task_bytes * 8 / np.maximum(bandwidth, 1e-6) / 1e6 + 2 * (self.one_way[station, server]
                                                                            + self.radio_one_way)
         rtt = 2 * (self.one_way[station, server] + self.radio_one_way)

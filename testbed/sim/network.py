@@ -20,6 +20,19 @@ class GraphNetwork:
                                 cost=params.delay + 1e-6)
         self._from: dict[str, tuple[dict, dict]] = {}
         self._bottleneck: dict[tuple[str, str], float] = {}
+        self.edges = list(self.graph.edges)
+        self._edge_index = {frozenset(edge): i for i, edge in enumerate(self.edges)}
+
+    def capacities(self):
+        """Every link's bandwidth (Mbit/s), in the order of ``edges`` (the indices ``hops`` answers)."""
+        return [self.graph.edges[edge]["bandwidth"] for edge in self.edges]
+
+    def hops(self, a: str, b: str) -> list[int]:
+        """The links (indices into ``edges``) of the path from ``a`` to ``b``."""
+        if a == b:
+            return []
+        path = self.path(a, b)
+        return [self._edge_index[frozenset(pair)] for pair in zip(path, path[1:])]
 
     def _paths(self, source: str) -> tuple[dict, dict]:
         if source not in self._from:

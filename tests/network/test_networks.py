@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from testbed.clean import leftovers
-from testbed.net.clean import ALL
 
 pytestmark = [pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,10 +54,14 @@ def test_two_networks_keep_their_fidelity_and_are_cleaned_alone(testbed_cli, no_
     third = None
     try:
         one, two = first.info, second.info
-        assert {one["network"], two["network"]} == {0, 1}
+        assert one["network"] != two["network"]
         assert not set(one["namespaces"]) & set(two["namespaces"])
         assert len({one["s1"], two["s1"]}) == 2 and one["subnet"] != two["subnet"]
         assert len({one["container"], two["container"]}) == 2
+        listed = testbed_cli("net", "list")
+        for network in (first, second):
+            assert f"│ {network.info['network']} " in listed.stdout and str(network.process.pid) in listed.stdout, \
+                listed.stdout
         for network in (first, second):              # both measured at the same time
             network.ask("check")
         for network in (first, second):
@@ -87,9 +90,10 @@ def test_two_networks_keep_their_fidelity_and_are_cleaned_alone(testbed_cli, no_
         third.ask("quit")
         assert third._reply() == {"stopped": third.info["network"]}
         third.process.wait(timeout=30)
-        assert not any(leftovers(ALL).values()), leftovers(ALL)
+        for number in (one["network"], two["network"]):
+            assert not any(leftovers(number).values()), leftovers(number)
     finally:
         for network in (first, second, third):
             if network is not None and network.process.poll() is None:
                 network.kill()
-        testbed_cli("clean", "--all")
+                testbed_cli("clean", "--network", str(network.info["network"]))

@@ -29,14 +29,16 @@ CALIBRATION = {
 }
 
 
-def city_file(tmp_path: Path, users: int = 20, duration: str = "600s", planners=("nearest", "cloud")) -> Path:
+def city_file(tmp_path: Path, users: int = 20, duration: str = "600s", planners=("nearest", "cloud"),
+              task_bytes: int = 16) -> Path:
     path = tmp_path / "city.yaml"
+    calibration_ = {**CALIBRATION, "apps": {"counter": {**CALIBRATION["apps"]["counter"], "task_bytes": task_bytes}}}
     path.write_text(yaml.safe_dump({
         "name": "city-test", "seed": 3, "duration": duration, "planners": list(planners),
         "radio": {"tx_power_dbm": 30, "pl_d0_db": 40, "exponent": 3.0, "sensitivity_dbm": -85,
                   "hysteresis_db": 3, "handover_time": "500ms"},
         "report_period": "5s",
-        "sim": {"calibration": CALIBRATION,
+        "sim": {"calibration": calibration_,
                 "city": {"area": [2000, 2000], "cell_spacing": 400, "edge_servers": 5},
                 "population": {"users": users, "mobility": {"model": "random_waypoint", "speed": [5, 15]},
                                "services": [{"app": "counter", "think_time": "50ms"}]}}}))
@@ -200,6 +202,34 @@ def test_the_controllers_planners_decide_in_the_simulator(tmp_path):
     # every handover costs its user the handover time (0.5 s), on top of any time out of coverage
     downtime = sum(row["downtime_s"] - row["downtime_coverage_s"] for row in cloud.aggregates)
     assert downtime == pytest.approx(0.5 * len(cloud.handovers), rel=0.05)
+
+
+def test_tasks_and_migrations_share_the_wired_links(tmp_path):
+    """Tasks on a loaded link wait as in a processor-sharing queue, and a migration gets what the
+    tasks leave of its path."""
+    wide = ["links.edge_cloud.bandwidth=10Gbps"]
+    light, _ = run(tmp_path, "cloud", duration="120s")
+    light_wide, _ = run(tmp_path, "cloud", wide, duration="120s")
+    heavy, _ = run(tmp_path, "cloud", duration="120s", task_bytes=1_000_000, users=40)
+    heavy_wide, _ = run(tmp_path, "cloud", wide, duration="120s", task_bytes=1_000_000, users=40)
+    e2e = {name: summarise(trial, 120)["e2e_mean_ms"] for name, trial in
+           [("light", light), ("light_wide", light_wide), ("heavy", heavy), ("heavy_wide", heavy_wide)]}
+    # the radio (54 Mbit/s at best) is every path's bottleneck: a wider cloud link changes nothing
+    # unless the tasks load it
+    assert e2e["light"] == pytest.approx(e2e["light_wide"], rel=0.01), e2e
+    assert e2e["heavy"] > 1.1 * e2e["heavy_wide"], e2e
+
+    quiet, _ = run(tmp_path, "nearest", duration="300s")
+    busy, _ = run(tmp_path, "nearest", duration="300s", task_bytes=1_000_000)
+    def moves(trial):                  # in the order they began (they end in another order when slower)
+        return sorted(trial.migrations, key=lambda m: (m["start"], m["service"]))
+
+    assert [(m["service"], m["dest"], round(m["start"], 3)) for m in moves(quiet)] == \
+        [(m["service"], m["dest"], round(m["start"], 3)) for m in moves(busy)]       # the same walks
+    slower = [b["pre_migration_s"] / q["pre_migration_s"] for q, b in zip(moves(quiet), moves(busy))]
+    # the user's own tasks cross the path its service moves along (station, new edge, old edge), and
+    # so do others': the transfer (about a third of the pre-migration here) gets what they leave
+    assert min(slower) >= 1.0 and np.median(slower) > 1.01 and max(slower) > 1.05, slower
 
 
 # -- SUMO vehicle traces ---------------------------------------------------------------------------------
