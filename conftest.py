@@ -200,12 +200,14 @@ class Session:
         self.log.unlink(missing_ok=True)
         instance = stack.agents[host].call("deploy", spec={"service": service, **(spec or COUNTER)})
         self.host = host
+        self.pre_record: dict | None = None          # the last migration's pre-copy phase
         self.user = stack.start_user("mu", [{"service": service, "endpoint": [instance["ip"], instance["port"]],
                                              **(client or {})}], initial_ap=ap)
 
     def migrate(self, dest: str, mode: str, **options) -> dict:
         source = self.stack.agents[self.host]
         pre = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="pre", options=options)
+        self.pre_record = pre
         self.user.call("set_endpoints", service=self.service, pending=[pre["dest_endpoint"]])
         time.sleep(0.5)
         record = source.call("migrate", service=self.service, dest=dest, mode=mode, phase="final",

@@ -43,7 +43,15 @@ def test_stateful_modes_continue_the_counter(env, mode):
     assert ok_rows[0]["counter"] == 1
     assert counter_breaks(rows) == []                 # no lost, no repeated increments
     assert after[0]["counter"] == before[-1]["counter"] + 1
-    assert len(outages(rows)) == 1
+    # one outage: the migration's.  Only the pre-copy's checkpoint may make a request late before
+    # it (it freezes the service while it dumps; on a busy host longer than the 0.5 s timeout)
+    final = min(phase["start"] for phase in record["phases"].values())
+    early = [o for o in outages(rows) if o.end <= final]
+    assert len(outages(rows)) - len(early) == 1, outages(rows)
+    pre = session.pre_record["phases"].get("pre_migration") if session.pre_record else None
+    for outage in early:
+        assert pre and pre["start"] <= outage.start <= pre["end"] and outage.cause.startswith("timeout"), \
+            (outage, session.pre_record)
     for phase in ("final_checkpoint", "final_transfer", "restore"):
         assert record["phases"][phase]["ok"]
     assert record["bytes"]["during_downtime"] > 0
