@@ -27,7 +27,7 @@ from common import ROOT, report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from testbed.clean import clean, leftovers  # noqa: E402
-from testbed.net.clean import ALL  # noqa: E402
+from testbed.net.namespaces import ALL  # noqa: E402
 
 SMALL = """
 import json, sys, time

@@ -11,8 +11,8 @@ from pathlib import Path
 from testbed.containers.clean import (clean_containers, clean_server_cgroups, containers_by_network,
                                      testbed_containers)
 from testbed.deprecation import module_getattr
-from testbed.net.clean import ALL, CleanReport, clean_network, testbed_namespaces, testbed_root_interfaces
-from testbed.net.namespaces import MAX_NETWORKS, RUN_STATE, current_network, name_prefix, network_of, owner_file
+from testbed.net.clean import CleanReport, clean_network, testbed_namespaces, testbed_root_interfaces
+from testbed.net.namespaces import ALL, MAX_NETWORKS, RUN_STATE, current_network, name_prefix, network_of, owner_file
 from testbed.records import mark_killed_runs
 
 

@@ -66,7 +66,7 @@ def clean(all_: bool = typer.Option(False, "--all", help="every network of this 
     """Remove the namespaces, links, containers and helper processes one network of the testbed
     created (also after a killed run); `--all` for every network."""
     from testbed.clean import clean as clean_network
-    from testbed.net.clean import ALL
+    from testbed.net.namespaces import ALL
 
     try:
         report = clean_network(ALL if all_ else network)

@@ -17,13 +17,12 @@ from testbed.containers.server import ServerContainers, engine_pid
 from testbed.containers.server_cgroup import ServerCgroup
 from testbed.events import EventLog
 from testbed.migration.base import ContainerSpec
-from testbed.net.namespaces import network_state
+from testbed.net.namespaces import network_socket
+
 
 def management_socket(server: str) -> str:
     """Unix socket on which the runner (outside the emulated network) manages an agent."""
-    directory = network_state() / "agents"
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory / f"{server}.sock")
+    return network_socket("agents", server)
 
 
 class Agent:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from testbed.containers.cgroups import CgroupError
-from testbed.net.namespaces import current_network, name_prefix, network_of
+from testbed.net.namespaces import ALL, current_network, name_prefix, network_of
 
 PARENT = "mec-testbed"
 PERIOD_US = 10_000        # as the containers' (testbed.containers.server.CPU_PERIOD_US)
@@ -206,10 +206,10 @@ def _tops(engine_root: Path) -> list[Path]:
 
 
 def _server_dirs(engine_root: Path, network: int | str | None) -> list[Path]:
-    """Server cgroups of ``network`` (default: this process's; ``"all"``: every one)."""
+    """Server cgroups of ``network`` (default: this process's; ``ALL``: every one)."""
     network = current_network() if network is None else network
     return [path for top in _tops(engine_root) if top.is_dir() for path in sorted(top.iterdir())
-            if path.is_dir() and (network == "all" or network_of(path.name) == network)]
+            if path.is_dir() and (network == ALL or network_of(path.name) == network)]
 
 
 def remove_all(engine_root: Path, network: int | str | None = None) -> list[str]:
@@ -220,7 +220,7 @@ def remove_all(engine_root: Path, network: int | str | None = None) -> list[str]
         removed.add(path.name)
         _rmdir_tree(path)
     for top in _tops(engine_root):
-        if network == "all" and top.is_dir():
+        if network == ALL and top.is_dir():
             _rmdir_tree(top)
     return sorted(removed)
 

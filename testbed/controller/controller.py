@@ -35,7 +35,6 @@ from testbed.registry import MIGRATION_MODES
 from testbed.rpc import RpcClient, RpcError
 
 
-
 def management_socket() -> str:
     """The controller's Unix socket for the runner and the dashboard, in its network's state."""
     return str(network_state() / "controller.sock")

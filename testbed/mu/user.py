@@ -34,14 +34,13 @@ from testbed.mu.airtime import Attachments, RateShaper
 from testbed.mu.config import UserConfig, WorkloadConfig
 from testbed.mu.offloading import OffloadingClient, Workload
 from testbed.mu.radio_link import RadioLink, RadioPort
+from testbed.net.namespaces import network_socket, network_state
 from testbed.radio import PathLoss, handover_rule
-from testbed.net.namespaces import network_state
 from testbed.rpc import RpcClient, RpcError
 
+
 def management_socket(user: str) -> str:
-    directory = network_state() / "users"
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(directory / f"{user}.sock")
+    return network_socket("users", user)
 
 
 def load_workload(spec: WorkloadConfig) -> Workload:

@@ -14,7 +14,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 
-from testbed.net.namespaces import current_network, kill_netns, network_of
+from testbed.net.namespaces import ALL, current_network, kill_netns, network_of
 
 
 @dataclass
@@ -34,10 +34,8 @@ class CleanReport:
                                                          if self.runs else ""))
 
 
-ALL = "all"                                  # every network, and the host probes' leftovers
-
-
 def _mine(name: str, network: int | str) -> bool:
+    """Whether a namespace or interface is ``network``'s (``ALL``: any testbed one, probes too)."""
     if network == ALL:
         return name.startswith("tb")
     return network_of(name) == network

@@ -24,6 +24,7 @@ MAX_NETWORKS = 15                     # the address plan holds this many network
 CONTAINER_BRIDGE = "svc0"             # on every server: the gateway of its containers
 RUN_STATE = Path("/run/testbed")      # run-time state of the networks on this host
 TRANSIENT_PREFIX = "tbx-"             # namespaces of host probes, never part of a network
+ALL = "all"                           # where a network number is asked: every network
 _LABEL = re.compile(r"^tb(\d*)-")
 
 
@@ -58,6 +59,13 @@ def netns_name(node_name: str, network: int | None = None) -> str:
 def network_state(network: int | None = None) -> Path:
     """The directory of one network's run-time state: its owner, sockets, delay-line files."""
     return RUN_STATE / network_label(network)
+
+
+def network_socket(kind: str, name: str) -> str:
+    """A Unix socket of this process's network: ``<state>/<kind>/<name>.sock`` (its directory made)."""
+    directory = network_state() / kind
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(directory / f"{name}.sock")
 
 
 def owner_file(network: int | None = None) -> Path:
