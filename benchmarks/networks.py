@@ -15,9 +15,6 @@ Root and the Docker engine are needed; a sweep's throughput is ``benchmarks/swee
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,79 +23,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+from one_network import NetworkProcess  # noqa: E402
 from testbed.clean import clean, leftovers  # noqa: E402
 from testbed.net.namespaces import ALL  # noqa: E402
 
-SMALL = """
-import json, sys, time
-from testbed.net.network import MecNetwork
-from testbed.net.topo import MecTopo
-
-class Pair(MecTopo):
-    def build(self):
-        self.addLinkClass("wan", bandwidth="100Mbps", delay="50ms")
-        self.addServer("s1", position=(0, 0))
-        self.addServer("s2", position=(10, 0))
-        self.addLink("s1", "s2", "wan")
-
-net = MecNetwork(Pair().spec()).start()
-print(json.dumps({"network": net.number, "up": time.time()}), flush=True)
-sys.stdin.readline()
-net.stop()
-print(json.dumps({"down": time.time()}), flush=True)
-"""
-
 
 def many_up_and_down(count: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MEC_MAX_NETWORKS": str(count)}
     started = time.time()
-    processes = [subprocess.Popen([sys.executable, "-c", SMALL], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for _ in range(count)]
-    ups = [json.loads(p.stdout.readline() or "{}") for p in processes]
-    failed = [p.stderr.read()[-300:] for p, up in zip(processes, ups) if "up" not in up]
-    if failed:
-        raise RuntimeError(f"networks failed to start: {failed}")
+    networks = [NetworkProcess(bare=True, env={"MEC_MAX_NETWORKS": str(count)}) for _ in range(count)]
+    ups = [network.info["up"] for network in networks]           # all started at once, then waited for
     alive = {n: len(leftovers(n)["namespaces"]) for n in range(count)}
     stopping = time.time()
-    for process in processes:
-        process.stdin.write("\n")
-        process.stdin.flush()
-    downs = [json.loads(p.stdout.readline() or "{}") for p in processes]
-    for process in processes:
-        process.wait(timeout=60)
+    for network in networks:
+        network.ask("quit")
+    downs = [network.reply()["down"] for network in networks]
+    for network in networks:
+        network.process.wait(timeout=60)
     left = leftovers(ALL)
-    return {"networks": count, "distinct numbers": len({u["network"] for u in ups}),
+    return {"networks": count, "distinct numbers": len({n.info["network"] for n in networks}),
             "namespaces while up": sum(alive.values()),
-            "all up s": round(max(u["up"] for u in ups) - started, 2),
-            "all down s": round(max(d["down"] for d in downs) - stopping, 2),
+            "all up s": round(max(ups) - started, 2),
+            "all down s": round(max(downs) - stopping, 2),
             "left behind": sum(len(v) for v in left.values())}
 
 
-class OneNetwork:
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "helpers" / "one_network.py")],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, cwd=ROOT, env={**os.environ, "MEC_MAX_NETWORKS": "2"})
-        self.info = self.reply()
-
-    def reply(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(self.process.stderr.read()[-1000:])
-        return json.loads(line)
-
-    def ask(self, command: str) -> None:
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-
-    def close(self) -> None:
-        self.ask("quit")
-        self.reply()
-        self.process.wait(timeout=60)
-
-
 def fidelity(together: int, rounds: int) -> list[dict]:
-    networks = [OneNetwork() for _ in range(together)]
+    networks = [NetworkProcess(env={"MEC_MAX_NETWORKS": "2"}) for _ in range(together)]
     rows = []
     try:
         for round_ in range(1, rounds + 1):
@@ -112,7 +63,7 @@ def fidelity(together: int, rounds: int) -> list[dict]:
                              "counter ok": result["counter"]["ok"]})
     finally:
         for network in networks:
-            network.close()
+            network.quit()
     return rows
 
 

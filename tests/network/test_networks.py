@@ -1,7 +1,5 @@
 """Several networks on one host: each keeps its links' fidelity, and each is cleaned alone."""
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,35 +9,8 @@ from testbed.clean import leftovers
 
 pytestmark = [pytest.mark.network, pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]
-HELPER = ROOT / "tests" / "helpers" / "one_network.py"
-
-
-class NetworkProcess:
-    """``tests/helpers/one_network.py``: a network (two servers, 100 Mbps / 50 ms, a counter) in a
-    process of its own."""
-
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, str(HELPER)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        self.info = self._reply()
-
-    def _reply(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise AssertionError(f"network process ended: {self.process.stderr.read()[-2000:]}")
-        return json.loads(line)
-
-    def ask(self, command: str) -> None:
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-
-    def ping(self) -> dict:
-        self.ask("ping")
-        return self._reply()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+from one_network import NetworkProcess  # noqa: E402  (a network in a process of its own)
 
 
 def assert_faithful(result: dict) -> None:
@@ -65,7 +36,7 @@ def test_two_networks_keep_their_fidelity_and_are_cleaned_alone(testbed_cli, no_
         for network in (first, second):              # both measured at the same time
             network.ask("check")
         for network in (first, second):
-            result = network._reply()
+            result = network.reply()
             assert result["goodput_mbps"] is not None
             assert_faithful(result)
 
@@ -87,9 +58,7 @@ def test_two_networks_keep_their_fidelity_and_are_cleaned_alone(testbed_cli, no_
         assert not any(leftovers(one["network"]).values()), leftovers(one["network"])
         assert set(third.info["namespaces"]) <= set(leftovers(third.info["network"])["namespaces"])
         assert_faithful(third.ping())
-        third.ask("quit")
-        assert third._reply() == {"stopped": third.info["network"]}
-        third.process.wait(timeout=30)
+        assert third.quit()["stopped"] == third.info["network"]
         for number in (one["network"], two["network"]):
             assert not any(leftovers(number).values()), leftovers(number)
     finally:
