@@ -6,10 +6,12 @@ import time
 
 
 class Stopwatch:
-    """``lap(name)`` records the seconds since the previous lap (or the start)."""
+    """``lap(name)`` records the seconds since the previous lap (or the start);
+    ``notes`` says how a step was done, where there is more than one way."""
 
     def __init__(self):
         self.laps: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
         self._last = time.monotonic()
 
     def lap(self, name: str) -> None:

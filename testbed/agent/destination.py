@@ -104,7 +104,7 @@ class DestinationSide:
         self.events.emit("service.restored", service=service, server=self.server, migration=migration,
                          endpoint=[instance.ip, instance.port], steps=steps.laps)
         self.layers.install(spec.app)
-        return {**instance.record(), "restore_steps": steps.laps}
+        return {**instance.record(), "restore_steps": steps.laps, **steps.notes}
 
     def start_fresh(self, service: str, migration: str) -> dict:
         container = self._take_reserved(service, migration)

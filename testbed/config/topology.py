@@ -91,6 +91,11 @@ class ConnectionSpec(LinkOverride):
 class NetworkSettings(Strict):
     backend: str = Field(default="auto", description="auto, or a link backend (testbed.net.links)")
     tcp_congestion_control: str = Field(default="cubic", pattern=r"^[a-z0-9_]+$")
+    server_slow_start_after_idle: bool = Field(default=False, description=(
+        "whether the servers' TCP (the agents': migration transfers, not the services') restarts from "
+        "the initial window after an idle moment, as Linux does by default. Off, the migration channel "
+        "keeps the window its pre-copy opened, and the final transfer does not slow-start again "
+        "(0.6 MB on 100 Mbps / 50 ms: 0.37 s -> 0.1 s)"))
     radio_link: str = Field(default="wireless", description="link class of every MU-AP radio link")
 
     @field_validator("backend")

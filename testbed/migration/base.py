@@ -218,6 +218,7 @@ class Migration:
         self.count("during_downtime", sent["bytes"])
         result = dict(reply["result"])
         self.record["restore_steps"] = result.pop("restore_steps", {})
+        self.record["restore_path"] = result.pop("restore_path", None)
         return Instance(**result)
 
     def prepare_destination(self) -> dict:

@@ -110,7 +110,8 @@ class MecNetwork:
         self.mininet = net
         cc = spec.network.tcp_congestion_control
         for name, node in spec.nodes.items():
-            net.addHost(name, cls=ROLE_CLASSES[node.role], congestion_control=cc)
+            idle_restart = spec.network.server_slow_start_after_idle if node.is_server else True
+            net.addHost(name, cls=ROLE_CLASSES[node.role], congestion_control=cc, slow_start_after_idle=idle_restart)
         for link in self.plan.links:
             cls = link_class_for(self.backend, link.params)
             made = net.addLink(net[link.a], net[link.b], cls=cls, shape=link.params, seed=self.seed + link.index,
@@ -201,6 +202,7 @@ class MecNetwork:
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "tcp_congestion_control": self.spec.network.tcp_congestion_control,
+            "server_slow_start_after_idle": self.spec.network.server_slow_start_after_idle,
             "loopbacks": dict(self.plan.loopbacks),
             "links": [
                 {

@@ -33,13 +33,16 @@ class TestbedNode(Host):
     """A Mininet host with a published namespace and the testbed's sysctls.
 
     ``forwarding`` makes it a router; ``congestion_control`` sets the TCP
-    algorithm of everything that runs in it (recorded with every run).
+    algorithm of everything that runs in it (recorded with every run);
+    ``slow_start_after_idle`` whether its TCP connections restart from the
+    initial window after an idle moment (Linux's default).
     """
 
     forwarding = False
 
-    def __init__(self, name, congestion_control="cubic", **params):
+    def __init__(self, name, congestion_control="cubic", slow_start_after_idle=True, **params):
         self.congestion_control = congestion_control
+        self.slow_start_after_idle = slow_start_after_idle
         self.netns = netns_name(name)
         super().__init__(name, **params)
 
@@ -52,6 +55,7 @@ class TestbedNode(Host):
         sysctls = dict(COMMON_SYSCTLS)
         sysctls["net.ipv4.ip_forward"] = "1" if self.forwarding else "0"
         sysctls["net.ipv4.tcp_congestion_control"] = self.congestion_control
+        sysctls["net.ipv4.tcp_slow_start_after_idle"] = "1" if self.slow_start_after_idle else "0"
         settings = " ".join(f"{key}={value}" for key, value in sysctls.items())
         out = self.cmd(f"sysctl -q -w {settings} 2>&1; ip link set lo up")
         if out.strip():

@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from testbed import assets
-from testbed.containers.server import SERVER_LABEL, SERVICE_LABEL, server_state_dir
+from testbed.containers.server import LINK_AT_BYTES, SERVER_LABEL, SERVICE_LABEL, server_state_dir
 from testbed.records import counter_breaks, outages, read_jsonl
 
 from conftest import COUNTER, Session, agents_on_paper_network, model_session, outcome, served
@@ -120,6 +120,46 @@ def test_stateless_restarts_from_zero_and_says_so(env):
     assert before[-1]["counter"] > 5
     assert after[0]["counter"] == 1
     assert counter_breaks(rows) == [(before[-1]["counter"], 1)]
+
+
+def test_a_restore_from_linked_images_leaves_docker_a_container_it_fully_manages(env):
+    """The engine restores from links to the images (no copy through containerd's content
+    store); afterwards Docker sees the container as its own: running with the restored PID,
+    its logs readable, checkpointed again (moved back), stopped; no image left behind."""
+    client = docker.from_env()
+    session = Session(env, "svc", "edge1", ap="ap2")
+    time.sleep(1.0)
+    there = session.migrate("edge2", "precopy-delta")
+    assert there["ok"], there.get("error")
+    assert there["restore_path"] == "linked", there["restore_steps"]
+    container = _service_container(client, "edge2", "svc")
+    assert container.status == "running" and container.attrs["State"]["Running"]
+    pid = container.attrs["State"]["Pid"]
+    assert pid > 0 and Path(f"/proc/{pid}").exists()
+    assert "python" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    container.logs(tail=5)                           # the engine still owns the output streams
+    time.sleep(1.0)
+    back = session.migrate("edge1", "precopy-delta")  # a second checkpoint, of the restored container
+    assert back["ok"], back.get("error")
+    assert back["restore_path"] == "linked"
+    time.sleep(1.0)
+    returned = _service_container(client, "edge1", "svc")
+    slot = Path(client.info()["DockerRootDir"]) / "containers" / returned.id / "checkpoints"
+    engine_copy = [p for p in slot.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert engine_copy and all(p.stat().st_size < LINK_AT_BYTES for p in engine_copy)
+    assert not [p for p in slot.rglob("*") if p.is_symlink() and p.exists()], "the images were left behind"
+    returned.stop(timeout=2)
+    returned.reload()
+    assert returned.status == "exited"
+    rows = session.finish()
+    assert counter_breaks(rows) == []
+    assert served(rows)[-1]["counter"] > 30
+
+
+def _service_container(client, server: str, service: str):
+    found = client.containers.list(filters={"label": [f"{SERVER_LABEL}={server}", f"{SERVICE_LABEL}={service}"]})
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_delta_is_at_most_one_percent_for_the_counter(env):

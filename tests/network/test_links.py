@@ -92,6 +92,16 @@ def test_mu_reaches_servers_only_through_its_base_station(paper_network):
     assert abs(statistics.median(rtts) - 102) <= tolerance_ms(102)
 
 
+def test_servers_keep_their_tcp_window_across_idle_moments_and_the_user_does_not(paper_network):
+    """``network.server_slow_start_after_idle`` (default false) is the servers' sysctl only:
+    the migration channel keeps the pre-copy's window; the user and base stations keep Linux's."""
+    net = paper_network
+    setting = "sysctl -n net.ipv4.tcp_slow_start_after_idle"
+    assert {name: net.node(name).cmd(setting).strip() for name in ("edge1", "edge2", "cloud", "ap1", "mu")} == \
+        {"edge1": "0", "edge2": "0", "cloud": "0", "ap1": "1", "mu": "1"}
+    assert net.applied()["server_slow_start_after_idle"] is False
+
+
 KILLED_RUN = """
 import sys, time
 from testbed.config import load_topology

@@ -159,3 +159,27 @@ def test_pages_renumbered_by_criu_are_matched_through_the_pagemap(tmp_path):
     new = {"pagemap-1.img": pagemap(2, [(0x10000, 32, 4)]), "pages-2.img": bytes(changed)}
     report = round_trip(tmp_path, "pages", base, new)      # pages-1.img is gone afterwards
     assert report["literal_bytes"] == PAGE + len(new["pagemap-1.img"])
+
+
+def test_pages_mapped_and_unmapped_between_dumps_are_applied_without_rewriting_the_file(tmp_path):
+    """New pages in the middle and pages gone elsewhere shift the rest of pages-1.img: the
+    destination inserts and removes those ranges in the file it has (same inode), not a copy;
+    a page copied from out of order is read before the file changes."""
+    memory = pages(96, 9)
+    new_memory = memory[:20 * PAGE] + pages(3, 10) + memory[20 * PAGE:50 * PAGE] + memory[60 * PAGE:]
+    edited = bytearray(new_memory)
+    edited[70 * PAGE + 9] ^= 0x77                           # and one page changed in place,
+    edited[40 * PAGE:41 * PAGE] = memory[5 * PAGE:6 * PAGE]   # one now equal to a page far before it
+    start = 0x10000
+    base = {"pagemap-1.img": pagemap(1, [(start, 96, 4)]), "pages-1.img": memory}
+    new = {"pagemap-1.img": pagemap(1, [(start, 20, 4), (0x900000, 3, 4), (start + 20 * PAGE, 30, 4),
+                                        (start + 60 * PAGE, 36, 4)]),
+           "pages-1.img": bytes(edited)}
+    base_dir, new_dir, target = tmp_path / "base", tmp_path / "new", tmp_path / "target"
+    write_tree(base_dir, base), write_tree(new_dir, new), write_tree(target, base)
+    inode = (target / "pages-1.img").stat().st_ino
+    report = encoder("pages").encode(new_dir, base_dir, tmp_path / "delta")
+    encoder("pages").apply(tmp_path / "delta", target)
+    assert read_tree(target) == new
+    assert (target / "pages-1.img").stat().st_ino == inode
+    assert report["literal_bytes"] == 4 * PAGE + len(new["pagemap-1.img"])   # three new pages, one XOR

@@ -11,11 +11,16 @@ checkpoints of hundreds of MB.
 
 from __future__ import annotations
 
+import bisect
+import ctypes
+import errno
 import json
+import mmap
 import os
 import struct
 import time
 import zlib
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +187,36 @@ def _counterparts(new: Path, base: Path) -> dict[str, tuple[str, np.ndarray]]:
     return found
 
 
+MAP_AT_BYTES = 1 << 20
+
+
+def _contents(path: Path, opened: ExitStack):
+    """A file's bytes; a large one mapped rather than read (the page cache holds the
+    checkpoint just written: copying hundreds of MB into this process costs 0.1 s)."""
+    size = path.stat().st_size
+    if size < MAP_AT_BYTES:
+        return path.read_bytes()
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
+    opened.callback(_unmap, mapped)
+    return mapped
+
+
+def _unmap(mapped: mmap.mmap) -> None:
+    try:
+        mapped.close()
+    except BufferError:     # an array still looks into it (an exception's traceback): the GC unmaps it
+        pass
+
+
+def _equal(a, b) -> bool:
+    if len(a) != len(b):
+        return False
+    if isinstance(a, bytes) and isinstance(b, bytes):
+        return a == b
+    return bool(np.array_equal(np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)))
+
+
 class PageDelta(DeltaEncoder):
     name = "pages"
 
@@ -192,35 +227,36 @@ class PageDelta(DeltaEncoder):
         manifest = {"delete": sorted(set(base_files) - set(new_files)), "files": []}
         literal = 0
         counterparts = _counterparts(new, base)
-        for name, path in new_files.items():
-            data = path.read_bytes()
-            entry = {"path": name, "size": len(data), "mode": path.stat().st_mode & 0o7777}
-            base_name, counterpart = counterparts.get(name, (name, None))
-            old = base_files.get(base_name)
-            old_data = old.read_bytes() if old is not None else None
-            if old_data == data and base_name == name:
-                entry["kind"] = "same"
-            elif old_data is not None and len(data) % PAGE == 0 and len(old_data) % PAGE == 0 and data:
-                entry["kind"] = "ops"
-                entry["base"] = base_name
-                entry["offset"] = len(body)
-                for op in encode_pages(data, old_data, counterpart):
-                    if op[0] == OP_COPY:
-                        body += _OP.pack(OP_COPY, op[1], op[2])
-                    elif op[0] == OP_XOR:
-                        body += _OP.pack(OP_XOR, op[1], len(op[2])) + op[2]
-                        literal += len(op[2])
-                    else:
-                        body += _OP.pack(OP_DATA, len(op[1]), 0) + op[1]
-                        literal += len(op[1])
-                entry["length"] = len(body) - entry["offset"]
-            else:
-                entry["kind"] = "data"
-                entry["offset"] = len(body)
-                body += data
-                entry["length"] = len(data)
-                literal += len(data)
-            manifest["files"].append(entry)
+        with ExitStack() as opened:
+            for name, path in new_files.items():
+                data = _contents(path, opened)
+                entry = {"path": name, "size": len(data), "mode": path.stat().st_mode & 0o7777}
+                base_name, counterpart = counterparts.get(name, (name, None))
+                old = base_files.get(base_name)
+                old_data = _contents(old, opened) if old is not None else None
+                if old_data is not None and base_name == name and _equal(old_data, data):
+                    entry["kind"] = "same"
+                elif old_data is not None and len(data) % PAGE == 0 and len(old_data) % PAGE == 0 and data:
+                    entry["kind"] = "ops"
+                    entry["base"] = base_name
+                    entry["offset"] = len(body)
+                    for op in encode_pages(data, old_data, counterpart):
+                        if op[0] == OP_COPY:
+                            body += _OP.pack(OP_COPY, op[1], op[2])
+                        elif op[0] == OP_XOR:
+                            body += _OP.pack(OP_XOR, op[1], len(op[2])) + op[2]
+                            literal += len(op[2])
+                        else:
+                            body += _OP.pack(OP_DATA, len(op[1]), 0) + op[1]
+                            literal += len(op[1])
+                    entry["length"] = len(body) - entry["offset"]
+                else:
+                    entry["kind"] = "data"
+                    entry["offset"] = len(body)
+                    body += data
+                    entry["length"] = len(data)
+                    literal += len(data)
+                manifest["files"].append(entry)
         header = json.dumps(manifest).encode()
         out.parent.mkdir(parents=True, exist_ok=True)
         payload = zlib.compress(bytes(body), 6)
@@ -268,9 +304,13 @@ class PageDelta(DeltaEncoder):
         chunk = body[entry["offset"]:entry["offset"] + entry["length"]]
         base = links.get(entry.get("base", entry["path"]), path)
         ops = list(_parse_ops(chunk)) if entry["kind"] == "ops" else [(OP_DATA, None, chunk)]
-        if base == path and entry["path"] not in links and _patches_in_place(ops, entry["size"], path):
-            _patch(path, ops, entry["mode"])
-            return
+        if base == path and entry["path"] not in links:
+            if _patches_in_place(ops, entry["size"], path):
+                _patch(path, ops, entry["mode"])
+                return
+            if entry["kind"] == "ops" and path.exists() and _reshape(path, ops, entry["size"]):
+                os.chmod(path, entry["mode"])
+                return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".delta-tmp")
         try:
@@ -336,6 +376,122 @@ def _patches_in_place(ops: list, size: int, path: Path) -> bool:
             return False
         position += length
     return position == size
+
+
+FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE = 0x08, 0x20
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def _reshape(path: Path, ops: list, size: int) -> bool:
+    """Apply ops that keep most of the base's pages in order (pages mapped or unmapped
+    between the two dumps shift the rest) by inserting and removing page ranges in the
+    file itself (``fallocate`` INSERT_RANGE / COLLAPSE_RANGE: the file system moves
+    extents, not bytes) instead of copying every page into a new file (0.15-0.35 s for
+    125 MB).  The few pages taken out of order (a zero page matched anywhere) are read
+    first and written like new ones.  False, with the file untouched, where the file
+    system cannot or too much is out of order (then the file is rebuilt)."""
+    block = os.statvfs(path).f_bsize
+    if PAGE % block or path.stat().st_size % PAGE:
+        return False
+    if any((data_or_length if op == OP_COPY else len(data_or_length)) % PAGE for op, _, data_or_length in ops):
+        return False
+    with open(path, "r+b") as handle:
+        fd = handle.fileno()
+        try:
+            _fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, 0)
+        except OSError as probe:
+            if probe.errno != errno.EINVAL:       # EINVAL: supported, only the range is empty
+                return False
+        ops = _in_base_order(ops, fd)
+        if ops is None:
+            return False
+        position = base = 0                      # in the new file; the base byte now at ``position``
+        file_size = os.fstat(fd).st_size
+        for op, a, data_or_length in ops:
+            if op != OP_DATA and a > base:       # base pages the new dump no longer has
+                gone = a - base
+                if position + gone < file_size:
+                    _fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, position, gone)
+                else:
+                    os.ftruncate(fd, position)
+                file_size -= gone
+                base = a
+            if op == OP_COPY:
+                position, base = position + data_or_length, base + data_or_length
+            elif op == OP_XOR:
+                old = np.frombuffer(os.pread(fd, len(data_or_length), position), dtype=np.uint8)
+                os.pwrite(fd, np.bitwise_xor(old, np.frombuffer(data_or_length, dtype=np.uint8)).tobytes(), position)
+                position, base = position + len(data_or_length), base + len(data_or_length)
+            else:                                # new pages: room is made where they go
+                if position < file_size:
+                    _fallocate(fd, FALLOC_FL_INSERT_RANGE, position, len(data_or_length))
+                file_size += len(data_or_length)
+                os.pwrite(fd, data_or_length, position)
+                position += len(data_or_length)
+        if position < file_size:
+            os.ftruncate(fd, position)
+    if path.stat().st_size != size:
+        raise DeltaError(f"{path.name}: reshaped to {path.stat().st_size} bytes, expected {size}")
+    return True
+
+
+OUT_OF_ORDER_BYTES = 16 << 20    # at most this much is read ahead to keep a file in place
+
+
+def _in_base_order(ops: list, fd: int) -> list | None:
+    """The ops with every copy or XOR that reads the base out of order (not in the
+    longest run of base offsets that only grows) turned into data read from the base
+    now, before the file changes; None if that is more than ``OUT_OF_ORDER_BYTES``."""
+    reads = [i for i, (op, _, _) in enumerate(ops) if op != OP_DATA]
+    keep = set(_increasing_run(reads, ops))
+    moved = 0
+    result = []
+    for i, (op, a, data_or_length) in enumerate(ops):
+        if op == OP_DATA or i in keep:
+            result.append((op, a, data_or_length))
+            continue
+        length = data_or_length if op == OP_COPY else len(data_or_length)
+        moved += length
+        if moved > OUT_OF_ORDER_BYTES:
+            return None
+        data = os.pread(fd, length, a)
+        if len(data) != length:
+            raise DeltaError(f"the delta reads base bytes {a}-{a + length} the base lacks")
+        if op == OP_XOR:
+            data = np.bitwise_xor(np.frombuffer(data, dtype=np.uint8),
+                                  np.frombuffer(data_or_length, dtype=np.uint8)).tobytes()
+        result.append((OP_DATA, None, data))
+    return result
+
+
+def _increasing_run(reads: list[int], ops: list) -> list[int]:
+    """Indices (of ``reads``) of a longest run of ops whose base ranges follow each other
+    without overlap (patience sorting on their start offsets)."""
+    tails: list[int] = []          # tails[k]: index of the op ending the best run of length k + 1
+    ends: list[int] = []           # its base end offset
+    before: dict[int, int] = {}
+    for i in reads:
+        op, a, data_or_length = ops[i]
+        end = a + (data_or_length if op == OP_COPY else len(data_or_length))
+        k = bisect.bisect_right(ends, a)       # runs whose last range ends at or before a
+        if k:
+            before[i] = tails[k - 1]
+        if k == len(tails):
+            tails.append(i), ends.append(end)
+        elif end < ends[k]:
+            tails[k], ends[k] = i, end
+    run, i = [], tails[-1] if tails else None
+    while i is not None:
+        run.append(i)
+        i = before.get(i)
+    return run[::-1]
 
 
 def _patch(path: Path, ops: list, mode: int) -> None:
