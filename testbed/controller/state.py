@@ -117,6 +117,7 @@ class SystemState:
     shared_radio: bool = False              # users of a base station share its airtime
     _stations_xy: tuple | None = field(default=None, init=False, repr=False, compare=False)
     _servers_xy: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _by_user: tuple = field(default=(-1, {}), init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, spec: TopologySpec, radio: RadioSpec, report_period: float, t: float | None = None,
@@ -147,7 +148,16 @@ class SystemState:
         return sum(1 for u in self.users.values() if u.ap == station)
 
     def services_of(self, user: str) -> list[Service]:
-        return [s for s in self.services.values() if s.user == user]
+        """A user's services.  Asked at every handover and decision (tens of thousands an
+        hour in a city), so answered from an index of names by user, rebuilt when a
+        service was added (services are added, never removed or given to another user)."""
+        count, by_user = self._by_user
+        if count != len(self.services):
+            by_user = {}
+            for name, service in self.services.items():
+                by_user.setdefault(service.user, []).append(name)
+            self._by_user = (len(self.services), by_user)
+        return [self.services[name] for name in by_user.get(user, ())]
 
     def cloud(self) -> str | None:
         return next((name for name, s in sorted(self.servers.items()) if s.role == "cloud"), None)

@@ -28,6 +28,18 @@ def make_state(paper_spec, user_x=5.0, ap="ap1", host="edge1", velocity=(1.0, 0.
     return state
 
 
+def test_services_of_a_user_include_services_added_after_the_first_question(paper_spec):
+    state = make_state(paper_spec)
+    assert [s.name for s in state.services_of("mu")] == ["svc"] and state.services_of("other") == []
+    state.services["face"] = Service("face", "mu", "face", "edge2", cpus=1.0, memory_mb=512)
+    state.users["other"] = User("other", "ap2", (20.0, 5.0), (0.0, 0.0), t=T0)
+    state.services["theirs"] = Service("theirs", "other", "counter", "edge2", cpus=1.0, memory_mb=512)
+    assert [s.name for s in state.services_of("mu")] == ["svc", "face"]
+    assert [s.name for s in state.services_of("other")] == ["theirs"]
+    state.services["face"].server = "edge3"          # a migration: the index gives the service itself
+    assert state.services_of("mu")[1].server == "edge3"
+
+
 def test_cloud_places_on_the_cloud_and_never_moves(paper_spec):
     state = make_state(paper_spec)
     planner = build("cloud")
