@@ -294,7 +294,14 @@ def slow_start_seconds(size: float, mbps: float, rtt: float, mss: int = 1448, in
     return elapsed + (size - sent) / rate + rtt / 2
 
 
+def line_rate_seconds(size: float, mbps: float, rtt: float) -> float:
+    """A window already open (a channel used before; the servers keep it across idle moments)."""
+    return size * 8 / (mbps * 1e6) + rtt / 2
+
+
 def test_full_checkpoint_transfer_slows_down_on_the_cloud_path(env):
+    """Each transfer takes between line rate (the channel to that peer already carried a
+    transfer) and slow start on a new connection, on the path's own bandwidth and delay."""
     session = Session(env, "svc", "edge1", ap="ap1")
     time.sleep(1.0)
     to_edge = session.migrate("edge2", "cold")          # 100 Mbps / 50 ms
@@ -304,11 +311,11 @@ def test_full_checkpoint_transfer_slows_down_on_the_cloud_path(env):
     assert to_edge["ok"] and to_cloud["ok"], (to_edge.get("error"), to_cloud.get("error"))
     t_edge = to_edge["phases"]["final_transfer"]["seconds"]
     t_cloud = to_cloud["phases"]["final_transfer"]["seconds"]
-    expect_edge = slow_start_seconds(to_edge["sizes"]["final_checkpoint"], 100, 0.100)
-    expect_cloud = slow_start_seconds(to_cloud["sizes"]["final_checkpoint"], 75, 0.300)
-    assert t_cloud > 1.8 * t_edge, (t_edge, t_cloud)
-    assert 0.5 * expect_edge <= t_edge <= 2.0 * expect_edge, (t_edge, expect_edge)
-    assert 0.5 * expect_cloud <= t_cloud <= 2.0 * expect_cloud, (t_cloud, expect_cloud)
+    edge = (to_edge["sizes"]["final_checkpoint"], 100, 0.100)
+    cloud = (to_cloud["sizes"]["final_checkpoint"], 75, 0.300)
+    assert t_cloud > 1.3 * t_edge, (t_edge, t_cloud)      # both at line rate: 1.5x for a 7 MB checkpoint
+    assert 0.9 * line_rate_seconds(*edge) <= t_edge <= 2.0 * slow_start_seconds(*edge), (t_edge, edge)
+    assert 0.9 * line_rate_seconds(*cloud) <= t_cloud <= 2.0 * slow_start_seconds(*cloud), (t_cloud, cloud)
 
 
 def test_failed_restore_resumes_at_the_source_with_its_counter(env):
