@@ -373,14 +373,14 @@ class ServerContainers:
         checkpoints = self.docker_root() / "containers" / container.id / "checkpoints"
         try:
             try:
-                self._start_from(container, _linked_checkpoint(images_dir, checkpoints))
+                self._start_from(container, _engine_checkpoint(images_dir, checkpoints, linked=True))
                 steps.notes["restore_path"] = "linked"
             except ContainerError as linked_error:
                 if self.is_running(container.id):
                     raise
                 steps.lap("docker_restore_linked_failed")
                 try:
-                    self._start_from(container, _copied_checkpoint(images_dir, checkpoints))
+                    self._start_from(container, _engine_checkpoint(images_dir, checkpoints, linked=False))
                 except ContainerError as error:
                     raise ContainerError(f"{error} (with links to the images: {linked_error})") from error
                 steps.notes["restore_path"] = "copied"
@@ -468,29 +468,22 @@ def _docker_message(response) -> str:
         return response.text
 
 
-
-def _linked_checkpoint(images: Path, checkpoints: Path) -> str:
-    """A checkpoint in ``checkpoints`` with ``images``' small files and links to its
-    large ones; returns its name.  The links are relative and climb to ``/`` first:
-    CRIU opens them from containerd's unpacked copy of the checkpoint (under
+def _engine_checkpoint(images: Path, checkpoints: Path, linked: bool) -> str:
+    """A checkpoint directory in ``checkpoints`` for the engine to restore from: hard
+    links to (or copies of) ``images``' files, or with ``linked`` symbolic links to its
+    large ones; returns its name.  The symbolic links are relative and climb to ``/``
+    first: CRIU opens them from containerd's unpacked copy of the checkpoint (under
     ``/tmp``) once it has entered the container's mount namespace, where an absolute
     link would be looked up inside the container's root."""
     name = _new_checkpoint(checkpoints)
-    slot = checkpoints / name
-    climb = "../" * 32
-    for entry in images.iterdir():
-        if entry.is_file() and entry.stat().st_size >= LINK_AT_BYTES:
-            (slot / entry.name).symlink_to(climb + str(entry.resolve()).lstrip("/"))
-        elif entry.is_dir():
-            shutil.copytree(entry, slot / entry.name, copy_function=_link_or_copy)
+
+    def place(source, target):
+        if linked and os.path.getsize(source) >= LINK_AT_BYTES:
+            os.symlink("../" * 32 + os.path.realpath(source).lstrip("/"), target)
         else:
-            _link_or_copy(entry, slot / entry.name)
-    return name
+            _link_or_copy(source, target)
 
-
-def _copied_checkpoint(images: Path, checkpoints: Path) -> str:
-    name = _new_checkpoint(checkpoints)
-    shutil.copytree(images, checkpoints / name, dirs_exist_ok=True, copy_function=_link_or_copy)
+    shutil.copytree(images, checkpoints / name, dirs_exist_ok=True, copy_function=place)
     return name
 
 

@@ -344,9 +344,8 @@ def test_destination_killed_mid_migration_resumes_at_the_source(env):
     session = Session(env, "svc", "edge1", ap="ap1")
     time.sleep(1.0)
     source = env.agents["edge1"]
-    container = docker.from_env().containers.list(filters={"label": [f"{SERVER_LABEL}=edge1",
-                                                                     f"{SERVICE_LABEL}=svc"]})[0]
     client = docker.from_env()
+    container = _service_container(client, "edge1", "svc")
     events = client.events(decode=True, filters={"container": container.id, "event": "die"})
     killer = threading.Thread(target=lambda: (next(iter(events)), env.kill_agent("edge2")), daemon=True)
     pre = source.call("migrate", service="svc", dest="edge2", mode="cold", phase="pre")

@@ -210,11 +210,8 @@ def _unmap(mapped: mmap.mmap) -> None:
 
 
 def _equal(a, b) -> bool:
-    if len(a) != len(b):
-        return False
-    if isinstance(a, bytes) and isinstance(b, bytes):
-        return a == b
-    return bool(np.array_equal(np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)))
+    """Equal contents, bytes or mapped."""
+    return len(a) == len(b) and bool(np.array_equal(np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)))
 
 
 class PageDelta(DeltaEncoder):
@@ -342,6 +339,15 @@ def _parse_ops(chunk: bytes):
             raise DeltaError(f"unknown delta op {op} at byte {pos - _OP.size}")
 
 
+def _length(op: int, data_or_length) -> int:
+    """Bytes an op puts in the new file."""
+    return data_or_length if op == OP_COPY else len(data_or_length)
+
+
+def _xor(a, b) -> bytes:
+    return np.bitwise_xor(np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)).tobytes()
+
+
 def _rebuild(base: Path, ops: list, out: Path) -> None:
     """Write ``out`` from ``base`` and the ops, streaming: copies stay in the kernel."""
     needs_base = any(op != OP_DATA for op, _, _ in ops)
@@ -358,8 +364,7 @@ def _rebuild(base: Path, ops: list, out: Path) -> None:
                 before = os.pread(old.fileno(), len(data_or_length), a)
                 if len(before) != len(data_or_length):
                     raise DeltaError(f"{base.name}: the delta patches bytes {a}-{a + len(data_or_length)} it lacks")
-                new.write(np.bitwise_xor(np.frombuffer(before, dtype=np.uint8),
-                                         np.frombuffer(data_or_length, dtype=np.uint8)).tobytes())
+                new.write(_xor(before, data_or_length))
             else:
                 new.write(data_or_length)
 
@@ -371,10 +376,9 @@ def _patches_in_place(ops: list, size: int, path: Path) -> bool:
         return False
     position = 0
     for op, a, data_or_length in ops:
-        length = data_or_length if op == OP_COPY else len(data_or_length)
         if op in (OP_COPY, OP_XOR) and a != position:
             return False
-        position += length
+        position += _length(op, data_or_length)
     return position == size
 
 
@@ -400,7 +404,7 @@ def _reshape(path: Path, ops: list, size: int) -> bool:
     block = os.statvfs(path).f_bsize
     if PAGE % block or path.stat().st_size % PAGE:
         return False
-    if any((data_or_length if op == OP_COPY else len(data_or_length)) % PAGE for op, _, data_or_length in ops):
+    if any(_length(op, data_or_length) % PAGE for op, _, data_or_length in ops):
         return False
     with open(path, "r+b") as handle:
         fd = handle.fileno()
@@ -426,8 +430,7 @@ def _reshape(path: Path, ops: list, size: int) -> bool:
             if op == OP_COPY:
                 position, base = position + data_or_length, base + data_or_length
             elif op == OP_XOR:
-                old = np.frombuffer(os.pread(fd, len(data_or_length), position), dtype=np.uint8)
-                os.pwrite(fd, np.bitwise_xor(old, np.frombuffer(data_or_length, dtype=np.uint8)).tobytes(), position)
+                os.pwrite(fd, _xor(os.pread(fd, len(data_or_length), position), data_or_length), position)
                 position, base = position + len(data_or_length), base + len(data_or_length)
             else:                                # new pages: room is made where they go
                 if position < file_size:
@@ -457,17 +460,14 @@ def _in_base_order(ops: list, fd: int) -> list | None:
         if op == OP_DATA or i in keep:
             result.append((op, a, data_or_length))
             continue
-        length = data_or_length if op == OP_COPY else len(data_or_length)
+        length = _length(op, data_or_length)
         moved += length
         if moved > OUT_OF_ORDER_BYTES:
             return None
         data = os.pread(fd, length, a)
         if len(data) != length:
             raise DeltaError(f"the delta reads base bytes {a}-{a + length} the base lacks")
-        if op == OP_XOR:
-            data = np.bitwise_xor(np.frombuffer(data, dtype=np.uint8),
-                                  np.frombuffer(data_or_length, dtype=np.uint8)).tobytes()
-        result.append((OP_DATA, None, data))
+        result.append((OP_DATA, None, _xor(data, data_or_length) if op == OP_XOR else data))
     return result
 
 
@@ -479,7 +479,7 @@ def _increasing_run(reads: list[int], ops: list) -> list[int]:
     before: dict[int, int] = {}
     for i in reads:
         op, a, data_or_length = ops[i]
-        end = a + (data_or_length if op == OP_COPY else len(data_or_length))
+        end = a + _length(op, data_or_length)
         k = bisect.bisect_right(ends, a)       # runs whose last range ends at or before a
         if k:
             before[i] = tails[k - 1]
@@ -503,8 +503,7 @@ def _patch(path: Path, ops: list, mode: int) -> None:
                 continue
             if op == OP_XOR:
                 handle.seek(position)
-                old = np.frombuffer(handle.read(len(data_or_length)), dtype=np.uint8)
-                data = np.bitwise_xor(old, np.frombuffer(data_or_length, dtype=np.uint8)).tobytes()
+                data = _xor(handle.read(len(data_or_length)), data_or_length)
             else:
                 data = data_or_length
             handle.seek(position)
