@@ -282,12 +282,13 @@ def _sim_validate(args: list[str], runs: Path | None, **unused) -> None:
 
 def _sim_sumo(args: list[str], set_: list[str], **unused) -> None:
     from testbed.config import parse_override
-    from testbed.sim import sumo
+    from testbed.mobility import sumo
 
     if len(args) != 1:
         fail("testbed sim sumo DIR [--set grid=8 --set length=500 --set period=5 --set duration=3600 "
-             "--set seed=1]: one output directory")
-    known = {"grid": int, "length": float, "period": float, "duration": float, "seed": int, "speed": float}
+             "--set seed=1 --set vehicles=N --set sample=1]: one output directory")
+    known = {"grid": int, "length": float, "period": float, "duration": float, "seed": int, "speed": float,
+             "vehicles": int, "sample": float}
     options = {}
     for text in set_:
         (key, *_), value = parse_override(text)

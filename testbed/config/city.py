@@ -67,8 +67,9 @@ class CitySpec(Strict):
 
 class PopulationSpec(Strict):
     users: int = Field(default=20, ge=1, le=100_000)
-    mobility: dict = Field(default={"model": "random_waypoint"}, description=(
-        "every user's mobility model and parameters (seeded per user); a ``trace`` model given "
+    mobility: dict = Field(default={"model": "sumo"}, description=(
+        "every user's mobility model and parameters (seeded per user); ``sumo`` (the default): user k "
+        "drives car k of SUMO traffic generated over the city's area; a ``trace`` model given "
         "``directory:`` instead of ``file:`` hands the directory's new_*.txt files out, one per user; "
         "an ``fcd`` model without ``vehicle:`` gives user k the k-th vehicle of the SUMO file"))
     services: list[dict] = Field(default=[{"app": "counter", "think_time": 0.05}], min_length=1)
@@ -190,9 +191,11 @@ def city_topology(name: str, city: CitySpec, users: int, base: Path) -> dict:
             "connections": connections}
 
 
-def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int = 0) -> dict[str, dict]:
+def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int = 0,
+               duration: str | float = 3600.0) -> dict[str, dict]:
     """Every user's entry of ``users:``: the population's mobility (traces handed out one per
-    user from a directory; a random waypoint over the city's area) and services."""
+    user from a directory; a random waypoint over the city's area; a car of the city's SUMO
+    traffic, one per user, driving for ``duration``) and services."""
     mobility = dict(population.mobility)
     files: list[Path] = []
     if "directory" in mobility:
@@ -203,14 +206,18 @@ def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int
                               f"trace(s) for {population.users} users")
     if mobility.get("model") == "fcd" and "file" in mobility:
         mobility["file"] = str(base / mobility["file"])
-    if mobility.get("model") == "random_waypoint" and "area" not in mobility:
+    if mobility.get("model") in ("random_waypoint", "sumo") and "area" not in mobility:
         mobility["area"] = [0.0, city.area[0], 0.0, city.area[1]]
+    if mobility.get("model") == "sumo":              # one city's traffic, the same for every user
+        mobility.setdefault("vehicles", population.users)
+        mobility.setdefault("duration", duration)
+        mobility.setdefault("seed", mix_seed(seed, 1))
     users = {}
     for k in range(population.users):
         own = dict(mobility)
         if files:
             own["file"] = str(files[k])
-        if own.get("model") == "fcd":
+        if own.get("model") in ("fcd", "sumo"):
             own.setdefault("vehicle", k)                      # the k-th vehicle of the file
         if own.get("model") == "random_waypoint":
             own.setdefault("seed", mix_seed(seed, k + 2))     # the user's own, from the experiment's
@@ -243,7 +250,8 @@ def generate(data: dict, base: Path) -> dict:
         raise ConfigError("sim.city: a generated city replaces topology and users; remove them from the file")
     data = dict(data)
     data["topology"] = city_topology(f"{data.get('name', 'city')}-city", spec.city, spec.population.users, base)
-    data["users"] = city_users(spec.population, spec.city, base, int(data.get("seed", 0)))
+    data["users"] = city_users(spec.population, spec.city, base, int(data.get("seed", 0)),
+                               data.get("duration", 3600.0))
     # the effective experiment is an ordinary one from here on (a record reloads as it is)
     data["sim"] = {k: v for k, v in sim.items() if k not in ("city", "population")}
     return data

@@ -1,10 +1,13 @@
 """Replay of one vehicle of a SUMO floating-car-data file (``sumo --fcd-output``).
 
 SUMO writes ``<timestep time="t"><vehicle id="v" x="..." y="..." .../></timestep>``
-in metres of its network (``--fcd-output.geo false``).  The vehicle is on the
-map from its first sample to its last (a trip of ``randomTrips``), and off it
-across a gap longer than ``max_gap``.  ``testbed sim sumo DIR`` generates such a
-file offline (a road grid, random trips) with the ``eclipse-sumo`` package.
+in metres of its network (``--fcd-output.geo false``), or the same as columns
+``timestep_time``, ``vehicle_id``, ``vehicle_x``, ``vehicle_y`` of a Parquet
+file (``--output.format parquet``: a tenth of the size, read in a fraction of the
+time).  The vehicle is on the map from its first sample to its last (a trip of
+``randomTrips``), and off it across a gap longer than ``max_gap``.
+``testbed sim sumo DIR`` generates such a file offline (a road grid, random
+trips) with the ``eclipse-sumo`` package; the ``sumo`` model does it for a city.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ class FcdError(ValueError):
 @functools.lru_cache(maxsize=4)
 def read_fcd(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every vehicle's samples: id -> (times, xy), in the order vehicles first appear;
-    FcdError names the line of a bad sample."""
+    FcdError names the line (XML) or row (Parquet) of a bad sample."""
+    if path.endswith(".parquet"):
+        return _read_parquet(path)
     samples: dict[str, list[tuple[float, float, float]]] = {}
     now = None
     parser = ET.XMLPullParser(events=("start", "end"))
@@ -57,6 +62,55 @@ def read_fcd(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise FcdError(f"{path}: no vehicle")
     return {vid: (np.array([s[0] for s in rows]), np.array([(s[1], s[2]) for s in rows]))
             for vid, rows in samples.items()}
+
+
+PARQUET_COLUMNS = ("timestep_time", "vehicle_id", "vehicle_x", "vehicle_y")
+
+
+def _read_parquet(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Columns straight into arrays; vehicle ids as a dictionary (a day of 500 cars is tens of
+    millions of rows: one Python string per row would not fit in memory)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        present = pq.read_schema(path).names
+        missing = [c for c in PARQUET_COLUMNS if c not in present]
+        if missing:
+            raise FcdError(f"{path}: no column {', '.join(missing)} (FCD columns: {', '.join(PARQUET_COLUMNS)})")
+        table = pq.read_table(path, columns=list(PARQUET_COLUMNS), read_dictionary=["vehicle_id"])
+    except (OSError, pa.ArrowException) as exc:
+        raise FcdError(f"{path}: cannot read as Parquet: {exc}") from None
+    if table.num_rows == 0:
+        raise FcdError(f"{path}: no vehicle")
+    vehicle = table["vehicle_id"]
+    if not pa.types.is_dictionary(vehicle.type):
+        vehicle = pc.dictionary_encode(vehicle.cast(pa.string()))
+    ids = vehicle.unify_dictionaries().combine_chunks()        # one dictionary: codes by first appearance
+    bad = ids.is_null().to_numpy(zero_copy_only=False)
+    columns = []
+    for name in ("timestep_time", "vehicle_x", "vehicle_y"):
+        try:
+            column = table[name].to_numpy().astype(float, copy=False)
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            raise FcdError(f"{path}: column {name} must be numbers ({exc})") from None
+        bad |= ~np.isfinite(column)
+        columns.append(column)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise FcdError(f"{path}: row {row}: not a vehicle's time and position ({table.slice(row, 1).to_pylist()[0]})")
+    codes = ids.indices.to_numpy()
+    names = ids.dictionary.to_pylist()
+    del table, vehicle, ids
+    order = np.argsort(codes, kind="stable")                   # each vehicle's rows, in file order
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    times = columns[0][order]
+    xy = np.empty((len(order), 2))
+    for axis in (1, 2):
+        xy[:, axis - 1] = columns[axis][order]
+        columns[axis] = None
+    return {vid: (times[a:b], xy[a:b]) for vid, a, b in zip(names, bounds[:-1], bounds[1:])}
 
 
 def _number(element, key: str, path, line: int) -> float:
@@ -94,7 +148,7 @@ class FcdReplay(MobilityModel):
         if vehicle not in found:
             raise FcdError(f"{path}: no vehicle {vehicle!r}")
         self.times, xy = found[vehicle]
-        self.xy = xy + np.asarray(offset, dtype=float)
+        self.xy = xy + np.asarray(offset, dtype=float) if any(offset) else xy    # shared, not copied
         self.max_gap = float(max_gap)
 
     def duration(self) -> float:

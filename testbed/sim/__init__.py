@@ -27,7 +27,7 @@ __all__ = ["SimCalibration", "Simulation", "Trial", "calibrate", "simulate", "su
 
 def summarise(trial: Trial, duration: float) -> dict:
     """One trial's headline numbers: request-weighted E2E, downtime per user, moves."""
-    frame = pd.DataFrame(trial.aggregates)
+    frame = trial.aggregates.frame()
     requests = float(frame["requests"].sum()) if not frame.empty else 0.0
     weighted = (frame["requests"] * frame["e2e_mean_ms"].fillna(0)).sum() if not frame.empty else 0.0
     users = frame["user"].nunique() if not frame.empty else 0
@@ -59,7 +59,7 @@ def simulate(experiment: Path, overrides: list[str] | None = None, run_root: Pat
                 for name in tables:
                     rows = getattr(trial, name)
                     if rows:
-                        tables[name].append(pd.DataFrame(rows).assign(**keys))
+                        tables[name].append(rows.frame().assign(**keys))
                 summary.append({**keys, **summarise(trial, variant.duration)})
                 log(f"{scenario}/{planner.name}/rep{repetition}: {variant.duration:.0f} s simulated in "
                     f"{trial.wall_s:.1f} s, {len(trial.migrations)} migrations, {len(trial.handovers)} handovers")

@@ -40,6 +40,7 @@ from testbed.mobility import build as build_mobility
 from testbed.radio import handover_rule
 from testbed.sim.calibration import SimCalibration
 from testbed.sim.network import GraphNetwork
+from testbed.sim.rows import Rows
 
 CHUNK_STEPS = 600          # positions are drawn this many steps at a time (memory stays flat)
 SETTLE_TIMEOUT_S = 120.0   # as the controller's settle: migrations under way may finish after the end
@@ -52,12 +53,12 @@ class Trial:
 
     planner: str
     seed: int
-    aggregates: list[dict] = field(default_factory=list)   # per user, service and interval
-    migrations: list[dict] = field(default_factory=list)
-    handovers: list[dict] = field(default_factory=list)
+    aggregates: Rows = field(default_factory=Rows)   # per user, service and interval
+    migrations: Rows = field(default_factory=Rows)
+    handovers: Rows = field(default_factory=Rows)
     decisions: int = 0
     offered_load: float = 0.0      # the users' work over the edge tier's compute (tasks/s x s at C = 1 / cores x C)
-    requests: list[dict] = field(default_factory=list)      # with sim.per_request only
+    requests: Rows = field(default_factory=Rows)     # with sim.per_request only
     wall_s: float = 0.0
 
 

@@ -232,6 +232,23 @@ def test_tasks_and_migrations_share_the_wired_links(tmp_path):
     assert min(slower) >= 1.0 and np.median(slower) > 1.01 and max(slower) > 1.05, slower
 
 
+def test_a_trials_rows_are_kept_as_columns_and_read_back_as_dicts_and_a_frame():
+    from testbed.sim.rows import Rows
+
+    rows, same = Rows(), Rows()
+    for table in (rows, same):
+        for k in range(3):
+            table.append({"t": float(k), "user": f"u{k}", "e2e_ms": None if k == 1 else 10.0 * k})
+    assert len(rows) == 3 and rows and not Rows() and rows == same
+    assert list(rows)[1] == {"t": 1.0, "user": "u1", "e2e_ms": None}
+    frame = rows.frame()
+    assert list(frame.columns) == ["t", "user", "e2e_ms"] and frame["e2e_ms"].isna().tolist() == [False, True, False]
+    assert pd.DataFrame(rows).equals(frame)                          # as a list of dicts was
+    with pytest.raises(ValueError, match=r"row with fields \['t'\], not \['e2e_ms', 't', 'user'\]"):
+        rows.append({"t": 4.0})
+    assert len(rows) == 3
+
+
 # -- SUMO vehicle traces ---------------------------------------------------------------------------------
 
 def test_fcd_samples_replay_and_bad_samples_are_named(tmp_path):
@@ -257,13 +274,46 @@ def test_fcd_samples_replay_and_bad_samples_are_named(tmp_path):
         read_fcd(str(bad))
 
 
-def test_sumo_generates_vehicle_traces_offline_that_a_city_runs_on(tmp_path):
+def test_fcd_parquet_replays_like_xml_and_bad_rows_and_columns_are_named(tmp_path):
+    from testbed.mobility.fcd import FcdError, FcdReplay, read_fcd
+
+    rows = [(t, vid, x, y) for t in range(6) for vid, x, y in [("b", 0.0, 5.0 * t), ("a", 10.0 * t, 0.0)]
+            if vid == "a" or t >= 2]
+    frame = pd.DataFrame(rows, columns=["timestep_time", "vehicle_id", "vehicle_x", "vehicle_y"])
+    path = tmp_path / "fcd.parquet"
+    frame.to_parquet(path)
+    read_fcd.cache_clear()
+    assert list(read_fcd(str(path))) == ["a", "b"]                  # in the order vehicles first appear
+    a, b = FcdReplay(path, 0), FcdReplay(path, "b")
+    assert a.position(2.5) == pytest.approx((25.0, 0.0)) and b.position(3.0) == pytest.approx((0.0, 15.0))
+    assert b.present(np.array([1.0, 2.0, 5.0, 6.0])).tolist() == [False, True, True, False]
+    frame.loc[3, "vehicle_x"] = np.nan
+    frame.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(FcdError, match=r"bad.parquet: row 3: not a vehicle's time and position"):
+        read_fcd(str(tmp_path / "bad.parquet"))
+    frame.drop(columns=["vehicle_y"]).to_parquet(tmp_path / "short.parquet")
+    with pytest.raises(FcdError, match=r"short.parquet: no column vehicle_y"):
+        read_fcd(str(tmp_path / "short.parquet"))
+
+
+@pytest.fixture
+def sumo_cache(tmp_path, monkeypatch):
     pytest.importorskip("sumo", reason="eclipse-sumo is not installed (setup.sh installs it)")
-    from testbed.sim import sumo
+    from testbed.mobility import sumo
+
+    monkeypatch.setattr(sumo, "CACHE", tmp_path / "sumo-cache")
+    return tmp_path / "sumo-cache"
+
+
+def test_sumo_generates_vehicle_traces_offline_that_a_city_runs_on(tmp_path, sumo_cache):
+    from testbed.mobility import sumo
 
     fcd = sumo.generate(tmp_path / "traces", grid=3, length=400, period=10, duration=300, seed=2)
     again = sumo.generate(tmp_path / "again", grid=3, length=400, period=10, duration=300, seed=2)
-    assert fcd.read_bytes().split(b"-->", 1)[1] == again.read_bytes().split(b"-->", 1)[1]     # seeded
+    assert pd.read_parquet(fcd).equals(pd.read_parquet(again)) and len(pd.read_parquet(fcd)) > 100     # seeded
+    with pytest.warns(DeprecationWarning, match="testbed.mobility.sumo.generate"):
+        from testbed.sim import sumo as moved
+        assert moved.generate is sumo.generate
     path = city_file(tmp_path, users=10, duration="300s", planners=("nearest",))
     data = yaml.safe_load(path.read_text())
     data["sim"]["city"] = {"area": [800, 800], "cell_spacing": 400, "edge_servers": 2}
@@ -273,6 +323,35 @@ def test_sumo_generates_vehicle_traces_offline_that_a_city_runs_on(tmp_path):
     assert spec.users["u3"].mobility.parameters()["vehicle"] == 2
     trial = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration)).run()
     assert trial.handovers and {row["user"] for row in trial.aggregates} <= set(spec.users)
+
+
+def test_a_city_drives_its_users_in_sumo_cars_by_default_on_the_map_all_along(tmp_path, sumo_cache):
+    from testbed.mobility import build
+
+    path = city_file(tmp_path, users=12, duration="10min", planners=("nearest",))
+    data = yaml.safe_load(path.read_text())
+    del data["sim"]["population"]["mobility"]                         # the default
+    path.write_text(yaml.safe_dump(data))
+    spec = load_experiment(path)
+    params = [spec.mobility_params(u) for u in spec.users]
+    assert {p["model"] for p in params} == {"sumo"} and [p["vehicle"] for p in params] == list(range(12))
+    assert {(p["vehicles"], p["duration"], p["seed"]) for p in params} == {(12, 600.0, params[0]["seed"])}
+    cars = [build(**p) for p in params]
+    assert len(list(sumo_cache.glob("*/fcd.parquet"))) == 1           # one city's traffic, made once
+    times = np.arange(0.0, 600.0, 1.0)
+    for car in cars:
+        here = car.positions(times)
+        assert car.present(times)[60:].all()                         # persistent: driving to the end
+        assert np.ptp(here[:, 0]) + np.ptp(here[:, 1]) > 1000         # and going places
+        assert np.diff(car.times).max() <= 5.0                         # a position every 5 s (sample)
+        off_road = np.minimum(np.abs(car.xy[:, 0] - np.round(car.xy[:, 0] / 500) * 500),
+                              np.abs(car.xy[:, 1] - np.round(car.xy[:, 1] / 500) * 500))
+        assert off_road.max() < 10                                    # on the 500 m road grid
+    assert len({tuple(np.round(c.positions(np.array([300.0]))[0])) for c in cars}) == 12
+    trial = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration)).run()
+    assert trial.handovers and trial.migrations
+    with pytest.raises(ConfigError, match=r"users.u12.mobility.vehicle: 11 of 5 cars"):
+        load_experiment(path, ["sim.population.mobility={model: sumo, vehicles: 5}"])
 
 
 def test_predicted_rssi_lists_the_heard_stations_and_answers_any_other(tmp_path):
