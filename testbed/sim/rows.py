@@ -15,30 +15,30 @@ import pandas as pd
 
 class Rows:
     def __init__(self):
-        self._columns: dict[str, list] = {}
+        self._keys: tuple[str, ...] = ()
+        self._lists: list[list] = []
         self._length = 0
 
     def append(self, row: dict) -> None:
-        if not self._columns:
-            self._columns = {key: [] for key in row}
-        if row.keys() != self._columns.keys():
-            raise ValueError(f"row with fields {sorted(row)}, not {sorted(self._columns)}")
-        for key, value in row.items():
-            self._columns[key].append(value)
+        if tuple(row) != self._keys:              # the same fields in the same order, row after row
+            if self._length:
+                raise ValueError(f"row with fields {sorted(row)}, not {sorted(self._keys)}")
+            self._keys, self._lists = tuple(row), [[] for _ in row]
+        for column, value in zip(self._lists, row.values()):
+            column.append(value)
         self._length += 1
 
     def __len__(self) -> int:
         return self._length
 
     def __iter__(self) -> Iterator[dict]:
-        keys = list(self._columns)
-        for values in zip(*self._columns.values()):
-            yield dict(zip(keys, values))
+        for values in zip(*self._lists):
+            yield dict(zip(self._keys, values))
 
     def __eq__(self, other) -> bool:
         if isinstance(other, Rows):
-            return self._columns == other._columns
+            return self._keys == other._keys and self._lists == other._lists
         return NotImplemented
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self._columns)
+        return pd.DataFrame(dict(zip(self._keys, self._lists)))
