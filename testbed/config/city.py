@@ -191,11 +191,10 @@ def city_topology(name: str, city: CitySpec, users: int, base: Path) -> dict:
             "connections": connections}
 
 
-def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int = 0,
-               duration: str | float = 3600.0) -> dict[str, dict]:
+def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int = 0) -> dict[str, dict]:
     """Every user's entry of ``users:``: the population's mobility (traces handed out one per
     user from a directory; a random waypoint over the city's area; a car of the city's SUMO
-    traffic, one per user, driving for ``duration``) and services."""
+    traffic, one per user) and services."""
     mobility = dict(population.mobility)
     files: list[Path] = []
     if "directory" in mobility:
@@ -210,7 +209,6 @@ def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int
         mobility["area"] = [0.0, city.area[0], 0.0, city.area[1]]
     if mobility.get("model") == "sumo":              # one city's traffic, the same for every user
         mobility.setdefault("vehicles", population.users)
-        mobility.setdefault("duration", duration)
         mobility.setdefault("seed", mix_seed(seed, 1))
     users = {}
     for k in range(population.users):
@@ -250,8 +248,7 @@ def generate(data: dict, base: Path) -> dict:
         raise ConfigError("sim.city: a generated city replaces topology and users; remove them from the file")
     data = dict(data)
     data["topology"] = city_topology(f"{data.get('name', 'city')}-city", spec.city, spec.population.users, base)
-    data["users"] = city_users(spec.population, spec.city, base, int(data.get("seed", 0)),
-                               data.get("duration", 3600.0))
+    data["users"] = city_users(spec.population, spec.city, base, int(data.get("seed", 0)))
     # the effective experiment is an ordinary one from here on (a record reloads as it is)
     data["sim"] = {k: v for k, v in sim.items() if k not in ("city", "population")}
     return data

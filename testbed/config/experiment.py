@@ -269,10 +269,14 @@ class ExperimentSpec(Strict):
         return {name: ExperimentSpec.model_validate(merge(base, changes)) for name, changes in self.scenarios.items()}
 
     def mobility_params(self, user: str) -> dict:
-        """The user's mobility model and its arguments (``testbed.mobility.build``)."""
+        """The user's mobility model and its arguments (``testbed.mobility.build``); a model with a
+        ``duration`` the file leaves out moves for this experiment's (each scenario's own)."""
         mobility = self.users[user].mobility
         model = MOBILITY_MODELS.get(mobility.model)
-        params = model.Params.model_validate(mobility.parameters())
+        parameters = mobility.parameters()
+        if "duration" in model.Params.model_fields and "duration" not in parameters:
+            parameters = {**parameters, "duration": f"{self.duration!r}s"}
+        params = model.Params.model_validate(parameters)
         return {"model": mobility.model, **model.arguments(params, self.topology.nodes[user].path)}
 
 

@@ -119,7 +119,7 @@ class SumoParams(Strict):
     area: tuple[float, float, float, float] = Field(description="x min, x max, y min, y max (metres)")
     vehicles: int = Field(ge=1, le=100_000, description="cars on the roads (a generated city: one per user)")
     vehicle: int = Field(default=0, ge=0, description="the car this user drives (from 0)")
-    duration: Seconds = Field(default=3600.0, gt=0, description="how long the cars drive")
+    duration: Seconds = Field(default=3600.0, gt=0, description="how long the cars drive (default: the experiment's)")
     block: float = Field(default=500.0, gt=0, description="metres between junctions of the road grid")
     speed: float = Field(default=13.9, gt=0, description="the roads' speed limit, m/s")
     sample: Seconds = Field(default=5.0, gt=0, description=(

@@ -350,6 +350,10 @@ def test_a_city_drives_its_users_in_sumo_cars_by_default_on_the_map_all_along(tm
     assert len({tuple(np.round(c.positions(np.array([300.0]))[0])) for c in cars}) == 12
     trial = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration)).run()
     assert trial.handovers and trial.migrations
+    data["scenarios"] = {"longer": {"duration": "20min"}}                # each scenario's cars drive its duration
+    path.write_text(yaml.safe_dump(data))
+    longer = load_experiment(path).variants()["longer"]
+    assert longer.mobility_params("u1")["duration"] == 1200.0 and longer.mobility_params("u1")["vehicle"] == 0
     with pytest.raises(ConfigError, match=r"users.u12.mobility.vehicle: 11 of 5 cars"):
         load_experiment(path, ["sim.population.mobility={model: sumo, vehicles: 5}"])
 
