@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +43,8 @@ from testbed.sim.calibration import SimCalibration
 from testbed.sim.network import GraphNetwork
 from testbed.sim.rows import Rows
 
-CHUNK_STEPS = 600          # positions are drawn this many steps at a time (memory stays flat)
+CHUNK_STEPS = 600          # positions are drawn this many steps at a time (memory stays flat) ...
+CHUNK_POINTS = 300_000     # ... or fewer, so that a chunk holds at most this many user positions
 SETTLE_TIMEOUT_S = 120.0   # as the controller's settle: migrations under way may finish after the end
 QUEUE_CAP = 0.98           # utilisation beyond which the M/M/c wait is held (an overloaded server)
 
@@ -90,6 +92,7 @@ class Simulation:
         self.station_names = sorted(self.state.stations)
         self.station_index = {n: i for i, n in enumerate(self.station_names)}
         self.station_xy = np.array([self.state.stations[n].position for n in self.station_names], dtype=float)
+        self.station_x, self.station_y = self.station_xy[:, 0].copy(), self.station_xy[:, 1].copy()
         self.tree = cKDTree(self.station_xy)
         self.neighbours = min(self.sim.neighbours, len(self.station_names))
         self.server_names = sorted(self.state.servers)
@@ -117,7 +120,7 @@ class Simulation:
         for i, row in enumerate(hops):
             for j, links in enumerate(row):
                 self.pair_hops[i, j, :len(links)] = links
-        self.link_task_mbps = np.zeros(none)          # what the tasks offer each link
+        self._offer_tasks(np.zeros(none))
         self.link_migrations = np.zeros(none)         # migrations crossing each link now
 
     def _migration_mbps(self, links: list[int]) -> float:
@@ -125,11 +128,12 @@ class Simulation:
         the migrations crossing it."""
         if not links:
             return math.inf
-        return float(np.min(self._left_by_tasks()[links] / self.link_migrations[links]))
+        return float(min(self.link_left_mbps[i] / self.link_migrations[i] for i in links))
 
-    def _left_by_tasks(self) -> np.ndarray:
-        """Per link, the bandwidth the tasks leave (at least ``1 - QUEUE_CAP`` of it)."""
-        return np.maximum(self.link_mbps - self.link_task_mbps, self.link_mbps * (1.0 - QUEUE_CAP))
+    def _offer_tasks(self, mbps: np.ndarray) -> None:
+        """Per link, what the tasks' traffic (``mbps``) leaves for migrations (at least
+        ``1 - QUEUE_CAP`` of each link)."""
+        self.link_left_mbps = np.maximum(self.link_mbps - mbps, self.link_mbps * (1.0 - QUEUE_CAP))
 
     def _users_setup(self) -> None:
         self.user_names = list(self.spec.users)
@@ -144,6 +148,9 @@ class Simulation:
         self.rules = [handover_rule(self.radio) for _ in range(n)] if self.radio.handover_rule == "a3" else None
         self.rule = handover_rule(self.radio)
         self.flagged = np.zeros(n, dtype=bool)
+        self.chunk_steps = max(1, min(CHUNK_STEPS, CHUNK_POINTS // max(1, n)))
+        self._chunk_index, self._ahead = -1, None
+        self._heard_last: tuple = (None, {})
         for name in self.user_names:
             self.state.users[name] = User(name, None, t=0.0)
 
@@ -156,6 +163,9 @@ class Simulation:
         self.service_names = [r[0] for r in rows]
         self.service_index = {n: i for i, n in enumerate(self.service_names)}
         self.service_user = np.array([r[1] for r in rows], dtype=int)
+        self.services_of_user = [[] for _ in self.user_names]
+        for s, r in enumerate(rows):
+            self.services_of_user[r[1]].append(s)
         computes = [self.state.servers[n].compute for n in self.server_names]
         # per service and server: the median processing time there (s), and the mean (lognormal)
         self.proc_median_s = np.array([[self.calibration.processing_ms(r[2].app, c) / 1e3 for c in computes]
@@ -163,7 +173,7 @@ class Simulation:
         self.proc_mean_s = self.proc_median_s * np.exp(np.array([r[3].proc_sigma for r in rows]) ** 2 / 2)[:, None]
         self.proc_sigma = np.array([r[3].proc_sigma for r in rows])
         self.think_s = np.array([r[2].think_time for r in rows])
-        self.task_bytes = np.array([r[3].task_bytes for r in rows])
+        self.task_mbit = np.array([r[3].task_bytes for r in rows]) * 8 / 1e6
         self.overhead_s = np.array([r[3].overhead_ms / 1e3 for r in rows])
         self.overhead_per_rtt = np.array([r[3].overhead_per_rtt for r in rows])
         self.down_from = np.zeros(len(rows))
@@ -183,6 +193,9 @@ class Simulation:
         self.server_cpus = np.array([self.state.servers[s].cpus for s in self.server_names])
         self.compute = np.array([self.state.servers[s].compute for s in self.server_names])
         self.background = np.zeros(len(self.server_names))
+        # the M/M/c wait (Sakasegawa): E[W] = E[S] rho^(sqrt(2 (c + 1)) - 1) / (c (1 - rho))
+        self.queue_cores = np.maximum(1.0, np.floor(self.server_cpus))
+        self.queue_exponent = np.sqrt(2 * (self.queue_cores + 1)) - 1
         self.moving = np.zeros(len(rows), dtype=bool)
         self._rows = np.arange(len(rows))
         self._active = np.zeros(len(rows))
@@ -193,14 +206,34 @@ class Simulation:
         self._interval_migrations = np.zeros(len(rows))
 
     # -- positions and radio -------------------------------------------------------------------
-    def _positions(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        chunk = k // CHUNK_STEPS
-        if getattr(self, "_chunk", None) != chunk:
-            times = (chunk * CHUNK_STEPS + np.arange(CHUNK_STEPS)) * self.sim.step
-            self._chunk = chunk
-            self._xy = np.stack([m.positions(times) for m in self.mobility], axis=1)      # steps x users x 2
-            self._present = np.stack([m.present(times) for m in self.mobility], axis=1)
-        return self._xy[k % CHUNK_STEPS], self._present[k % CHUNK_STEPS]
+    def _chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``c``'s positions (steps x users x 2) and presence (steps x users)."""
+        times = (c * self.chunk_steps + np.arange(self.chunk_steps)) * self.sim.step
+        return (np.stack([m.positions(times) for m in self.mobility], axis=1),
+                np.stack([m.present(times) for m in self.mobility], axis=1))
+
+    def _nearest(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per step and user, the mean RSSI of its ``sim.neighbours`` nearest stations and their
+        indices, nearest first.  A user's positions are asked in a row (they are near each other,
+        which the tree's search likes)."""
+        steps, users = xy.shape[:2]
+        distance, index = self.tree.query(xy.transpose(1, 0, 2).reshape(-1, 2), k=self.neighbours)
+        rssi = self.state.path_loss.mean_rssi_at(distance).reshape(users, steps, -1).transpose(1, 0, 2)
+        return np.ascontiguousarray(rssi), np.ascontiguousarray(index.reshape(users, steps, -1).transpose(1, 0, 2))
+
+    def _load_chunk(self, c: int) -> None:
+        """Make chunk ``c`` current and start on the next: its positions now, its nearest stations
+        on the other core while this chunk is simulated (the tree is the largest cost of a step,
+        and it runs without the interpreter's lock)."""
+        if self._ahead is not None and self._ahead[0] == c:
+            _, self._xy, self._present, nearest = self._ahead
+        else:
+            self._xy, self._present = self._chunk(c)
+            nearest = self._pool.submit(self._nearest, self._xy)
+        xy, present = self._chunk(c + 1)
+        self._ahead = (c + 1, xy, present, self._pool.submit(self._nearest, xy))
+        self._near_rssi, self._near_index = nearest.result()
+        self._chunk_index = c
 
     def _radio_rate(self, rssi: np.ndarray) -> np.ndarray:
         return self.rate_mbps[np.searchsorted(self.rate_snr, rssi - self.noise_floor, side="right")]
@@ -213,11 +246,12 @@ class Simulation:
             self.env.process(self._ticks())
         if self.planner.uses_checkpoint_sizes:
             self.env.process(self._probes())
-        self.env.run(until=self.spec.duration)
-        self.settling = True            # as the emulator's trial ends: no new decisions, moves finish
-        deadline = self.spec.duration + SETTLE_TIMEOUT_S
-        while self.moving.any() and self.env.peek() <= deadline:
-            self.env.step()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-nearest") as self._pool:
+            self.env.run(until=self.spec.duration)
+            self.settling = True            # as the emulator's trial ends: no new decisions, moves finish
+            deadline = self.spec.duration + SETTLE_TIMEOUT_S
+            while self.moving.any() and self.env.peek() <= deadline:
+                self.env.step()
         end = max(self.env.now, self.spec.duration)
         if end > self._accounted:
             self._load(self._accounted, end)
@@ -239,11 +273,11 @@ class Simulation:
             now = self.env.now
             self.state.t = now
             self._k = k
-            xy, present = self._positions(k)
-            self.xy, self.present = xy, present
-            distance, nearest = self.tree.query(xy, k=self.neighbours)
-            distance, nearest = distance.reshape(len(xy), -1), nearest.reshape(len(xy), -1)
-            self.near_rssi, self.nearest = self.state.path_loss.mean_rssi_at(distance), nearest
+            c, i = divmod(k, self.chunk_steps)
+            if c != self._chunk_index:
+                self._load_chunk(c)
+            self.xy, self.present = self._xy[i], self._present[i]
+            self.near_rssi, self.nearest = self._near_rssi[i], self._near_index[i]
             self._radio(now)
             if not deployed:
                 self._deploy()
@@ -258,10 +292,11 @@ class Simulation:
             k += 1
             yield self.env.timeout(step)
 
-    def _serving_rssi(self, users: np.ndarray) -> np.ndarray:
-        ap = self.ap[users]
-        d = np.linalg.norm(self.xy[users] - self.station_xy[np.maximum(ap, 0)], axis=1)
-        return np.where(ap >= 0, self.state.path_loss.mean_rssi_at(d), -np.inf)
+    def _serving_rssi(self) -> np.ndarray:
+        """Every user's RSSI from its base station (-inf without one)."""
+        station = np.maximum(self.ap, 0)
+        d = np.hypot(self.xy[:, 0] - self.station_x[station], self.xy[:, 1] - self.station_y[station])
+        return np.where(self.ap >= 0, self.state.path_loss.mean_rssi_at(d), -np.inf)
 
     def _radio(self, now: float) -> None:
         """The users' own handover rule; the full rule runs only for users it might move."""
@@ -274,27 +309,31 @@ class Simulation:
         for u in np.flatnonzero(gone):              # off the map (a trace's gap): no station
             self.lost_from[u], self.ap[u] = self.ap[u], -1
             self.state.users[self.user_names[u]].ap = None
-        users = np.flatnonzero(idle & self.present)
-        best, best_rssi = self.nearest[users, 0], self.near_rssi[users, 0]
-        serving = self._serving_rssi(users)
+        asking = idle & self.present
+        ap, best, best_rssi, serving = self.ap, self.nearest[:, 0], self.near_rssi[:, 0], self._serving_rssi()
         sensitivity = self.radio.sensitivity_dbm
-        flag = ((self.ap[users] < 0) & (best_rssi >= sensitivity)) | \
-               ((self.ap[users] >= 0) & ((serving < sensitivity) |
-                                         ((best != self.ap[users]) & (best_rssi >= serving + self.radio.hysteresis_db))))
-        candidates = users[flag]
+        flag = asking & np.where(ap >= 0, (serving < sensitivity)
+                                 | ((best != ap) & (best_rssi >= serving + self.radio.hysteresis_db)),
+                                 best_rssi >= sensitivity)
+        candidates = np.flatnonzero(flag)
         if self.rules is not None:                  # A3 keeps time: ask it while its condition may hold
-            candidates = np.union1d(candidates, np.flatnonzero(self.flagged & idle & self.present))
-            self.flagged[:] = False
-            self.flagged[users[flag]] = True
+            candidates = np.union1d(candidates, np.flatnonzero(self.flagged & asking))
+            self.flagged = flag
         for u in candidates:
             self._decide_radio(int(u), now)
 
     def _heard(self, u: int) -> dict[str, float]:
+        """The stations user ``u`` hears this step (its nearest and its own), once a step: a
+        handover asks twice, for the radio rule and for the planner's view of the user."""
+        key = (self._k, u, self.ap[u])
+        if self._heard_last[0] == key:
+            return self._heard_last[1]
         heard = dict(zip(map(self.station_names.__getitem__, self.nearest[u].tolist()), self.near_rssi[u].tolist()))
         serving = self.ap[u]
         if serving >= 0 and self.station_names[serving] not in heard:
             heard[self.station_names[serving]] = self.state.path_loss.mean_rssi(
                 tuple(self.station_xy[serving].tolist()), tuple(self.xy[u].tolist()))
+        self._heard_last = (key, heard)
         return heard
 
     def _decide_radio(self, u: int, now: float) -> None:
@@ -339,20 +378,22 @@ class Simulation:
         user.t = now
         user.position = (float(self.xy[u, 0]), float(self.xy[u, 1]))
         user.velocity = self._velocity(u, now)
-        user.rssi = {b: r for b, r in self._heard(u).items() if r >= self.radio.sensitivity_dbm}
-        mine = np.flatnonzero(self.service_user == u)
-        user.e2e_ms = {self.service_names[s]: float(self.e2e_s[s] * 1e3) for s in mine}
-        user.task_rate = {self.service_names[s]: float(self._rate(s)) for s in mine}
-        for s in mine:
-            self.state.services[self.service_names[s]].proc_ms = float(self.proc_now_s[s] * 1e3)
+        sensitivity = self.radio.sensitivity_dbm
+        user.rssi = {b: r for b, r in self._heard(u).items() if r >= sensitivity}
+        user.e2e_ms, user.task_rate = {}, {}
+        for s in self.services_of_user[u]:
+            name = self.service_names[s]
+            user.e2e_ms[name] = float(self.e2e_s[s] * 1e3)
+            user.task_rate[name] = self._rate(s)
+            self.state.services[name].proc_ms = float(self.proc_now_s[s] * 1e3)
         return user
 
     def _velocity(self, u: int, now: float) -> tuple[float, float]:
         """From the step's positions (the model's finite difference at a chunk's edge)."""
-        k = self._k % CHUNK_STEPS
-        if 0 < k < CHUNK_STEPS - 1:
-            dx, dy = (self._xy[k + 1, u] - self._xy[k - 1, u]) / (2 * self.sim.step)
-            return float(dx), float(dy)
+        k = self._k % self.chunk_steps
+        if 0 < k < self.chunk_steps - 1:
+            (x1, y1), (x0, y0) = self._xy[k + 1, u].tolist(), self._xy[k - 1, u].tolist()
+            return (x1 - x0) / (2 * self.sim.step), (y1 - y0) / (2 * self.sim.step)
         return tuple(float(v) for v in self.mobility[u].velocity(now))
 
     def _sync_servers(self) -> None:
@@ -504,14 +545,14 @@ class Simulation:
     def _rate(self, s: int) -> float:
         if self.sim.task_rate is not None:
             return self.sim.task_rate
-        return 1.0 / (self.e2e_s[s] + self.think_s[s])
+        return 1.0 / float(self.e2e_s[s] + self.think_s[s])
 
-    def _server_load(self) -> np.ndarray:
+    def _server_load(self, service_s: np.ndarray | None = None) -> np.ndarray:
         """Each server's utilisation: its services' work (tasks/s x seconds each) and its background
-        load, over its cores."""
-        active = self._active
-        rates = self._rates * active
-        work = rates * self.proc_mean_s[self._rows, self.server_of]
+        load, over its cores (``service_s``: each service's mean processing time where it is)."""
+        if service_s is None:
+            service_s = self.proc_mean_s[self._rows, self.server_of]
+        work = self._rates * self._active * service_s
         return (np.bincount(self.server_of, weights=work, minlength=len(self.server_names)) + self.background) \
             / self.server_cpus
 
@@ -544,25 +585,23 @@ class Simulation:
             i = self.server_index[load.server]
             on = load.start <= now < load.start + load.duration
             self.background[i] = load.share * self.server_cpus[i] if on else 0.0
-        rho = np.minimum(self._server_load(), QUEUE_CAP)
         server = self.server_of
-        c = np.maximum(1.0, np.floor(self.server_cpus[server]))
         service_s = self.proc_mean_s[self._rows, server]
-        wait = service_s * rho[server] ** (np.sqrt(2 * (c + 1)) - 1) / (c * (1 - rho[server]))
-        proc = service_s + wait
+        rho = np.minimum(self._server_load(service_s), QUEUE_CAP)
+        waiting = rho ** self.queue_exponent / (self.queue_cores * (1 - rho))   # per server, x the service time
+        proc = service_s * (1.0 + waiting[server])
         station = np.maximum(self.ap[users], 0)
-        rssi = self._serving_rssi(users)
+        rssi = self._serving_rssi()[users]
         sharing = np.bincount(self.ap[self.ap >= 0], minlength=len(self.station_names))[station]
         radio = np.minimum(self._radio_rate(rssi), self.capacity[station]) / np.maximum(1, sharing)
         hops = self.pair_hops[station, server]
-        offered = self._rates * self._active * self.task_bytes * 8 / 1e6
-        self.link_task_mbps = np.bincount(hops.ravel(), weights=np.repeat(offered, hops.shape[1]),
-                                          minlength=len(self.link_mbps) + 1)[:len(self.link_mbps)]
-        per_task = np.append(self._left_by_tasks() / (1.0 + self.link_migrations), np.inf)
+        offered = self._rates * self._active * self.task_mbit
+        self._offer_tasks(np.bincount(hops.ravel(), weights=np.repeat(offered, hops.shape[1]),
+                                      minlength=len(self.link_mbps) + 1)[:len(self.link_mbps)])
+        per_task = np.append(self.link_left_mbps / (1.0 + self.link_migrations), np.inf)
         bandwidth = np.minimum(radio, per_task[hops].min(axis=1))
-        tx = self.task_bytes * 8 / np.maximum(bandwidth, 1e-6) / 1e6 + 2 * (self.one_way[station, server]
-                                                                           + self.radio_one_way)
         rtt = 2 * (self.one_way[station, server] + self.radio_one_way)
+        tx = self.task_mbit / np.maximum(bandwidth, 1e-6) + rtt
         e2e = proc + tx + self.overhead_s + self.overhead_per_rtt * rtt
         active = self._active > 0
         self.e2e_s = np.where(active, e2e, self.e2e_s)

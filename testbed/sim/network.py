@@ -20,6 +20,8 @@ class GraphNetwork:
                                 cost=params.delay + 1e-6)
         self._from: dict[str, tuple[dict, dict]] = {}
         self._bottleneck: dict[tuple[str, str], float] = {}
+        self._one_way: dict[tuple[str, str], float] = {}     # asked at every handover and migration
+        self._hops: dict[tuple[str, str], list[int]] = {}
         self.edges = list(self.graph.edges)
         self._edge_index = {frozenset(edge): i for i, edge in enumerate(self.edges)}
 
@@ -31,8 +33,10 @@ class GraphNetwork:
         """The links (indices into ``edges``) of the path from ``a`` to ``b``."""
         if a == b:
             return []
-        path = self.path(a, b)
-        return [self._edge_index[frozenset(pair)] for pair in zip(path, path[1:])]
+        if (a, b) not in self._hops:
+            path = self.path(a, b)
+            self._hops[a, b] = [self._edge_index[frozenset(pair)] for pair in zip(path, path[1:])]
+        return self._hops[a, b]
 
     def _paths(self, source: str) -> tuple[dict, dict]:
         if source not in self._from:
@@ -48,8 +52,10 @@ class GraphNetwork:
     def one_way(self, a: str, b: str) -> float:
         if a == b:
             return 0.0
-        hops = self.path(a, b)
-        return sum(self.graph.edges[u, v]["delay"] for u, v in zip(hops, hops[1:]))
+        if (a, b) not in self._one_way:
+            hops = self.path(a, b)
+            self._one_way[a, b] = sum(self.graph.edges[u, v]["delay"] for u, v in zip(hops, hops[1:]))
+        return self._one_way[a, b]
 
     def bandwidth(self, a: str, b: str) -> float:
         if a == b:
