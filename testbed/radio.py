@@ -136,6 +136,25 @@ class HysteresisHandover:
         """As ``decide``; ``t`` (seconds) matters to rules with a time to trigger."""
         return self.decide(serving, rssi)
 
+    def first_decision(self, serving: str, stations: list[str], rssi: np.ndarray,
+                       times: np.ndarray) -> tuple[float, str] | None:
+        """The first of ``times`` at which the rule moves a user served by ``serving``, and where:
+        ``rssi[k, j]`` is station ``stations[j]``'s at ``times[k]`` (-inf where not heard; the
+        serving station may be missing).  Columns in name order, as ``best`` breaks ties.
+        Stateless, so all times at once."""
+        sensitivity = self.params.sensitivity_dbm
+        usable = rssi >= sensitivity
+        best = np.argmax(np.where(usable, rssi, -np.inf), axis=1)
+        best_rssi = rssi[np.arange(len(times)), best]
+        own = stations.index(serving) if serving in stations else -1
+        own_rssi = rssi[:, own] if own >= 0 else np.full(len(times), -np.inf)
+        moves = usable.any(axis=1) & (best != own) & (
+            (own_rssi < sensitivity) | (best_rssi >= own_rssi + self.params.hysteresis_db))
+        if not moves.any():
+            return None
+        k = int(np.argmax(moves))
+        return float(times[k]), stations[best[k]]
+
     def action(self, serving: str | None, rssi: dict[str, float], t: float,
                user_decides: bool = True) -> tuple[str, str | None] | None:
         """What the user's radio does after the samples ``rssi`` at ``t``, or None:
@@ -162,6 +181,14 @@ class A3Handover(HysteresisHandover):
         super().__init__(params)
         self.time_to_trigger = params.time_to_trigger
         self._since: dict[str, float] = {}       # neighbour -> when its condition began
+
+    def first_decision(self, serving, stations, rssi, times):
+        """As the base rule's, one time after another (the time to trigger keeps state)."""
+        for t, row in zip(times.tolist(), rssi.tolist()):
+            target = self.decide_at(serving, {b: r for b, r in zip(stations, row) if r > -math.inf}, t)
+            if target:
+                return t, target
+        return None
 
     def decide_at(self, serving: str | None, rssi: dict[str, float], t: float) -> str | None:
         best = self.best(rssi)

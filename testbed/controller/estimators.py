@@ -62,6 +62,25 @@ def transfer_seconds(size: float, bandwidth_mbps: float, rtt_s: float, mss: int 
 
 
 @dataclass
+class RunningFit:
+    """k minimising sum (y - k x)^2, kept as sums while points arrive (a simulated city's
+    day observes hundreds of thousands of migrations).  With x = 1 it is the mean of y."""
+
+    sxx: float = 0.0
+    sxy: float = 0.0
+    count: int = 0
+
+    def add(self, x: float, y: float) -> None:
+        self.sxx += x * x
+        self.sxy += x * y
+        self.count += 1
+
+    @property
+    def slope(self) -> float | None:
+        return self.sxy / self.sxx if self.sxx > 0 else None
+
+
+@dataclass
 class MigrationTimeModel:
     """Eq. (5) with psi_s and rho_s learned from each server's history.
 
@@ -75,9 +94,9 @@ class MigrationTimeModel:
     default_psi: float              # s per byte of image at C = 1 (the calibration's, until measured here)
     default_rho: float              # s per byte restored at C = 1
     default_setup: float            # s to create the destination container
-    checkpoints: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    restores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    setups: dict[str, list[float]] = field(default_factory=dict)
+    checkpoints: dict[str, RunningFit] = field(default_factory=dict)   # per server: seconds vs bytes / C
+    restores: dict[str, RunningFit] = field(default_factory=dict)
+    setups: dict[str, RunningFit] = field(default_factory=dict)        # per server: the mean
     precopy_share: float = 1.0      # of the path's bandwidth the pre-transfer may take (paced)
 
     @classmethod
@@ -87,23 +106,28 @@ class MigrationTimeModel:
                    default_setup=calibration.setup_s)
 
     def observe_setup(self, server: str, seconds: float) -> None:
-        self.setups.setdefault(server, []).append(seconds)
+        self.setups.setdefault(server, RunningFit()).add(1.0, seconds)
 
     def setup(self, server: str) -> float:
-        history = self.setups.get(server)
-        return sum(history) / len(history) if history else self.default_setup
+        learned = self._learned(self.setups, server)
+        return self.default_setup if learned is None else learned
 
     def observe_checkpoint(self, server: str, seconds: float, image_bytes: float, compute: float) -> None:
-        self.checkpoints.setdefault(server, []).append((image_bytes / compute, seconds))
+        self.checkpoints.setdefault(server, RunningFit()).add(image_bytes / compute, seconds)
 
     def observe_restore(self, server: str, seconds: float, restored_bytes: float, compute: float) -> None:
-        self.restores.setdefault(server, []).append((restored_bytes / compute, seconds))
+        self.restores.setdefault(server, RunningFit()).add(restored_bytes / compute, seconds)
 
     def psi(self, server: str) -> float:
-        return _fit_through_origin(self.checkpoints.get(server, [])) or self.default_psi
+        return self._learned(self.checkpoints, server) or self.default_psi
 
     def rho(self, server: str) -> float:
-        return _fit_through_origin(self.restores.get(server, [])) or self.default_rho
+        return self._learned(self.restores, server) or self.default_rho
+
+    @staticmethod
+    def _learned(fits: dict[str, RunningFit], server: str) -> float | None:
+        fit = fits.get(server)
+        return fit.slope if fit is not None else None
 
     def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
                  bandwidth_mbps: float, one_way_s: float, compute_source: float, compute_dest: float) -> dict:

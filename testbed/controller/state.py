@@ -211,10 +211,24 @@ class SystemState:
         return self._stations_xy
 
     def predict_handover(self, user: User, horizon_s: float, step_s: float = 0.1) -> tuple[float, str] | None:
-        """When and where the handover rule will move ``user`` within ``horizon_s`` (mean model;
-        a time to trigger counts from the user's last report)."""
+        """When and where the handover rule will move ``user`` within ``horizon_s`` (mean model,
+        every ``step_s`` along its straight line; a time to trigger counts from the user's last
+        report).  All steps at once, over the stations it could hear on the way."""
         if user.position is None or user.ap is None:
             return None
+        steps = np.arange(int(horizon_s / step_s) + 2) * step_s
+        steps = steps[steps <= horizon_s]
+        names, xy = self._station_array()
+        (x, y), (vx, vy) = user.position, user.velocity
+        radius = self.path_loss.distance_for_rssi(self.policy.params.sensitivity_dbm) * (1 + 1e-9)
+        reach = radius + math.hypot(vx, vy) * steps[-1]
+        near = sorted(np.flatnonzero(np.hypot(xy[:, 0] - x, xy[:, 1] - y) <= reach).tolist(), key=names.__getitem__)
+        if not near:
+            return None
+        d = np.hypot(xy[near, 0] - (x + vx * steps)[:, None], xy[near, 1] - (y + vy * steps)[:, None])
+        rssi = np.where(d <= radius, self.path_loss.mean_rssi_at(d), -np.inf)
+        return handover_rule(self.policy.params).first_decision(user.ap, [names[i] for i in near], rssi,
+                                                                 user.t + steps)
         rule = handover_rule(self.policy.params)
         k = 0
         while k * step_s <= horizon_s:

@@ -1,6 +1,7 @@
 """Path loss, RSSI and the hysteresis handover, against values computed here."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,47 @@ def test_eq4_shares_the_station_only_when_asked():
     assert OrchestratedPlanner(params=OrchestratedPlanner.Params(airtime_sharing=True))._sharing(state, "a", "ap2") == 1
     fixed = SystemState.build(spec, RadioSpec(link_rate="fixed"), 0.5, t=0.0)
     assert fixed.path(-60.0, "ap1", "edge1", sharing=2).bandwidth_mbps == 65.0
+
+
+def _step_by_step(state, user, horizon_s, step_s=0.1):
+    """The prediction as the rule reads it: one time after another, the mean model's RSSI there."""
+    from testbed.radio import handover_rule
+
+    rule, k = handover_rule(state.policy.params), 0
+    while k * step_s <= horizon_s:
+        at = user.t + k * step_s
+        target = rule.decide_at(user.ap, state.predicted_rssi(user, at), at)
+        if target:
+            return at, target
+        k += 1
+    return None
+
+
+@pytest.mark.parametrize("rule", ["hysteresis", "a3"])
+def test_the_prediction_over_all_steps_at_once_agrees_with_the_rule_step_by_step(rule):
+    """predict_handover answers for a whole horizon in one pass over the stations near the
+    user's line; city users heading anywhere from anywhere, served by their best station or by
+    one out of reach, get the step-by-step answer, time and station."""
+    import random
+
+    from testbed.config import load_experiment
+    from testbed.controller.state import SystemState, User
+    from testbed.sim.network import GraphNetwork
+
+    city = Path(__file__).resolve().parents[2] / "experiments" / "city.yaml"
+    spec = load_experiment(city, ["sim.population.users=2", "sim.city.edge_servers=5",
+                                  f"radio.handover_rule={rule}", "radio.time_to_trigger=0.3s"])
+    state = SystemState.build(spec.topology, spec.radio, 1.0, t=100.0, network=GraphNetwork(spec.topology))
+    names, draw, outcomes = sorted(state.stations), random.Random(7), {"move": 0, "stay": 0}
+    for case in range(150):
+        x, y, vx, vy = draw.uniform(0, 1e4), draw.uniform(0, 1e4), draw.uniform(-20, 20), draw.uniform(-20, 20)
+        heard = state.policy.usable(state.predicted_rssi(User("u", None, position=(x, y), t=100.0), 100.0))
+        ap = max(sorted(heard), key=heard.get) if heard and case % 5 else draw.choice(names)
+        user = User("u", ap, position=(x, y), velocity=(vx, vy), t=100.0)
+        horizon = draw.uniform(0, 40)
+        expected, found = _step_by_step(state, user, horizon), state.predict_handover(user, horizon)
+        assert (expected is None) == (found is None), (x, y, vx, vy, ap, horizon)
+        if expected:
+            assert found[1] == expected[1] and found[0] == pytest.approx(expected[0], abs=1e-9)
+        outcomes["move" if expected else "stay"] += 1
+    assert min(outcomes.values()) >= 20          # both answers were put to the test
