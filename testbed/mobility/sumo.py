@@ -36,7 +36,9 @@ from testbed.config.base import Seconds
 from testbed.mobility.fcd import FcdReplay
 
 CACHE = Path(__file__).resolve().parents[2] / "runs" / ".cache" / "sumo"
-GENERATOR = 2            # changes whenever ``generate`` makes different traffic from the same arguments
+GENERATOR = 3            # changes whenever ``generate`` makes different traffic from the same arguments
+DEPARTURE_GAP_S = 0.1    # persistent cars depart one after another this far apart ...
+INSERTION_GRACE_S = 60.0  # ... and may wait this long for room on the road
 
 
 def sumo_home() -> Path:
@@ -67,12 +69,15 @@ def generate(out_dir: Path, grid: int | tuple[int, int] = 8, length: float = 500
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nx, ny = (grid, grid) if isinstance(grid, int) else grid
+    end = duration
     if vehicles is None:
         demand = ["-e", str(duration), "--period", str(period)]
     else:            # all depart within the first seconds; each trip outlasts the run through waypoints
         mean_leg_m = (nx - 1 + ny - 1) * length / 3            # mean Manhattan distance of two random points
         legs = math.ceil(1.5 * duration * speed / max(mean_leg_m, length)) + 2
-        demand = ["-e", f"{vehicles * 0.1:g}", "--period", "0.1", "--intermediate", str(legs)]
+        departures = vehicles * DEPARTURE_GAP_S
+        demand = ["-e", f"{departures:g}", "--period", f"{DEPARTURE_GAP_S:g}", "--intermediate", str(legs)]
+        end = max(duration, departures + INSERTION_GRACE_S)   # a run shorter than the departures still has every car
     binaries = home / "bin"
     steps = [
         [str(binaries / "netgenerate"), "--grid", "--grid.x-number", str(nx), "--grid.y-number", str(ny),
@@ -81,7 +86,7 @@ def generate(out_dir: Path, grid: int | tuple[int, int] = 8, length: float = 500
          "-r", "routes.rou.xml", "-b", "0", *demand, "--seed", str(seed), "--validate"],
         [str(binaries / "sumo"), "-n", "grid.net.xml", "-r", "routes.rou.xml", "--fcd-output", "fcd.parquet",
          "--output.format", "parquet", "--fcd-output.attributes", "x,y", "--device.fcd.period", str(sample),
-         "--end", str(duration + sample), "--step-length", "1", "--seed", str(seed), "--no-step-log", "true",
+         "--end", str(end + sample), "--step-length", "1", "--seed", str(seed), "--no-step-log", "true",
          "--no-warnings", "true"],
     ]
     env = {**os.environ, "SUMO_HOME": str(home)}

@@ -354,6 +354,9 @@ def test_a_city_drives_its_users_in_sumo_cars_by_default_on_the_map_all_along(tm
     path.write_text(yaml.safe_dump(data))
     longer = load_experiment(path).variants()["longer"]
     assert longer.mobility_params("u1")["duration"] == 1200.0 and longer.mobility_params("u1")["vehicle"] == 0
+    glimpse = load_experiment(path, ["duration=1s", "sim.population.users=100", "scenarios={}"])
+    starts = [build(**glimpse.mobility_params(u)).times[0] for u in glimpse.users]     # a car each, though
+    assert len(starts) == 100 and max(starts) > 6.0               # some depart after so short a run ends
     with pytest.raises(ConfigError, match=r"users.u12.mobility.vehicle: 11 of 5 cars"):
         load_experiment(path, ["sim.population.mobility={model: sumo, vehicles: 5}"])
 
