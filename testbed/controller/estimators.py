@@ -98,6 +98,7 @@ class MigrationTimeModel:
     restores: dict[str, RunningFit] = field(default_factory=dict)
     setups: dict[str, RunningFit] = field(default_factory=dict)        # per server: the mean
     precopy_share: float = 1.0      # of the path's bandwidth the pre-transfer may take (paced)
+    version: int = 0                # counts what was learned: an estimate holds while it stands
 
     @classmethod
     def from_calibration(cls, calibration) -> "MigrationTimeModel":
@@ -107,6 +108,7 @@ class MigrationTimeModel:
 
     def observe_setup(self, server: str, seconds: float) -> None:
         self.setups.setdefault(server, RunningFit()).add(1.0, seconds)
+        self.version += 1
 
     def setup(self, server: str) -> float:
         learned = self._learned(self.setups, server)
@@ -114,9 +116,11 @@ class MigrationTimeModel:
 
     def observe_checkpoint(self, server: str, seconds: float, image_bytes: float, compute: float) -> None:
         self.checkpoints.setdefault(server, RunningFit()).add(image_bytes / compute, seconds)
+        self.version += 1
 
     def observe_restore(self, server: str, seconds: float, restored_bytes: float, compute: float) -> None:
         self.restores.setdefault(server, RunningFit()).add(restored_bytes / compute, seconds)
+        self.version += 1
 
     def psi(self, server: str) -> float:
         return self._learned(self.checkpoints, server) or self.default_psi

@@ -18,8 +18,8 @@ the objective):
 
 * ``cbc``: CBC (shipped with PuLP) on the whole model, as the paper did;
 * ``highs``: HiGHS's branch and bound on the whole model;
-* ``fast``: the LP relaxation first (HiGHS); when it is integral it is the
-  answer, otherwise an incumbent is built from it (a greedy repair, then a
+* ``fast``: every user's own best choice when together they fit (``decoupled``);
+  else the LP relaxation (HiGHS); when it is integral it is the answer, otherwise an incumbent is built from it (a greedy repair, then a
   small MIP over each service's few best options), every option whose reduced
   cost says it cannot beat the incumbent is dropped (LP duality), and HiGHS's
   branch and bound proves the optimum on the rest, starting from the incumbent.
@@ -140,6 +140,9 @@ def solve(problem: PlacementProblem, solver: str = "fast", time_limit: float = 6
 
 
 def _solve_fast(problem: PlacementProblem, time_limit: float) -> Solution:
+    choice = decoupled(problem)
+    if choice is not None:
+        return Solution("optimal", choice, sum(o.value for o in choice.values()))
     relaxation = _relaxation(problem)
     if relaxation.status == "infeasible":
         return Solution("infeasible")
@@ -153,6 +156,41 @@ def _solve_fast(problem: PlacementProblem, time_limit: float) -> Solution:
         return _solve_model(problem, "highs", time_limit)
     return _solve_model(without_hopeless_options(problem, relaxation, start), "highs", time_limit, start=start,
                         proof=True)
+
+
+def decoupled(problem: PlacementProblem) -> dict[str, Option] | None:
+    """Every user's best choice on its own, (3c) and (3e) left out, when together they respect
+    both: then it is the joint optimum (the coupling constraints only take choices away), found
+    without a solver.  None when they break a limit or a user has no base station offering all
+    its services.  In a city, where limits rarely bind, most decisions end here."""
+    best: dict[str, dict[str, dict[str, Option]]] = {}          # user -> station -> service -> option
+    for option in problem.options:
+        at = best.setdefault(option.user, {}).setdefault(option.station, {})
+        held = at.get(option.key)
+        if held is None or option.value > held.value:
+            at[option.key] = option
+    choice: dict[str, Option] = {}
+    used: dict[str, list[float]] = {}
+    users_at: dict[str, int] = {}
+    for user, keys in problem.services().items():
+        complete = [(sum(at[k].value for k in keys), station) for station, at in best.get(user, {}).items()
+                    if len(at) == len(keys)]
+        if not keys or not complete:
+            return None
+        station = max(complete, key=lambda pair: pair[0])[1]
+        users_at[station] = users_at.get(station, 0) + 1
+        for key in keys:
+            choice[key] = option = best[user][station][key]
+            load = used.setdefault(option.server, [0.0] * len(problem.demand[key]))
+            for d, amount in enumerate(problem.demand[key]):
+                load[d] += amount
+    if any(count > problem.station_capacity.get(station, count) for station, count in users_at.items()):
+        return None
+    for server, load in used.items():
+        capacity = problem.server_capacity.get(server)
+        if capacity is not None and any(amount > limit + 1e-9 for amount, limit in zip(load, capacity)):
+            return None
+    return choice
 
 
 @dataclass

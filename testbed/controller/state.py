@@ -177,15 +177,19 @@ class SystemState:
     def path(self, rssi: float, station: str, server: str, rates: RateTable | None = None,
              sharing: int = 1) -> PathEstimate:
         """Eq. (4)'s path from a user at ``rssi`` through ``station`` to ``server``; with a
-        shared radio, the station's airtime is split among ``sharing`` users."""
-        """What the user would see through ``station`` to ``server`` at this RSSI (rates: the
+        shared radio, the station's airtime is split among ``sharing`` users (rates: the
         radio's table unless given)."""
+        return self.paths(rssi, station, [server], rates, sharing)[server]
+
+    def paths(self, rssi: float, station: str, servers, rates: RateTable | None = None,
+              sharing: int = 1) -> dict[str, PathEstimate]:
+        """``path`` to each of ``servers`` (the radio's rate found once)."""
         rate = (rates or self.rates).rate_mbps(rssi)
         if self.shared_radio:
             rate = airtime_share(rate, sharing, self.stations[station].capacity_mbps)
-        return PathEstimate(bandwidth_mbps=min(rate, self.network.bandwidth(station, server)),
-                            rtt_s=2 * self.network.one_way(station, server),
-                            compute=self.servers[server].compute)
+        return {server: PathEstimate(bandwidth_mbps=min(rate, self.network.bandwidth(station, server)),
+                                     rtt_s=2 * self.network.one_way(station, server),
+                                     compute=self.servers[server].compute) for server in servers}
 
     def predicted_position(self, user: User, at: float) -> Point:
         dt = max(0.0, at - user.t)

@@ -200,3 +200,32 @@ def test_in_city_instances_staying_is_a_feasible_choice_even_in_crowded_hotspots
         staying = {o.key: o for o in problem.options if o.downtime == 0}
         assert len(staying) == len(problem.demand), seed
         assert feasible(problem, staying), seed
+
+
+def test_each_user_on_its_own_is_the_joint_optimum_when_the_limits_allow_and_only_then():
+    """``decoupled``: each user's best choice, (3c) and (3e) left out, answers without a solver
+    when together the choices fit, and equals brute force then; when a limit binds it declines
+    (the solvers decide), so nothing infeasible is ever answered."""
+    from testbed.controller.milp import decoupled
+
+    answered = declined = 0
+    for seed in range(40):
+        for tight in (random_problem(seed), random_joint_problem(seed)):
+            loose = PlacementProblem(tight.users, tight.options, tight.demand,
+                                     {s: tuple(1e9 for _ in c) for s, c in tight.server_capacity.items()},
+                                     {b: 10**6 for b in tight.station_capacity})
+            for problem in (tight, loose):
+                choice, exact = decoupled(problem), brute_force(problem)
+                if choice is None:
+                    declined += 1
+                    continue
+                answered += 1
+                assert exact.feasible and feasible(problem, choice), seed
+                assert sum(o.value for o in choice.values()) == pytest.approx(exact.objective, abs=GAP), seed
+    assert answered >= 60 and declined >= 40, (answered, declined)
+    both_want_s0 = PlacementProblem(["u0", "u1"], [Option("u0", "b0", "s0", 5, 0), Option("u0", "b0", "s1", 1, 0),
+                                                   Option("u1", "b0", "s0", 4, 0), Option("u1", "b0", "s1", 3, 0)],
+                                    {"u0": (1,), "u1": (1,)}, {"s0": (1,), "s1": (1,)}, {"b0": 2})
+    assert decoupled(both_want_s0) is None                      # (3c) binds: the MILP splits them
+    split = solve(both_want_s0)
+    assert {k: o.server for k, o in split.choice.items()} == {"u0": "s0", "u1": "s1"} and split.objective == 8

@@ -27,6 +27,7 @@ coverage is about to end, or ``replan_s`` later.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
 from pydantic import Field
@@ -84,14 +85,33 @@ class OrchestratedPlanner(Planner):
         self.moved: set[str] = set()            # users the last decision moved (not left in place)
         self.last_solution: milp.Solution | None = None
         self.last_estimates: dict = {}
+        self._estimated_at: tuple | None = None
+        self._estimates: dict[tuple, dict] = {}
 
     # -- when ---------------------------------------------------------------------------
     def estimate_migration(self, state, service, dest) -> dict:
-        source, target = state.servers[service.server], state.servers[dest]
-        return state.migration_model.estimate(
-            service.server, dest, service.image_bytes, service.full_bytes, service.delta_bytes,
-            state.network.bandwidth(service.server, dest), state.network.one_way(service.server, dest),
-            source.compute, target.compute)
+        """Eq. (5) for moving ``service`` to ``dest``; remembered until the model learns more
+        (a decision asks for every service x server, and the services of a city share sizes)."""
+        model, source, target = state.migration_model, state.servers[service.server], state.servers[dest]
+        if self._estimated_at != (id(model), model.version):
+            self._estimated_at, self._estimates = (id(model), model.version), {}
+        key = (service.server, dest, service.image_bytes, service.full_bytes, service.delta_bytes,
+               source.compute, target.compute)
+        if key not in self._estimates:
+            self._estimates[key] = model.estimate(
+                service.server, dest, service.image_bytes, service.full_bytes, service.delta_bytes,
+                state.network.bandwidth(service.server, dest), state.network.one_way(service.server, dest),
+                source.compute, target.compute)
+        return self._estimates[key]
+
+    def _longest_pre_migration(self, state, service) -> float:
+        """The longest pre-migration of ``service`` to any other server (every report asks)."""
+        key = ("longest", service.server, service.image_bytes, service.full_bytes, service.delta_bytes)
+        if self._estimated_at != (id(state.migration_model), state.migration_model.version) \
+                or key not in self._estimates:
+            self._estimates[key] = max((self.estimate_migration(state, service, d)["pre_migration_s"]
+                                        for d in state.servers if d != service.server), default=0.0)
+        return self._estimates[key]
 
     def _control(self, state, services) -> float:
         cloud = state.cloud()
@@ -100,8 +120,7 @@ class OrchestratedPlanner(Planner):
     def lead(self, state, services) -> float:
         """How long before t' a plan must be made: the longest pre-migration, the orders'
         trips and the reports that may pass before the next decision."""
-        longest = max((self.estimate_migration(state, s, d)["pre_migration_s"]
-                       for s in services for d in state.servers if d != s.server), default=0.0)
+        longest = max((self._longest_pre_migration(state, s) for s in services), default=0.0)
         return ((1 + self.params.margin) * longest + self.params.lead_control_trips * self._control(state, services)
                 + self.params.lead_reports * state.report_period_s)
 
@@ -152,7 +171,7 @@ class OrchestratedPlanner(Planner):
         """The joint placement problem at t' of every user in ``due``."""
         rates = self.params.rates(state.rates)
         deciding = {s.name for u in due for s in state.services_of(u)}
-        options, estimates, demand = [], {}, {}
+        options, estimates, demand, servers = [], {}, {}, sorted(state.servers)
         for name, (t_prime, target) in sorted(due.items()):
             user = state.users[name]
             rssi = state.predicted_rssi(user, t_prime)
@@ -164,9 +183,9 @@ class OrchestratedPlanner(Planner):
                                       self._sharing(state, name, baseline))
                 tasks = self._tasks(user, service)
                 for station in sorted(stations):
-                    sharing = self._sharing(state, name, station)
-                    for server in sorted(state.servers):
-                        new_path = state.path(stations[station], station, server, rates, sharing)
+                    paths = state.paths(stations[station], station, servers, rates, self._sharing(state, name, station))
+                    for server in servers:
+                        new_path = paths[server]
                         change = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, new_path)
                         mig = self.estimate_migration(state, service, server) if server != service.server else None
                         handover = state.handover_time_s if station != user.ap else None
@@ -176,8 +195,8 @@ class OrchestratedPlanner(Planner):
                             "t_ho": t_prime, "e2e_change_s": change, "tasks": tasks, "downtime_s": dt,
                             "migration": mig, "rssi": stations[station]}
         capacity = {s: self._capacity(state, s, deciding) for s in state.servers}
-        stations = {b: st.max_users - sum(1 for u in state.users.values() if u.ap == b and u.name not in due)
-                    for b, st in state.stations.items()}
+        staying = Counter(u.ap for u in state.users.values() if u.name not in due)
+        stations = {b: st.max_users - staying[b] for b, st in state.stations.items()}
         return milp.PlacementProblem(sorted(due), options, demand, capacity, stations), estimates
 
     def _sharing(self, state, user: str, station: str) -> int:
@@ -209,9 +228,11 @@ class OrchestratedPlanner(Planner):
 
     def per_user_choices(self, problem: milp.PlacementProblem) -> dict[str, milp.Option]:
         """What solving each user alone (the capacities as they are) would choose: for the record."""
-        chosen = {}
+        chosen, by_user = {}, {}
+        for option in problem.options:
+            by_user.setdefault(option.user, []).append(option)
         for user in problem.users:
-            alone = milp.PlacementProblem([user], [o for o in problem.options if o.user == user], problem.demand,
+            alone = milp.PlacementProblem([user], by_user.get(user, []), problem.demand,
                                           problem.server_capacity, problem.station_capacity)
             chosen.update(milp.solve(alone, solver=self.params.solver).choice)
         return chosen
