@@ -40,12 +40,6 @@ def e2e_change(proc_s: float, task_bytes: float, now: PathEstimate, new: PathEst
     return processing + transmission + (now.rtt_s - new.rtt_s)
 
 
-def _fit_through_origin(points: list[tuple[float, float]]) -> float | None:
-    """k minimising sum (y - k x)^2."""
-    sxx = sum(x * x for x, _ in points)
-    return sum(x * y for x, y in points) / sxx if sxx > 0 else None
-
-
 def transfer_seconds(size: float, bandwidth_mbps: float, rtt_s: float, mss: int = 1448,
                      initial_window: int = 10) -> float:
     """Time to move ``size`` bytes over a fresh TCP connection: handshake, slow start
@@ -156,18 +150,18 @@ def fit_calibration(migrations: list[dict]) -> dict:
     """Eq. (5)'s psi, rho and set-up time from migration records, each with ``phases``
     (``final_checkpoint``, ``restore``, ``prepare``), ``image_bytes``, ``compute_source``,
     ``compute_dest`` and ``sizes`` (``pre_checkpoint``/``final_checkpoint``, ``delta``)."""
-    checkpoints, restores, setups = [], [], []
+    checkpoints, restores, setups = RunningFit(), RunningFit(), []
     for record in migrations:
         phases, sizes = record["phases"], record.get("sizes", {})
         image = float(record["image_bytes"])
         if "final_checkpoint" in phases:
-            checkpoints.append((image / record["compute_source"], phases["final_checkpoint"]["seconds"]))
+            checkpoints.add(image / record["compute_source"], phases["final_checkpoint"]["seconds"])
         if "restore" in phases and record.get("ok"):
             state = sizes.get("pre_checkpoint", sizes.get("final_checkpoint", 0)) + sizes.get("delta", 0)
-            restores.append(((image + state) / record["compute_dest"], phases["restore"]["seconds"]))
+            restores.add((image + state) / record["compute_dest"], phases["restore"]["seconds"])
         if "prepare" in phases:
             setups.append(phases["prepare"]["seconds"])
-    psi, rho = _fit_through_origin(checkpoints), _fit_through_origin(restores)
+    psi, rho = checkpoints.slope, restores.slope
     if psi is None or rho is None or not setups:
         raise ValueError("the records hold no checkpoint, restore or set-up to fit")
     return {"psi_s_per_byte": psi, "rho_s_per_byte": rho, "setup_s": sorted(setups)[len(setups) // 2],

@@ -19,7 +19,8 @@ the objective):
 * ``cbc``: CBC (shipped with PuLP) on the whole model, as the paper did;
 * ``highs``: HiGHS's branch and bound on the whole model;
 * ``fast``: every user's own best choice when together they fit (``decoupled``);
-  else the LP relaxation (HiGHS); when it is integral it is the answer, otherwise an incumbent is built from it (a greedy repair, then a
+  else the LP relaxation (HiGHS); when it is integral it is the answer,
+  otherwise an incumbent is built from it (a greedy repair, then a
   small MIP over each service's few best options), every option whose reduced
   cost says it cannot beat the incumbent is dropped (LP duality), and HiGHS's
   branch and bound proves the optimum on the rest, starting from the incumbent.

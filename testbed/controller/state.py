@@ -218,10 +218,10 @@ class SystemState:
         """When and where the handover rule will move ``user`` within ``horizon_s`` (mean model,
         every ``step_s`` along its straight line; a time to trigger counts from the user's last
         report).  All steps at once, over the stations it could hear on the way."""
-        if user.position is None or user.ap is None:
-            return None
-        steps = np.arange(int(horizon_s / step_s) + 2) * step_s
+        steps = np.arange(max(0, int(horizon_s / step_s) + 2)) * step_s
         steps = steps[steps <= horizon_s]
+        if user.position is None or user.ap is None or not len(steps):
+            return None
         names, xy = self._station_array()
         (x, y), (vx, vy) = user.position, user.velocity
         radius = self.path_loss.distance_for_rssi(self.policy.params.sensitivity_dbm) * (1 + 1e-9)
@@ -233,12 +233,3 @@ class SystemState:
         rssi = np.where(d <= radius, self.path_loss.mean_rssi_at(d), -np.inf)
         return handover_rule(self.policy.params).first_decision(user.ap, [names[i] for i in near], rssi,
                                                                  user.t + steps)
-        rule = handover_rule(self.policy.params)
-        k = 0
-        while k * step_s <= horizon_s:
-            at = user.t + k * step_s
-            target = rule.decide_at(user.ap, self.predicted_rssi(user, at), at)
-            if target:
-                return at, target
-            k += 1
-        return None

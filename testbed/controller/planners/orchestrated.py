@@ -93,25 +93,31 @@ class OrchestratedPlanner(Planner):
         """Eq. (5) for moving ``service`` to ``dest``; remembered until the model learns more
         (a decision asks for every service x server, and the services of a city share sizes)."""
         model, source, target = state.migration_model, state.servers[service.server], state.servers[dest]
-        if self._estimated_at != (id(model), model.version):
-            self._estimated_at, self._estimates = (id(model), model.version), {}
+        memo = self._memo(state)
         key = (service.server, dest, service.image_bytes, service.full_bytes, service.delta_bytes,
                source.compute, target.compute)
-        if key not in self._estimates:
-            self._estimates[key] = model.estimate(
+        if key not in memo:
+            memo[key] = model.estimate(
                 service.server, dest, service.image_bytes, service.full_bytes, service.delta_bytes,
                 state.network.bandwidth(service.server, dest), state.network.one_way(service.server, dest),
                 source.compute, target.compute)
-        return self._estimates[key]
+        return memo[key]
 
     def _longest_pre_migration(self, state, service) -> float:
         """The longest pre-migration of ``service`` to any other server (every report asks)."""
+        memo = self._memo(state)
         key = ("longest", service.server, service.image_bytes, service.full_bytes, service.delta_bytes)
-        if self._estimated_at != (id(state.migration_model), state.migration_model.version) \
-                or key not in self._estimates:
-            self._estimates[key] = max((self.estimate_migration(state, service, d)["pre_migration_s"]
-                                        for d in state.servers if d != service.server), default=0.0)
-        return self._estimates[key]
+        if key not in memo:
+            memo[key] = max((self.estimate_migration(state, service, d)["pre_migration_s"]
+                             for d in state.servers if d != service.server), default=0.0)
+        return memo[key]
+
+    def _memo(self, state) -> dict:
+        """Estimates made since the migration model last learned (then they all start over)."""
+        model = state.migration_model
+        if self._estimated_at != (id(model), model.version):
+            self._estimated_at, self._estimates = (id(model), model.version), {}
+        return self._estimates
 
     def _control(self, state, services) -> float:
         cloud = state.cloud()
