@@ -14,9 +14,10 @@ hand-made records with known parameters:
 * migration (C_s as measured at the trial's set-up): set-up, final checkpoint
   (at C = 1), restore (at C = 1), the
   pre-transfer's time against the TCP model of ``transfer_seconds`` over the
-  path (``pre_efficiency``), and what the downtime holds beyond checkpoint,
-  delta transfer and restore (``overhead_s``); sizes of the image, the
-  pre-migration checkpoint and the delta;
+  path (``pre_efficiency``), and what the outage the user saw holds beyond
+  checkpoint, delta transfer and restore (``overhead_s``; the agents' downtime
+  phase when no migration stands apart from a handover); sizes of the image,
+  the pre-migration checkpoint and the delta;
 * handover: how much longer its radio outage lasted than configured.
 """
 
@@ -27,6 +28,7 @@ import math
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -56,7 +58,11 @@ class MigrationCalibration(Strict):
     checkpoint_s: float = Field(ge=0, description="final checkpoint at C = 1")
     restore_s: float = Field(ge=0, description="at C = 1")
     pre_efficiency: float = Field(gt=0, description="measured pre-transfer / the TCP model's time")
-    overhead_s: float = Field(description="downtime beyond checkpoint, delta transfer and restore")
+    overhead_s: float = Field(description=(
+        "the outage beyond checkpoint, delta transfer and restore: as the user saw it (its client's log) "
+        "when the runs show migrations apart from handovers, else the agents' downtime phase"))
+    overhead_from: Literal["user", "agent"] = Field(default="agent", description=(
+        "what overhead_s was fitted to: the user's outage or the agents' downtime phase"))
     image_bytes: float = Field(ge=0)
     full_bytes: float = Field(ge=0, description="the pre-migration checkpoint")
     delta_bytes: float = Field(ge=0)
@@ -156,10 +162,12 @@ def _overhead(rows: pd.DataFrame) -> dict:
 
 def fit_migrations(migrations: pd.DataFrame) -> dict[str, dict]:
     """Per app from rows with ``app``, ``mode``, ``phases`` and ``sizes`` (as the agents record
-    them), ``compute_source``, ``compute_dest``, ``bandwidth_mbps`` and ``rtt_s`` of the path."""
+    them), ``compute_source``, ``compute_dest``, ``bandwidth_mbps`` and ``rtt_s`` of the path, and
+    ``seen_s`` (optional): the outage the user saw, or None where it cannot be told apart."""
     result = {}
     for app, rows in migrations.groupby("app"):
         setup, checkpoint, restore, efficiency, overhead, image, full, delta = ([] for _ in range(8))
+        overhead_seen = []
         for row in rows.to_dict("records"):
             phases, sizes = row["phases"], row["sizes"]
             seconds = {name: phase["seconds"] for name, phase in phases.items() if phase.get("ok", True)}
@@ -176,12 +184,15 @@ def fit_migrations(migrations: pd.DataFrame) -> dict[str, dict]:
             if {"migration", "final_checkpoint", "restore"} <= seconds.keys():
                 moved = transfer_seconds(sizes.get("delta", full_bytes), row["bandwidth_mbps"], row["rtt_s"])
                 overhead.append(seconds["migration"] - seconds["final_checkpoint"] - seconds["restore"] - moved)
+                if row.get("seen_s") is not None and math.isfinite(row["seen_s"]):
+                    overhead_seen.append(row["seen_s"] - seconds["final_checkpoint"] - seconds["restore"] - moved)
             image.append(sizes.get("image"))
             full.append(full_bytes)
             delta.append(sizes.get("delta"))
         result[str(app)] = {"setup_s": _median(setup), "checkpoint_s": _median(checkpoint),
                             "restore_s": _median(restore), "pre_efficiency": _median(efficiency) or 1.0,
-                            "overhead_s": _median(overhead), "image_bytes": _median(image),
+                            "overhead_s": _median(overhead_seen) if overhead_seen else _median(overhead),
+                            "overhead_from": "user" if overhead_seen else "agent", "image_bytes": _median(image),
                             "full_bytes": _median(full), "delta_bytes": _median(delta),
                             "mode": str(rows["mode"].iloc[0]), "migrations": int(len(rows))}
     return result
@@ -220,7 +231,7 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
             for use in user.services:
                 task_bytes.setdefault(use.app, assets.task_bytes(use))
     keys = _trial_keys(events)
-    compute, where_ip, handovers, configured_handover = {}, {}, [], {}
+    compute, where_ip, handovers, configured_handover, radio_out = {}, {}, [], {}, {}
     for row in events.to_dict("records"):
         trial = tuple(row[k] for k in keys)
         data = json.loads(row["data"])
@@ -236,6 +247,7 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
             planned = configured_handover.get((trial, data.get("user"), data.get("sim_t")))
             if planned is not None:
                 handovers.append(float(data["end"]) - float(data["start"]) - planned)
+            radio_out.setdefault((trial, data.get("user")), []).append((float(data["start"]), float(data["end"])))
     configured = {name: node.compute for variant in spec.variants().values()
                   for name, node in variant.topology.nodes.items() if node.is_server}
 
@@ -262,6 +274,7 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
         rows.append({"app": row["app"], "proc_ms": float(row["proc_ms"]), "e2e_ms": float(row["e2e_ms"]),
                      "modelled_ms": modelled, "rtt_ms": 1e3 * rtt if modelled is not None else None,
                      "compute": configured[server]})   # the C_s the emulator enforces
+    seen = _outages_seen(requests, radio_out)
     moved = []
     for row in migrations.to_dict("records"):
         if not row.get("ok"):
@@ -272,10 +285,44 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
         moved.append({"app": record.get("app"), "mode": record.get("mode"), "phases": record.get("phases", {}),
                       "sizes": record.get("sizes", {}), "compute_source": compute_of(trial, source),
                       "compute_dest": compute_of(trial, dest), "bandwidth_mbps": network.bandwidth(source, dest),
-                      "rtt_s": 2 * network.one_way(source, dest)})
+                      "rtt_s": 2 * network.one_way(source, dest),
+                      "seen_s": seen(trial, row["service"], record.get("phases", {}).get("migration"))})
     return (pd.DataFrame(rows, columns=["app", "proc_ms", "e2e_ms", "modelled_ms", "rtt_ms", "compute"]),
             pd.DataFrame(moved),
             handovers, task_bytes)
+
+
+def _outages_seen(requests: pd.DataFrame, radio_out: dict):
+    """A function giving the outage a migration's user saw (seconds), from its client's log: the one
+    outage that overlaps the migration's downtime phase, or None when there is none, several, or
+    it touches one of the user's handovers (then it is not the migration's alone)."""
+    from testbed.records import outages, requests_frame
+
+    keys = _trial_keys(requests)
+    found: dict = {}
+    if not requests.empty:
+        for key, rows in requests.groupby(keys + ["service"], sort=False):
+            frame = requests_frame(rows.to_dict("records"))
+            found[tuple(key)] = (str(frame["user"].iloc[0]), outages(frame))
+
+    def seen(trial: tuple, service: str, phase: dict | None) -> float | None:
+        user, outages_of = found.get((*trial, service), (None, []))
+        if not phase or not phase.get("ok", True) or "start" not in phase:
+            return None
+        start, end = float(phase["start"]), float(phase["end"])
+        over = [o for o in outages_of if o.start < end and o.end > start]
+        if len(over) != 1 or over[0].cause.startswith("interrupted"):
+            return None
+        outage = over[0]
+        if any(a < outage.end + HANDOVER_MARGIN_S and b > outage.start - HANDOVER_MARGIN_S
+               for a, b in radio_out.get((trial, user), [])):
+            return None
+        return outage.seconds
+
+    return seen
+
+
+HANDOVER_MARGIN_S = 0.1    # an outage this close to a handover may hold some of it
 
 
 def _with_radio_rate(requests: pd.DataFrame, run_dir: Path) -> pd.DataFrame:

@@ -159,6 +159,31 @@ def test_the_fit_recovers_known_processing_and_migration_parameters():
     for key, expected in {"setup_s": 0.5, "checkpoint_s": 0.8, "restore_s": 1.2, "pre_efficiency": 1.3,
                           "overhead_s": 0.07}.items():
         assert migration[key] == pytest.approx(expected, rel=0.05), key
+    assert migration["overhead_from"] == "agent"
+
+    # the user saw each outage 0.12 s shorter than the agents' downtime phase: the fit takes the user's
+    for row in rows[::3]:
+        row["seen_s"] = row["phases"]["migration"]["seconds"] - 0.12
+    migration = calibration.fit_migrations(pd.DataFrame(rows))["face"]
+    assert migration["overhead_from"] == "user"
+    assert migration["overhead_s"] == pytest.approx(0.07 - 0.12, abs=1e-9)
+
+
+def test_the_outage_a_migration_caused_is_the_users_unless_a_handover_touches_it():
+    def request(sent, ok, error=None):
+        return {"planner": "nearest", "repetition": 1, "user": "mu", "service": "counter-mu", "sent": sent,
+                "received": sent + 0.01, "ok": ok, "error": error}
+
+    failing = [request(10.05 + 0.05 * k, False, "ConnectionResetError") for k in range(5)]        # 10.05-10.25
+    after_handover = [request(20.3 + 0.05 * k, False, "ConnectionResetError") for k in range(3)]  # 20.3-20.4
+    log = [request(9.9, True), *failing, request(10.3, True), request(20.0, True), *after_handover,
+           request(20.5, True)]
+    trial = ("nearest", 1)
+    seen = calibration._outages_seen(pd.DataFrame(log), {(trial, "mu"): [(19.7, 20.25)]})
+    assert seen(trial, "counter-mu", {"start": 10.0, "end": 10.4}) == pytest.approx(0.25)
+    assert seen(trial, "counter-mu", {"start": 20.25, "end": 20.6}) is None        # 0.05 s after a handover
+    assert seen(trial, "counter-mu", {"start": 30.0, "end": 30.4}) is None         # no outage then
+    assert seen(trial, "counter-mu", None) is None
 
 
 def test_a_calibration_without_the_app_is_refused_by_name():
