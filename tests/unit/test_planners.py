@@ -114,6 +114,62 @@ def test_orchestrated_keeps_the_user_where_staying_is_best(paper_spec):
     assert planner.planned["mu"] == pytest.approx(T0 + 6.0 + lead)        # ... but after replan_s
 
 
+def test_orchestrated_can_consider_only_the_servers_nearest_its_stations(paper_spec):
+    """``candidate_servers: 1``: the server nearest each candidate station and the service's own;
+    the choice of the full problem is among them here, so it is unchanged."""
+    due = {"mu": (T0 + 3.0, "ap2")}
+    every, _ = build("orchestrated").problem(make_state(paper_spec, user_x=14.0, radio=COVERAGE), due)
+    assert {o.server for o in every.options} == {"cloud", "edge1", "edge2", "edge3"}
+    state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
+    planner = build("orchestrated", candidate_servers=1)
+    nearby, _ = planner.problem(state, due)
+    assert {o.station for o in nearby.options} == {o.station for o in every.options}
+    assert {(o.station, o.server) for o in nearby.options} <= {("ap1", "edge1"), ("ap1", "edge2"),
+                                                              ("ap2", "edge1"), ("ap2", "edge2")}
+    assert {o.server for o in nearby.options} == {"edge1", "edge2"}
+    planner.on_report(state, state.users["mu"])
+    assert planner.last_estimates["choice"] == {"svc": {"user": "mu", "station": "ap2", "server": "edge2"}}
+
+
+def test_orchestrated_leaves_a_user_no_station_covers_to_the_network(paper_spec):
+    """mu3, beyond every station's coverage at t', has no candidate (3d): it gets the network's
+    handover and its service stays; the joint problem places the others and is not infeasible
+    (mu, at x = 22 by t', loses ap1 within the look-ahead and follows ap2 to edge2)."""
+    state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
+    state.users["mu3"] = User("mu3", "ap3", (80.0, 5.0), (2.0, 0.0), t=T0, e2e_ms={"svc3": 50.0})
+    state.services["svc3"] = Service("svc3", "mu3", "counter", "edge3", cpus=1.0, memory_mb=512,
+                                     image_bytes=170e6, full_bytes=5e6, delta_bytes=10e3)
+    planner = build("orchestrated")
+    actions = planner.plan(state, {"mu": (T0 + 8.0, "ap2"), "mu3": (T0 + 8.0, "ap2")})
+    assert planner.last_solution.feasible and set(planner.last_estimates["choice"]) == {"svc"}
+    assert any(isinstance(a, Migrate) and (a.service, a.dest) == ("svc", "edge2") for a in actions)
+    assert [a for a in actions if getattr(a, "user", None) == "mu3"] == [Handover("mu3", "ap2", at=T0 + 8.0)]
+    assert not any(isinstance(a, Migrate) and a.service == "svc3" for a in actions)
+    assert "mu3" in planner.moved                    # not decided again before replan_s
+
+
+def test_orchestrated_lets_a_service_stay_on_a_server_already_over_capacity(paper_spec):
+    """edge1 (1 core) already runs another user's service of 1 core besides svc: (3c) keeps what
+    it runs, so svc may stay, and nothing may move in."""
+    state = make_state(paper_spec, user_x=17.0)
+    state.servers["edge1"].cpus = 1.0
+    state.users["mu9"] = User("mu9", "ap3", (60.0, 5.0), (0.0, 0.0), t=T0, e2e_ms={"svc9": 50.0})
+    state.services["svc9"] = Service("svc9", "mu9", "counter", "edge1", cpus=1.0, memory_mb=512,
+                                     image_bytes=170e6, full_bytes=5e6, delta_bytes=10e3)
+    planner = build("orchestrated")
+    problem, _ = planner.problem(state, {"mu": (T0 + 3.0, "ap2")})
+    assert problem.server_capacity["edge1"][0] == 1.0               # svc's own core, no more
+    assert planner.problem(state, {"mu9": (T0 + 3.0, "ap3")})[0].server_capacity["edge1"][0] == 1.0
+    state.services["svc9"].server = "edge3"                         # svc is alone: 1 core, its own
+    state.services["svc"].server = "edge2"
+    assert planner.problem(state, {"mu": (T0 + 3.0, "ap2")})[0].server_capacity["edge1"][0] == 1.0
+    state.services["svc9"].server = "edge1"                         # edge1 full with svc9: svc cannot come
+    assert planner.problem(state, {"mu": (T0 + 3.0, "ap2")})[0].server_capacity["edge1"][0] == 0.0
+    state.services["svc"].server = "edge1"
+    assert planner.on_report(state, state.users["mu"]) == []
+    assert planner.last_estimates["choice"] == {"svc": {"user": "mu", "station": "ap1", "server": "edge1"}}
+
+
 def test_orchestrated_waits_while_the_handover_is_far(paper_spec):
     state = make_state(paper_spec, user_x=2.0)
     assert build("orchestrated").on_report(state, state.users["mu"]) == []
@@ -130,13 +186,14 @@ def test_orchestrated_respects_station_capacity(paper_spec):
 
 def test_orchestrated_decides_users_jointly(paper_spec):
     """Two users near the hysteresis point and ap2 holds one more user only.  mu (x = 14)
-    loses ap1 within the look-ahead and must take ap2; mu2 (x = 12, its service on edge2)
-    would take ap2 too if decided alone.  Together (3e), mu2 stays with ap1 and its
-    service comes to edge1 instead."""
+    loses ap1 within the look-ahead and must take ap2; mu2 (x = 12, its service on edge2,
+    whose migration, with a 5 MB delta, costs more downtime than a handover) would take ap2
+    too if decided alone.  Together (3e), mu2 stays with ap1 and its service comes to edge1
+    instead."""
     state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
     state.users["mu2"] = User("mu2", "ap1", (12.0, 5.0), (1.0, 0.0), t=T0, e2e_ms={"svc2": 50.0})
     state.services["svc2"] = Service("svc2", "mu2", "counter", "edge2", cpus=1.0, memory_mb=512,
-                                     image_bytes=170e6, full_bytes=5e6, delta_bytes=10e3)
+                                     image_bytes=170e6, full_bytes=8e6, delta_bytes=5e6)
     state.stations["ap2"].max_users = 1
     planner = build("orchestrated")
     actions = planner.on_report(state, state.users["mu"])

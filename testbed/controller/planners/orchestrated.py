@@ -59,6 +59,10 @@ class OrchestratedParams(Strict):
     rate_table: str | list[tuple[float, float]] | None = Field(
         default=None, description="eq. (4)'s radio rates (testbed.rates); none: the experiment's radio")
     noise_floor_dbm: float | None = Field(default=None, description="none: the experiment's radio")
+    candidate_servers: int | None = Field(default=None, ge=1, description=(
+        "consider, for each candidate base station, only this many servers nearest to it (by one-way delay) "
+        "and the service's own; none: every server, as the paper (a city's MILP then has every user x "
+        "station x server)"))
     airtime_sharing: bool = Field(default=False, description=(
         "eq. (4) with a base station's rate shared by its users, as the emulated radio shares it (not in the "
         "paper, whose B depends on the user's RSSI only)"))
@@ -87,6 +91,7 @@ class OrchestratedPlanner(Planner):
         self.last_estimates: dict = {}
         self._estimated_at: tuple | None = None
         self._estimates: dict[tuple, dict] = {}
+        self._nearest: dict[tuple, list[str]] = {}
 
     # -- when ---------------------------------------------------------------------------
     def estimate_migration(self, state, service, dest) -> dict:
@@ -174,20 +179,24 @@ class OrchestratedPlanner(Planner):
         return {b: rssi for b, rssi in now.items() if b in later}
 
     def problem(self, state, due: dict[str, tuple[float, str]]):
-        """The joint placement problem at t' of every user in ``due``."""
+        """The joint placement problem at t' of every user in ``due`` that has a candidate base
+        station (3d); a user with none is left out (no choice of the others can place it)."""
         rates = self.params.rates(state.rates)
         deciding = {s.name for u in due for s in state.services_of(u)}
-        options, estimates, demand, servers = [], {}, {}, sorted(state.servers)
+        options, estimates, demand = [], {}, {}
         for name, (t_prime, target) in sorted(due.items()):
             user = state.users[name]
             rssi = state.predicted_rssi(user, t_prime)
             stations = self._candidates(state, user, t_prime)
+            if not stations:
+                continue
             baseline = user.ap if user.ap in state.policy.usable(rssi) else target
             for service in sorted(state.services_of(name), key=lambda s: s.name):
                 demand[service.name] = self._demand(service)
                 now_path = state.path(rssi[baseline], baseline, service.server, rates,
                                       self._sharing(state, name, baseline))
                 tasks = self._tasks(user, service)
+                servers = self._servers(state, service, stations)
                 for station in sorted(stations):
                     paths = state.paths(stations[station], station, servers, rates, self._sharing(state, name, station))
                     for server in servers:
@@ -202,8 +211,25 @@ class OrchestratedPlanner(Planner):
                             "migration": mig, "rssi": stations[station]}
         capacity = {s: self._capacity(state, s, deciding) for s in state.servers}
         staying = Counter(u.ap for u in state.users.values() if u.name not in due)
-        stations = {b: st.max_users - staying[b] for b, st in state.stations.items()}
-        return milp.PlacementProblem(sorted(due), options, demand, capacity, stations), estimates
+        here = Counter(state.users[u].ap for u in due)
+        # a station already over its limit keeps the users it has (none more comes): staying stays possible
+        stations = {b: max(st.max_users - staying[b], min(here[b], st.max_users)) for b, st in state.stations.items()}
+        placed = sorted({o.user for o in options})
+        return milp.PlacementProblem(placed, options, demand, capacity, stations), estimates
+
+    def _servers(self, state, service, stations) -> list[str]:
+        """The servers ``service`` may go to: every one, or the ``candidate_servers`` nearest to
+        each candidate station and its own."""
+        k = self.params.candidate_servers
+        if k is None or k >= len(state.servers):
+            return sorted(state.servers)
+        chosen = {service.server}
+        for station in stations:
+            key = (id(state.network), station, k)
+            if key not in self._nearest:
+                self._nearest[key] = sorted(state.servers, key=lambda s: (state.network.one_way(station, s), s))[:k]
+            chosen.update(self._nearest[key])
+        return sorted(chosen)
 
     def _sharing(self, state, user: str, station: str) -> int:
         """The users whose airtime ``user`` would share at ``station``: those there now, and itself."""
@@ -224,22 +250,45 @@ class OrchestratedPlanner(Planner):
         return tuple(values[r] for r in self.params.resources)
 
     def _capacity(self, state, server: str, deciding: set[str]) -> tuple[float, ...]:
+        """What (3c) leaves the services being decided on ``server``: its resources less those of
+        the services staying.  A server already over its capacity keeps what it runs (the services
+        being decided there may stay; none moves in): the current placement stays feasible."""
         info = state.servers[server]
-        fixed = [s for s in state.services.values() if s.name not in deciding and server in (s.server, s.moving_to)]
-        values = {"cpu": info.cpus - sum(s.cpus for s in fixed) - info.background_cores,
-                  "memory": info.memory_mb - sum(s.memory_mb for s in fixed),
-                  "storage": info.storage_mb - sum((s.image_bytes + s.full_bytes) / 2**20 for s in fixed)}
-        # what is already over-committed by the services not being decided leaves nothing (not less)
-        return tuple(max(0.0, values[r]) for r in self.params.resources)
+        fixed, here = [], []
+        for s in state.services.values():
+            if s.name not in deciding and server in (s.server, s.moving_to):
+                fixed.append(s)
+            elif s.name in deciding and s.server == server:
+                here.append(s)
+        left = {"cpu": info.cpus - sum(s.cpus for s in fixed) - info.background_cores,
+                "memory": info.memory_mb - sum(s.memory_mb for s in fixed),
+                "storage": info.storage_mb - sum((s.image_bytes + s.full_bytes) / 2**20 for s in fixed)}
+        held = {"cpu": sum(s.cpus for s in here), "memory": sum(s.memory_mb for s in here),
+                "storage": sum((s.image_bytes + s.full_bytes) / 2**20 for s in here)}
+        return tuple(max(0.0, left[r], min(held[r], self._limit(info, r))) for r in self.params.resources)
+
+    @staticmethod
+    def _limit(info, resource: str) -> float:
+        return {"cpu": info.cpus, "memory": info.memory_mb, "storage": info.storage_mb}[resource]
 
     def per_user_choices(self, problem: milp.PlacementProblem) -> dict[str, milp.Option]:
-        """What solving each user alone (the capacities as they are) would choose: for the record."""
+        """What solving each user alone (the capacities as they are) would choose: for the record.
+        A user with one service takes its best option that fits, found without a solver."""
         chosen, by_user = {}, {}
         for option in problem.options:
             by_user.setdefault(option.user, []).append(option)
         for user in problem.users:
-            alone = milp.PlacementProblem([user], by_user.get(user, []), problem.demand,
-                                          problem.server_capacity, problem.station_capacity)
+            options = by_user.get(user, [])
+            if len({o.key for o in options}) == 1:
+                fitting = [o for o in options if problem.station_capacity.get(o.station, 1) >= 1
+                           and all(d <= c + 1e-9 for d, c in zip(problem.demand[o.key],
+                                                                 problem.server_capacity.get(o.server, ())))]
+                if fitting:
+                    best = max(fitting, key=lambda o: o.value)
+                    chosen[best.key] = best
+                continue
+            alone = milp.PlacementProblem([user], options, problem.demand, problem.server_capacity,
+                                          problem.station_capacity)
             chosen.update(milp.solve(alone, solver=self.params.solver).choice)
         return chosen
 
@@ -257,10 +306,17 @@ class OrchestratedPlanner(Planner):
             "options": len(problem.options),
             "choice": {k: {"user": o.user, "station": o.station, "server": o.server} for k, o in solution.choice.items()},
             "per_user_differs": bool(alone) and any(alone.get(k) != o for k, o in solution.choice.items())}
-        if not solution.feasible:        # nothing fits: the network's own handover, services stay
-            return [Handover(name, target, at=t_prime) for name, (t_prime, target) in due.items()]
-        actions = []
+        # a user no candidate station covers, or all when nothing fits: the network's own handover,
+        # services stay (and the user is not decided again before ``replan_s``)
+        unplaced = set(due) if not solution.feasible else set(due) - set(problem.users)
+        self.moved |= unplaced
+        actions = [Handover(name, target, at=t_prime) for name, (t_prime, target) in sorted(due.items())
+                   if name in unplaced]
+        if not solution.feasible:
+            return actions
         for name, (t_prime, _) in sorted(due.items()):
+            if name in unplaced:
+                continue
             user = state.users[name]
             chosen = {s.name: solution.choice[s.name] for s in state.services_of(name)}
             station = next(iter(chosen.values())).station
