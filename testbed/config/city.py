@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from testbed.config.base import Bytes, ConfigError, Seconds, Strict
 from testbed.config.topology import LinkParams
@@ -73,6 +73,15 @@ class PopulationSpec(Strict):
         "``directory:`` instead of ``file:`` hands the directory's new_*.txt files out, one per user; "
         "an ``fcd`` model without ``vehicle:`` gives user k the k-th vehicle of the SUMO file"))
     services: list[dict] = Field(default=[{"app": "counter", "think_time": 0.05}], min_length=1)
+
+    @field_validator("mobility")
+    @classmethod
+    def _known_model(cls, mobility):
+        """Here, once, rather than once per generated user."""
+        from testbed.registry import MOBILITY_MODELS
+
+        MOBILITY_MODELS.get(mobility.get("model", "round_trip"))
+        return mobility
 
 
 class SimSpec(Strict):

@@ -75,6 +75,14 @@ def test_a_city_with_its_own_topology_is_refused(tmp_path):
         load_experiment(path)
 
 
+def test_an_unknown_mobility_model_of_the_population_is_named_once(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_experiment(city_file(tmp_path), ["sim.population.mobility={model: sumoo}"])
+    message = str(raised.value)
+    assert "population.mobility: unknown mobility model 'sumoo'" in message
+    assert message.count("sumoo") == 1                      # not once per generated user
+
+
 def test_towers_from_an_opencellid_csv_and_a_bad_row_named(tmp_path):
     from testbed.config.city import read_towers
 
