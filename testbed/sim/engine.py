@@ -426,6 +426,11 @@ class Simulation:
                  and self.handover_target[u] < 0]
         for u in users:
             self._sync_user(u, now)
+        if type(self.planner).on_reports is not Planner.on_reports:    # one look at every user
+            self._act("report", self.planner.on_reports(self.state, [self.state.users[self.user_names[u]]
+                                                                     for u in users]),
+                      max((self._notice_lag(u) for u in users), default=0.0))
+            return
         for u in users:
             self._act("report", self.planner.on_report(self.state, self.state.users[self.user_names[u]]),
                       self._notice_lag(u))

@@ -237,6 +237,20 @@ def test_the_controllers_planners_decide_in_the_simulator(tmp_path):
     assert downtime == pytest.approx(0.5 * len(cloud.handovers), rel=0.05)
 
 
+def test_reports_taken_together_decide_as_reports_taken_in_turn(tmp_path, monkeypatch):
+    """The orchestrated planner looks at every user once per report instant (``on_reports``);
+    taking the same reports one by one (``on_report``) gives the same run."""
+    from testbed.controller.planners.base import Planner
+    from testbed.controller.planners.orchestrated import OrchestratedPlanner
+
+    together, _ = run(tmp_path, "orchestrated", duration="300s")
+    assert together.migrations and together.decisions
+    monkeypatch.setattr(OrchestratedPlanner, "on_reports", Planner.on_reports)
+    in_turn, _ = run(tmp_path, "orchestrated", duration="300s")
+    assert together.aggregates == in_turn.aggregates and together.migrations == in_turn.migrations
+    assert together.decisions == in_turn.decisions
+
+
 def test_tasks_and_migrations_share_the_wired_links(tmp_path):
     """Tasks on a loaded link wait as in a processor-sharing queue, and a migration gets what the
     tasks leave of its path."""

@@ -73,6 +73,14 @@ class Planner(ABC):
     def on_report(self, state: SystemState, user: User) -> list[Action]:
         return []
 
+    def on_reports(self, state: SystemState, users: list[User]) -> list[Action]:
+        """Reports that arrive at the same moment (a simulator's report instant): by default each
+        in turn.  A planner that looks at every user on each report overrides it to look once."""
+        actions: list[Action] = []
+        for user in users:
+            actions += self.on_report(state, user)
+        return actions
+
     def on_tick(self, state: SystemState) -> list[Action]:
         return []
 

@@ -142,6 +142,12 @@ class OrchestratedPlanner(Planner):
         time or the earliest a migration could be ready, whichever is later.  A user the
         last decision left in place is due again only when its base station stops being a
         candidate at the new t' (its coverage ends), or ``replan_s`` later."""
+        found = self._due(state, user, slack)
+        return found[:2] if found is not None else None
+
+    def _due(self, state, user, slack: float) -> tuple[float, str, bool] | None:
+        """``due``, and whether the user is due now (with no slack): the handover prediction for
+        ``slack`` finds the same first handover as the one for none when that one is due."""
         services = state.services_of(user.name)
         if not services or user.position is None or user.ap is None or any(s.moving for s in services):
             return None
@@ -160,7 +166,7 @@ class OrchestratedPlanner(Planner):
         if last is not None and t_prime - last < self.params.replan_s \
                 and user.ap in self._candidates(state, user, t_prime):
             return None                                 # decided lately, and staying still holds
-        return t_prime, target
+        return t_prime, target, t_ho - state.t <= lead
 
     def on_report(self, state, user):
         """Decide when ``user`` is due, together with every user that is or would be by its next
@@ -170,6 +176,17 @@ class OrchestratedPlanner(Planner):
         due = {u.name: when for u in state.users.values()
                if (when := self.due(state, u, slack=state.report_period_s)) is not None}
         return self.plan(state, due)
+
+    def on_reports(self, state, users):
+        """Reports that arrive together: the same decision as ``on_report`` taking them in turn
+        (the first due user's plan takes in every user due by the next report, and leaves none
+        of them due again), with one handover prediction per user instead of two."""
+        reporting = {u.name for u in users}
+        found = {u.name: f for u in state.users.values()
+                 if (f := self._due(state, u, state.report_period_s)) is not None}
+        if not any(now for name, (_, _, now) in found.items() if name in reporting):
+            return []
+        return self.plan(state, {name: (t_prime, target) for name, (t_prime, target, _) in found.items()})
 
     # -- where ----------------------------------------------------------------------------
     def _candidates(self, state, user, t_prime: float) -> dict[str, float]:
