@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -183,23 +185,40 @@ def build_all(apps: list[str] | None = None, force: bool = False, log=print) -> 
 LAYER_MARKER = ".complete"
 
 
+@contextlib.contextmanager
+def exclusive(directory: Path):
+    """One holder at a time of ``directory``'s lock file, across threads and processes (the agents
+    of several servers may export or install the same layer at once)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def export_app_layer(app: str, client=None) -> Path:
     """The image's own layers above the base image (seed 001's application layer).
 
     Exported once per image build into ``$MEC_CACHE/layers/<app>/<image id>/``
     as the layer tarballs of ``docker save``; a marker file says it is complete.
     """
-    import tarfile
-
     client = client or docker_client()
     image = client.images.get(image_name(app))
     target = CACHE / "layers" / app / image.id.split(":")[-1][:16]
     if (target / LAYER_MARKER).exists():
         return target
+    with exclusive(target.parent):
+        if not (target / LAYER_MARKER).exists():
+            _export(client, image, target)
+    return target
+
+
+def _export(client, image, target: Path) -> None:
+    import tarfile
+
     base_layers = client.images.get(BASE_IMAGE).attrs["RootFS"]["Layers"]
     app_layers = image.attrs["RootFS"]["Layers"]
     if app_layers[: len(base_layers)] != base_layers:
-        raise ImageBuildError(f"{app}: image is not built on {BASE_IMAGE}")
+        raise ImageBuildError(f"{target.parent.name}: image is not built on {BASE_IMAGE}")
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     saved = target / "image.tar"
@@ -215,4 +234,3 @@ def export_app_layer(app: str, client=None) -> Path:
                 shutil.copyfileobj(data, out)
     saved.unlink()
     (target / LAYER_MARKER).write_text(image.id)
-    return target

@@ -26,10 +26,13 @@ class LayerStore:
         if (target / images.LAYER_MARKER).exists():
             return
         source = images.export_app_layer(app, self.client)
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        for item in source.iterdir():
-            os.link(item, target / item.name)
+        with images.exclusive(self.directory):          # parallel migrations install it once
+            if (target / images.LAYER_MARKER).exists():
+                return
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            for item in sorted(source.iterdir(), key=lambda item: item.name == images.LAYER_MARKER):
+                os.link(item, target / item.name)          # the marker last: complete once it is there
 
     def has(self, app: str) -> bool:
         return (self.directory / app / images.LAYER_MARKER).exists()
