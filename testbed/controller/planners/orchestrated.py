@@ -41,6 +41,12 @@ from testbed.rates import TABLES, RateTable
 RESOURCES = ("cpu", "memory", "storage")
 
 
+def _needs(service) -> dict[str, float]:
+    """What a service's container takes of each resource of (3c)."""
+    return {"cpu": service.cpus, "memory": service.memory_mb,
+            "storage": (service.image_bytes + service.full_bytes) / 2**20}
+
+
 class OrchestratedParams(Strict):
     horizon_s: float = Field(default=30.0, gt=0, description="the gain counts the tasks of this long (eq. 1)")
     margin: float = Field(default=0.1, ge=0, lt=1, description="Fig. 2's 10 % error margins")
@@ -262,31 +268,22 @@ class OrchestratedPlanner(Planner):
         return rate * self.params.horizon_s
 
     def _demand(self, service) -> tuple[float, ...]:
-        values = {"cpu": service.cpus, "memory": service.memory_mb,
-                  "storage": (service.image_bytes + service.full_bytes) / 2**20}
-        return tuple(values[r] for r in self.params.resources)
+        return tuple(_needs(service)[r] for r in self.params.resources)
 
     def _capacity(self, state, server: str, deciding: set[str]) -> tuple[float, ...]:
         """What (3c) leaves the services being decided on ``server``: its resources less those of
         the services staying.  A server already over its capacity keeps what it runs (the services
         being decided there may stay; none moves in): the current placement stays feasible."""
         info = state.servers[server]
-        fixed, here = [], []
+        limit = {"cpu": info.cpus, "memory": info.memory_mb, "storage": info.storage_mb}
+        left = {**limit, "cpu": info.cpus - info.background_cores}
+        held = dict.fromkeys(limit, 0.0)
         for s in state.services.values():
             if s.name not in deciding and server in (s.server, s.moving_to):
-                fixed.append(s)
+                left = {r: left[r] - amount for r, amount in _needs(s).items()}
             elif s.name in deciding and s.server == server:
-                here.append(s)
-        left = {"cpu": info.cpus - sum(s.cpus for s in fixed) - info.background_cores,
-                "memory": info.memory_mb - sum(s.memory_mb for s in fixed),
-                "storage": info.storage_mb - sum((s.image_bytes + s.full_bytes) / 2**20 for s in fixed)}
-        held = {"cpu": sum(s.cpus for s in here), "memory": sum(s.memory_mb for s in here),
-                "storage": sum((s.image_bytes + s.full_bytes) / 2**20 for s in here)}
-        return tuple(max(0.0, left[r], min(held[r], self._limit(info, r))) for r in self.params.resources)
-
-    @staticmethod
-    def _limit(info, resource: str) -> float:
-        return {"cpu": info.cpus, "memory": info.memory_mb, "storage": info.storage_mb}[resource]
+                held = {r: held[r] + amount for r, amount in _needs(s).items()}
+        return tuple(max(0.0, left[r], min(held[r], limit[r])) for r in self.params.resources)
 
     def per_user_choices(self, problem: milp.PlacementProblem) -> dict[str, milp.Option]:
         """What solving each user alone (the capacities as they are) would choose: for the record.
