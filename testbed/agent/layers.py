@@ -41,6 +41,18 @@ class LayerStore:
         return sum(f.stat().st_size for f in (self.directory / app).glob("*") if f.is_file())
 
     def sync_to(self, app: str, address: str) -> dict:
-        """rsync the layer to the daemon at ``address`` (incremental: nothing if already there)."""
+        """rsync the layer to the daemon at ``address`` (incremental: nothing if already there).
+
+        The completion marker goes in a second pass, once the tarballs are there (rsync
+        would send it first, its name sorting first): a sync cut short leaves a layer the
+        destination does not take for complete."""
         self.install(app)
-        return rsync_push(self.directory / app, address, "layers", app, ports.AGENT_RSYNC)
+        return push_layer(self.directory / app, address, ports.AGENT_RSYNC)
+
+
+def push_layer(layer: Path, address: str, port: int) -> dict:
+    """rsync a layer directory to the daemon at ``address``, its completion marker last
+    (a stale marker there is removed first); bytes and seconds of both passes."""
+    tarballs = rsync_push(layer, address, "layers", layer.name, port, exclude=(images.LAYER_MARKER,))
+    marker = rsync_push(layer, address, "layers", layer.name, port)
+    return {"bytes": tarballs["bytes"] + marker["bytes"], "seconds": tarballs["seconds"] + marker["seconds"]}

@@ -245,11 +245,14 @@ class FileReceiver(socketserver.ThreadingTCPServer):
         return thread
 
 
-def rsync_push(source: Path, address: str, module: str, relative: str, port: int) -> dict:
-    """rsync ``source/`` to ``rsync://address:port/module/relative/`` (incremental)."""
+def rsync_push(source: Path, address: str, module: str, relative: str, port: int,
+               exclude: tuple[str, ...] = ()) -> dict:
+    """rsync ``source/`` to ``rsync://address:port/module/relative/`` (incremental); files named
+    in ``exclude`` are neither sent nor kept there."""
     started = time.monotonic()
+    leave_out = [f"--exclude={name}" for name in exclude] + (["--delete-excluded"] if exclude else [])
     result = subprocess.run(
-        ["rsync", "-a", "--delete", "--stats", f"--port={port}", f"{source}/",
+        ["rsync", "-a", "--delete", *leave_out, "--stats", f"--port={port}", f"{source}/",
          f"rsync://{address}/{module}/{relative}/"], capture_output=True, text=True)
     if result.returncode != 0:
         raise TransferError(f"rsync to {address} failed: {result.stderr.strip()}")

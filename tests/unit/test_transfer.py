@@ -98,3 +98,65 @@ def test_a_push_cut_short_leaves_nothing_in_the_inbox(receiver):
     while (inbox / "svc").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not (inbox / "svc").exists()
+
+
+@pytest.fixture
+def rsync_daemon(tmp_path):
+    """A real rsync daemon on loopback, as a server's agent runs one for application layers."""
+    import os
+    import shutil
+    import socket
+    import time
+
+    from testbed.migration.transfer import rsyncd_config, start_rsyncd
+
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed (setup.sh installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("the agents' rsync daemon runs as root (uid = root in its configuration)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = tmp_path / "dest"
+    root.mkdir()
+    daemon = start_rsyncd(rsyncd_config(tmp_path / "rsyncd.conf", root), "127.0.0.1", port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                daemon.kill()
+                raise
+            time.sleep(0.05)
+    yield root, port
+    daemon.terminate()
+    daemon.wait()
+
+
+def test_a_layer_arrives_before_its_completion_marker(rsync_daemon, tmp_path):
+    from testbed.agent.layers import push_layer
+    from testbed.images import LAYER_MARKER
+    from testbed.migration.transfer import rsync_push
+
+    root, port = rsync_daemon
+    layer = tmp_path / "src" / "face"
+    layer.mkdir(parents=True)
+    (layer / "layer-00.tar").write_bytes(b"new layer" * 1000)
+    (layer / LAYER_MARKER).write_text("sha256:new")
+    stale = root / "face"                       # an older layer, complete, at the destination
+    stale.mkdir()
+    (stale / "layer-00.tar").write_bytes(b"old")
+    (stale / LAYER_MARKER).write_text("sha256:old")
+
+    first = rsync_push(layer, "127.0.0.1", "layers", "face", port, exclude=(LAYER_MARKER,))
+    assert (stale / "layer-00.tar").read_bytes() == b"new layer" * 1000
+    assert not (stale / LAYER_MARKER).exists(), "the stale marker must go before the new tarballs arrive"
+    assert first["bytes"] > 0
+
+    (stale / "layer-00.tar").unlink()           # as if the tarballs' pass had been cut short
+    sent = push_layer(layer, "127.0.0.1", port)
+    assert (stale / LAYER_MARKER).read_text() == "sha256:new"
+    assert (stale / "layer-00.tar").read_bytes() == b"new layer" * 1000
+    assert sent["bytes"] > 9000
