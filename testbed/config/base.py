@@ -61,8 +61,10 @@ def validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    return "\n".join([f"{source}: invalid configuration"] + [f"  {line}" for line in validation_lines(error)])
+def format_validation_error(source: str, error: ValidationError, prefix: str = "") -> str:
+    """``source``: the file (or override) the data came from; ``prefix``: where in it the model is."""
+    return "\n".join([f"{source}: invalid configuration"] +
+                     [f"  {line}" for line in validation_lines(error, prefix)])
 
 
 def read_yaml(path: Path) -> dict:

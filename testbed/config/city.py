@@ -232,16 +232,29 @@ def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int
     return users
 
 
+def _check_population_mobility(mobility: dict, source: str) -> None:
+    """The population's mobility parameters, checked once on the first generated user (the others
+    differ only in what the generation gave each), rather than one error per user."""
+    from testbed.config.base import nested_errors
+    from testbed.registry import MOBILITY_MODELS
+
+    model = MOBILITY_MODELS.get(mobility.get("model", "round_trip"))
+    found = nested_errors(model.Params, {k: v for k, v in mobility.items() if k != "model"},
+                          "sim.population.mobility")
+    if found:
+        raise ConfigError("\n".join([f"{source}: invalid configuration"] + [f"  {line}" for line in found]))
+
+
 def mix_seed(seed: int, index: int) -> int:
     """A stable seed from two numbers (a repetition's, a generated user's)."""
     digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
-def generate(data: dict, base: Path) -> dict:
+def generate(data: dict, base: Path, source: str = "sim") -> dict:
     """The experiment ``data`` with the topology and users its ``sim.city`` describes, in place of
     ``sim.city`` and ``sim.population`` (unchanged without one).  The generated users are seeded
-    by the experiment's seed through their index."""
+    by the experiment's seed through their index.  ``source``: the file, for error messages."""
     sim = data.get("sim")
     if not isinstance(sim, dict) or not sim.get("city"):
         return data
@@ -252,12 +265,14 @@ def generate(data: dict, base: Path) -> dict:
     try:
         spec = SimSpec.model_validate(sim)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error("sim", exc)) from None
+        raise ConfigError(format_validation_error(source, exc, "sim")) from None
     if "topology" in data or "users" in data:
-        raise ConfigError("sim.city: a generated city replaces topology and users; remove them from the file")
+        raise ConfigError(f"{source}: sim.city: a generated city replaces topology and users; remove them "
+                          "from the file")
     data = dict(data)
     data["topology"] = city_topology(f"{data.get('name', 'city')}-city", spec.city, spec.population.users, base)
     data["users"] = city_users(spec.population, spec.city, base, int(data.get("seed", 0)))
+    _check_population_mobility(data["users"]["u1"]["mobility"], source)
     # the effective experiment is an ordinary one from here on (a record reloads as it is)
     data["sim"] = {k: v for k, v in sim.items() if k not in ("city", "population")}
     return data

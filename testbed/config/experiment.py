@@ -358,7 +358,7 @@ def load_experiment_with_source(path, overrides: list[str] | None = None) -> tup
               for keys, source in ((own, f"{path}: set:"), (list(overrides or []), "--set"))]
     for source, experiment_keys, _ in passes:
         data = apply_overrides(data, experiment_keys, source)
-    data = generate_city(data, path.parent)           # a sim.city becomes the topology and users
+    data = generate_city(data, path.parent, str(path))  # a sim.city becomes the topology and users
     for source, _, topology_keys in passes:
         if topology_keys and isinstance(data.get("topology"), dict):
             data["topology"] = apply_overrides(data["topology"], topology_keys, source)

@@ -12,12 +12,25 @@ import math
 from abc import ABC, abstractmethod
 
 import numpy as np
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, Field
 
 from testbed.config import Strict
 from testbed.registry import MOBILITY_MODELS
 
 Point = tuple[float, float]
+
+
+def _ordered(area: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x_min, x_max, y_min, y_max = area
+    if x_max < x_min or y_max < y_min:
+        raise ValueError("x min, x max, y min, y max with min <= max")
+    return area
+
+
+Area = Annotated[tuple[float, float, float, float], AfterValidator(_ordered),
+                 Field(description="x min, x max, y min, y max (metres)")]
 
 
 class MobilityModel(ABC):

@@ -12,20 +12,17 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from testbed.config import Strict
-from testbed.mobility.base import MobilityModel, Point, along, distance
+from testbed.mobility.base import Area, MobilityModel, Point, along, distance
 
 
 class RandomWaypointParams(Strict):
-    area: tuple[float, float, float, float] = Field(description="x min, x max, y min, y max (metres)")
+    area: Area
     speed: tuple[float, float] = Field(default=(5.0, 15.0), description="m/s, drawn uniformly per leg")
     pause: tuple[float, float] = Field(default=(0.0, 30.0), description="seconds at each waypoint")
     seed: int = 1
 
     @model_validator(mode="after")
     def _ranges(self):
-        x0, x1, y0, y1 = self.area
-        if x1 < x0 or y1 < y0:
-            raise ValueError("area: x min, x max, y min, y max with min <= max")
         if not 0 < self.speed[0] <= self.speed[1]:
             raise ValueError("speed: (min, max) with 0 < min <= max")
         if not 0 <= self.pause[0] <= self.pause[1]:

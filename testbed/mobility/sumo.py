@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 
 from testbed.config import ConfigError, Strict
 from testbed.config.base import Seconds
+from testbed.mobility.base import Area
 from testbed.mobility.fcd import FcdReplay
 
 CACHE = Path(__file__).resolve().parents[2] / "runs" / ".cache" / "sumo"
@@ -121,7 +122,7 @@ def traffic(cache: Path | None = None, **arguments) -> Path:
 
 
 class SumoParams(Strict):
-    area: tuple[float, float, float, float] = Field(description="x min, x max, y min, y max (metres)")
+    area: Area
     vehicles: int = Field(ge=1, le=100_000, description="cars on the roads (a generated city: one per user)")
     vehicle: int = Field(default=0, ge=0, description="the car this user drives (from 0)")
     duration: Seconds = Field(default=3600.0, gt=0, description="how long the cars drive (default: the experiment's)")

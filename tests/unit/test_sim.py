@@ -83,6 +83,21 @@ def test_an_unknown_mobility_model_of_the_population_is_named_once(tmp_path):
     assert message.count("sumoo") == 1                      # not once per generated user
 
 
+@pytest.mark.parametrize("override, line", [
+    ("sim.population.mobility={model: random_waypoint, area: [0, -5, 0, 10]}",
+     "sim.population.mobility.area: x min, x max, y min, y max with min <= max"),
+    ("sim.population.mobility.speedd=3", "sim.population.mobility.speedd: unknown field"),
+    ("sim.city.edge_servers=0", "sim.city.edge_servers: Input should be greater than or equal to 1"),
+])
+def test_a_bad_city_or_population_field_is_named_once_with_the_file(tmp_path, override, line):
+    path = city_file(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_experiment(path, [override])
+    message = str(raised.value)
+    assert message.startswith(f"{path}: invalid configuration")
+    assert line in message and len(message.splitlines()) == 2    # not once per generated user
+
+
 def test_towers_from_an_opencellid_csv_and_a_bad_row_named(tmp_path):
     from testbed.config.city import read_towers
 
