@@ -221,6 +221,7 @@ def check_criu() -> list[Check]:
                         f"{CRIU_CONFIG}, {CRIU_ACTION_SCRIPT}" if config_ok else
                         f"{CRIU_CONFIG} or {CRIU_ACTION_SCRIPT} missing or not the testbed's",
                         "./setup.sh (writes them)"))
+    checks.append(check_postcopy())
     cache = Path("/run/criu/criu.kdat")
     cached = cache.exists()
     checks.append(Check("criu kernel-probe cache", cached,
@@ -228,6 +229,29 @@ def check_criu() -> list[Check]:
                         "./setup.sh (mounts a tmpfs at /run/criu and builds CRIU to keep its cache there)",
                         required=False))
     return checks
+
+
+def check_postcopy() -> Check:
+    """The post-copy mode's needs: userfaultfd for CRIU, the runtime wrapper Docker knows, big pipes."""
+    import json
+
+    from testbed.containers.criu import LAZY_RUNTIME, LAZY_RUNTIME_PATH, LAZY_RUNTIME_TEXT
+
+    problems = []
+    if _run(["criu", "check", "--feature", "uffd-noncoop"]).returncode != 0:
+        problems.append("the kernel has no non-cooperative userfaultfd")
+    if not LAZY_RUNTIME_PATH.exists() or LAZY_RUNTIME_PATH.read_text() != LAZY_RUNTIME_TEXT:
+        problems.append(f"{LAZY_RUNTIME_PATH} missing or not the testbed's")
+    try:
+        runtimes = json.loads(Path("/etc/docker/daemon.json").read_text()).get("runtimes", {})
+    except (OSError, ValueError):
+        runtimes = {}
+    if runtimes.get(LAZY_RUNTIME, {}).get("path") != str(LAZY_RUNTIME_PATH):
+        problems.append(f"Docker's daemon.json lacks the runtime {LAZY_RUNTIME}")
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < 16 * 2**20:
+        problems.append("fs.pipe-max-size below 16 MB (CRIU's page server fails)")
+    return Check("post-copy (lazy pages)", not problems, "; ".join(problems) or
+                 f"userfaultfd, runtime {LAZY_RUNTIME}, 16 MB pipes", "./setup.sh", required=False)
 
 
 def check_images() -> Check:

@@ -133,8 +133,8 @@ class Agent:
         return self.source.probe_checkpoints(service, options)
 
     # -- Migration: destination side --------------------------------------------------------------
-    def prepare(self, spec: dict, migration: str) -> dict:
-        return self.destination.prepare(spec, migration)
+    def prepare(self, spec: dict, migration: str, lazy: bool = False) -> dict:
+        return self.destination.prepare(spec, migration, lazy)
 
     def start_fresh(self, service: str, migration: str) -> dict:
         return self.destination.start_fresh(service, migration)

@@ -56,7 +56,8 @@ class DestinationSide:
         shutil.rmtree(delta_dir, ignore_errors=True)
         return base
 
-    def prepare(self, spec: dict, migration: str) -> dict:
+    def prepare(self, spec: dict, migration: str, lazy: bool = False) -> dict:
+        """Reserve a container for ``spec``'s service (``lazy``: one a post-copy can restore)."""
         container_spec = ContainerSpec.from_dict(spec)
         with self._lock:
             old = self.reserved.pop(container_spec.service, None)
@@ -65,7 +66,8 @@ class DestinationSide:
         # State left by an earlier migration of this service that was fenced off from here.
         shutil.rmtree(self.inbox / container_spec.service, ignore_errors=True)
         container = self.containers.reserve(container_spec.service, container_spec.app, container_spec.image,
-                                            container_spec.port, container_spec.limits, container_spec.env)
+                                            container_spec.port, container_spec.limits, container_spec.env,
+                                            lazy=lazy)
         with self._lock:
             self.reserved[container_spec.service] = (migration, container)
         with self.deployment.lock:
@@ -81,9 +83,10 @@ class DestinationSide:
             return entry[1]
 
     def restore(self, service: str, migration: str, slot: str, base_slot: str | None = None,
-                delta_encoder: str = "pages") -> dict:
+                delta_encoder: str = "pages", lazy_from: list | None = None) -> dict:
         """Start the reserved container from the state in ``slot`` (or, if ``base_slot``
-        is given, from that base with the delta in ``slot`` applied)."""
+        is given, from that base with the delta in ``slot`` applied; ``lazy_from``: the
+        source's page server, for a post-copy)."""
         steps = Stopwatch()
         container = self._take_reserved(service, migration)
         images_dir = self.inbox / service / slot
@@ -95,7 +98,8 @@ class DestinationSide:
             self.containers.import_rw_layer(container, rw_layer)
             steps.lap("import_rw_layer")
         spec = self.deployment.specs[service]
-        instance = self.containers.restore(container, images_dir, spec.port, steps)
+        instance = self.containers.restore(container, images_dir, spec.port, steps,
+                                           lazy_from=tuple(lazy_from) if lazy_from else None)
         with self._lock:
             self.reserved.pop(service, None)
             self.arrived_by[service] = migration

@@ -9,6 +9,7 @@ destination's half fenced off when the destination does not answer).
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -66,6 +67,11 @@ class SourceSide:
 
     def path_mbps(self, server: str) -> float | None:
         return self.peer_mbps.get(server)
+
+    def address_towards(self, server: str) -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((self.peers[server], 9))      # no packet is sent: the route picks the address
+            return probe.getsockname()[0]
 
     def release(self, service: str, instance: Instance) -> None:
         self.deployment.release(service, instance)

@@ -43,10 +43,46 @@ done
 """
 
 
+# Post-copy: Docker 20.10 cannot ask runc for a lazy restore, so a service container
+# that may be restored lazily runs under LAZY_RUNTIME, Docker's name (daemon.json's
+# "runtimes", written by setup.sh) for this wrapper of runc.  On a restore whose images
+# hold LAZY_MARKER (the socket of the lazy-pages daemon the destination's agent started:
+# testbed.containers.lazy) it links that socket into runc's work directory, where CRIU's
+# restore looks for it, and adds --lazy-pages; every other call is runc's own.
+LAZY_RUNTIME = "mec-testbed-lazy"
+LAZY_RUNTIME_PATH = Path("/usr/local/lib/mec-testbed/runc-lazy")
+LAZY_MARKER = "mec-testbed-lazy"
+LAZY_RUNTIME_TEXT = f"""\
+#!/bin/sh
+# Written by mec-testbed setup.sh: runc, and a lazy (post-copy) restore when asked for.
+runc=$(command -v runc || command -v /usr/sbin/runc) || {{ echo "runc not found" >&2; exit 1; }}
+image=""; work=""; restore=""; previous=""
+for arg in "$@"; do
+    case "$previous" in --image-path) image=$arg ;; --work-path) work=$arg ;; esac
+    [ "$arg" = restore ] && restore=1
+    previous=$arg
+done
+if [ -n "$restore" ] && [ -n "$image" ] && [ -r "$image/{LAZY_MARKER}" ]; then
+    read -r socket < "$image/{LAZY_MARKER}"
+    work=${{work:-$image}}
+    mkdir -p "$work" && ln -sfn "$socket" "$work/lazy-pages.socket" || exit 1
+    first=1
+    for arg in "$@"; do
+        [ -n "$first" ] && set -- && first=""
+        set -- "$@" "$arg"
+        [ "$arg" = restore ] && set -- "$@" --lazy-pages
+    done
+fi
+exec "$runc" "$@"
+"""
+
+
 def install_criu_config() -> bool:
-    """Write CRIU's runc configuration and action script; True if anything changed."""
+    """Write CRIU's runc configuration, action script and the post-copy runtime wrapper;
+    True if anything changed."""
     changed = False
-    for path, text, mode in ((CRIU_ACTION_SCRIPT, CRIU_ACTION_TEXT, 0o755), (CRIU_CONFIG, CRIU_CONFIG_TEXT, 0o644)):
+    for path, text, mode in ((CRIU_ACTION_SCRIPT, CRIU_ACTION_TEXT, 0o755), (CRIU_CONFIG, CRIU_CONFIG_TEXT, 0o644),
+                             (LAZY_RUNTIME_PATH, LAZY_RUNTIME_TEXT, 0o755)):
         if not path.exists() or path.read_text() != text:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

@@ -38,8 +38,9 @@ from pathlib import Path
 import docker
 
 from testbed.containers.cgroups import CgroupError, CgroupMeter, ContainerCgroups
-from testbed.containers.criu import ADDRESSES_FILE
+from testbed.containers.criu import ADDRESSES_FILE, LAZY_MARKER, LAZY_RUNTIME
 from testbed.containers.freezer import Freezer
+from testbed.containers.lazy import LazyCheckpoint, LazyError, LazyPagesDaemon
 from testbed.net.namespaces import CONTAINER_BRIDGE, current_network, name_prefix, netns_name
 from testbed.stopwatch import Stopwatch
 
@@ -133,6 +134,7 @@ class ServerContainers:
         self.congestion_control = congestion_control
         self._lock = threading.Lock()
         self._upper_dirs: dict[str, Path] = {}
+        self._lazy_daemons: dict[str, LazyPagesDaemon] = {}     # container -> its post-copy's daemon
         self.state_dir = server_state_dir(server)
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
@@ -149,12 +151,13 @@ class ServerContainers:
 
     # -- lifecycle ----------------------------------------------------------
     def reserve(self, service: str, app: str, image: str, port: int, limits: Limits,
-                env: dict | None = None):
-        """Create (not start) a container of ``service`` here; its address is fixed now."""
+                env: dict | None = None, lazy: bool = False):
+        """Create (not start) a container of ``service`` here; its address is fixed now.
+        ``lazy``: under the post-copy runtime (``criu.LAZY_RUNTIME``), to be restored lazily."""
         with self._lock:
-            return self._create(service, app, image, port, limits, env)
+            return self._create(service, app, image, port, limits, env, lazy)
 
-    def _create(self, service, app, image, port, limits, env):
+    def _create(self, service, app, image, port, limits, env, lazy=False):
         ip = self._free_ip()
         tag = uuid.uuid4().hex[:6]
         prefix, network = name_prefix(), str(current_network())
@@ -179,6 +182,7 @@ class ServerContainers:
                              **(env or {})},
                 cpu_period=CPU_PERIOD_US, cpu_quota=max(1000, int(cores * CPU_PERIOD_US)),
                 mem_limit=f"{limits.memory_mb}m", cgroup_parent=self.cgroup_parent,
+                runtime=LAZY_RUNTIME if lazy else None,
             )
         except Exception:
             holder.remove(force=True)
@@ -253,6 +257,9 @@ class ServerContainers:
         with its address and MAC still on the bridge it would answer for the next
         container given that address."""
         self._upper_dirs.pop(container_id, None)
+        daemon = self._lazy_daemons.pop(container_id, None)
+        if daemon is not None:
+            daemon.stop()
         holder = remove_container(self.client, container_id, remove_holder=False)
         if holder:
             _run(self._in_server + ["ip", "link", "delete", f"c{holder[:10]}"], check=False)
@@ -347,6 +354,29 @@ class ServerContainers:
         (target / ADDRESSES_FILE).write_text(addresses)
         return target
 
+    def checkpoint_lazy(self, instance: Instance, target: Path, page_server: tuple[str, int],
+                        frozen: Freezer | None = None) -> LazyCheckpoint:
+        """Post-copy: checkpoint the container's processes into ``target`` without their
+        memory, which CRIU's page server at ``page_server`` (an address of this server)
+        then serves; see ``testbed.containers.lazy``.  ``frozen``: as for ``checkpoint``."""
+        try:
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            addresses = self._addresses(instance)
+            root = runc_root(instance.container_id)
+            if root is None:
+                raise ContainerError(f"post-copy of {instance.name}: no runc state (Docker's runc is needed)")
+            try:
+                lazy = LazyCheckpoint.start(["nsenter", f"--mount=/proc/{engine_pid()}/ns/mnt", "runc", "--root",
+                                             str(root), "checkpoint"], instance.container_id, target, page_server)
+            except LazyError as error:
+                raise ContainerError(f"post-copy of {instance.name}: {error}") from None
+            (target / ADDRESSES_FILE).write_text(addresses)
+            return lazy
+        finally:
+            if frozen is not None:
+                frozen.thaw()           # CRIU holds the processes by now
+
     @staticmethod
     def _addresses(instance: Instance) -> str:
         """Every address the service holds (its own, and old ones a restore left on lo,
@@ -357,7 +387,8 @@ class ServerContainers:
         addresses.add(instance.ip)
         return "\n".join(sorted(addresses)) + "\n"
 
-    def restore(self, container, images_dir: Path, port: int, steps: Stopwatch | None = None) -> Instance:
+    def restore(self, container, images_dir: Path, port: int, steps: Stopwatch | None = None,
+                lazy_from: tuple[str, int] | None = None) -> Instance:
         """Start a reserved container from the CRIU images in ``images_dir`` (consumed:
         deleted once the restore has read them).
 
@@ -368,15 +399,25 @@ class ServerContainers:
         keeps links as links and CRIU follows them), so a few hundred kB are copied.
         Should an engine refuse that, the images are handed over whole;
         ``steps.notes["restore_path"]`` says which path was taken (``linked`` or
-        ``copied``)."""
+        ``copied``).  ``lazy_from``: post-copy, the source's page server (address, port),
+        which a lazy-pages daemon started here reaches (the container must have been
+        reserved ``lazy``)."""
         steps = steps or Stopwatch()
         checkpoints = self.docker_root() / "containers" / container.id / "checkpoints"
+        if lazy_from is not None:
+            try:
+                daemon = LazyPagesDaemon.start(images_dir, lazy_from, self.state_dir / "lazy" / container.id)
+            except LazyError as error:
+                raise ContainerError(f"restore of {container.name} on {self.server}: {error}") from None
+            self._lazy_daemons[container.id] = daemon
+            (images_dir / LAZY_MARKER).write_text(f"{daemon.socket}\n")
+            steps.lap("lazy_pages_daemon")
         try:
             try:
                 self._start_from(container, _engine_checkpoint(images_dir, checkpoints, linked=True))
                 steps.notes["restore_path"] = "linked"
             except ContainerError as linked_error:
-                if self.is_running(container.id):
+                if self.is_running(container.id) or lazy_from is not None:    # a page server serves once
                     raise
                 steps.lap("docker_restore_linked_failed")
                 try:

@@ -69,6 +69,7 @@ class MigrationMode(ABC):
 
     name: ClassVar[str]
     carries_state: ClassVar[bool] = True
+    lazy_restore: ClassVar[bool] = False        # the destination restores while memory still arrives
     Options: ClassVar[type[MigrationOptions]] = MigrationOptions
 
     def __init_subclass__(cls, **kwargs):
@@ -105,6 +106,9 @@ class MigrationSource(Protocol):
 
     def path_mbps(self, server: str) -> float | None:
         """Bottleneck bandwidth of the path to another server (None: unknown)."""
+
+    def address_towards(self, server: str) -> str:
+        """This server's address that another server reaches it at."""
 
     def release(self, service: str, instance: Instance) -> None:
         """After a successful move: drop the stopped source container."""
@@ -225,7 +229,8 @@ class Migration:
         """Reserve a container (and so the new address) at the destination."""
         if self.reserved is None:
             with self.phase("prepare"):
-                self.reserved = self.peer.call("prepare", spec=self.spec.to_dict(), migration=self.id)
+                self.reserved = self.peer.call("prepare", spec=self.spec.to_dict(), migration=self.id,
+                                               lazy=self.mode.lazy_restore)
             self.record["dest_endpoint"] = [self.reserved["ip"], self.reserved["port"]]
             self.source.events.emit("migration.prepared", migration=self.id, service=self.spec.service,
                                    dest=self.dest, endpoint=self.record["dest_endpoint"])

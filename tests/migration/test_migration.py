@@ -27,7 +27,7 @@ def env(tmp_path_factory):
     yield from agents_on_paper_network(tmp_path_factory, "migration")
 
 
-@pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered"])
+@pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered", "postcopy"])
 def test_stateful_modes_continue_the_counter(env, mode):
     session = Session(env, "svc", "edge1", ap="ap2")
     time.sleep(1.5)
@@ -55,9 +55,15 @@ def test_stateful_modes_continue_the_counter(env, mode):
     for phase in ("final_checkpoint", "final_transfer", "restore"):
         assert record["phases"][phase]["ok"]
     assert record["bytes"]["during_downtime"] > 0
+    if mode == "postcopy":           # the memory came after the restore, over the WAN
+        pages = record["phases"]["postcopy_pages"]
+        assert pages["ok"] and pages["start"] >= record["phases"]["restore"]["end"] - 1e-3
+        assert record["bytes"]["after_downtime"] > record["bytes"]["during_downtime"]
+        assert not docker.from_env().containers.list(filters={"label": f"{SERVICE_LABEL}=svc", "status": "exited"})
 
 
-@pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered", "stateless"])
+@pytest.mark.parametrize("mode", ["cold", "precopy-delta", "layered", "stateless",
+                                  pytest.param("postcopy", marks=pytest.mark.slow)])   # 133 MB of pages: 7 min
 def test_object_detection_service_migrates(env, mode):
     """A model service (about 130 MB of checkpoint) keeps answering and counting across each mode."""
     session = model_session(env, "detect", "street-dog.jpg")
@@ -426,3 +432,42 @@ def test_the_agent_refuses_what_is_not_on_its_list(env):
     out, _ = over_the_wan.communicate(timeout=30)
     assert "not offered remotely" in out and out.strip().endswith("edge1"), out
     assert isinstance(env.agents["edge1"], RpcClient) and env.agents["edge1"].call("ping")["server"] == "edge1"
+
+
+def test_a_source_lost_during_post_copy_is_a_failure_the_record_states(env):
+    """Post-copy needs the source until the last page: when CRIU serving the pages there dies
+    after the restore, the migration fails and its record says that the pages were lost (the
+    processes, still whole at the source, run on there)."""
+    session = Session(env, "svc", "edge1", ap="ap2")
+    time.sleep(1.0)
+    killed = []
+
+    def kill_the_page_server():
+        client = docker.from_env()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if client.containers.list(filters={"label": [f"{SERVICE_LABEL}=svc", f"{SERVER_LABEL}=edge2"]}):
+                found = subprocess.run(["pgrep", "-f", "criu: dump"], capture_output=True, text=True).stdout.split()
+                if found:
+                    subprocess.run(["kill", "-9", *found])
+                    killed.extend(found)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_page_server)
+    killer.start()
+    try:
+        record = session.migrate("edge2", "postcopy")
+    finally:
+        killer.join()
+    assert killed, "the source's CRIU never served pages"
+    assert record["ok"] is False and record["postcopy_lost"] is True
+    assert "pages did not all arrive" in record["error"]
+    assert "after_downtime" not in record["bytes"]
+    # only the page server died: the processes, whole at the source, run on there
+    assert record["fallback"] is True and record["new_endpoint"][0] != record["dest_endpoint"][0]
+    session.wait_served_at(record, count=3, timeout=15.0)
+    rows = session.finish()
+    after = [r for r in served(rows) if r["sent"] >= record["phases"]["migration"]["end"]]
+    assert len(after) >= 3 and after[-1]["endpoint"][0] == record["new_endpoint"][0], outcome(rows)
+    assert counter_breaks(rows) == []

@@ -1,0 +1,142 @@
+"""Post-copy with CRIU's lazy pages: the two processes that move memory after the restore.
+
+At the source, ``LazyCheckpoint``: ``runc checkpoint --lazy-pages`` dumps all but
+the memory pages, then CRIU's page server (on an address of the source server)
+serves them while the dumped processes wait, stopped; once every page has gone
+CRIU ends them.  At the destination, ``LazyPagesDaemon``: ``criu lazy-pages``,
+started by the agent in its server's network namespace (so pages cross the
+emulated WAN), fetches each page the restored service faults on, and the rest in
+the background.  The restore reaches the daemon through a socket that the
+post-copy runtime (``testbed.containers.criu``) links into runc's work directory.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+READY_TIMEOUT_S = 60.0          # a lazy dump, until its page server listens
+DAEMON_START_TIMEOUT_S = 10.0   # the lazy-pages daemon, until its socket is there
+PAGE = 4096
+
+
+class LazyError(RuntimeError):
+    """A post-copy step failed; the message says which and CRIU's own words."""
+
+
+def _errors(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return " ".join([line.strip() for line in lines if "Error" in line][-3:])
+
+
+class LazyCheckpoint:
+    """The source's side: CRIU serving the pages of stopped processes."""
+
+    def __init__(self, process: subprocess.Popen, work: Path, page_server: tuple[str, int]):
+        self.process, self.work, self.page_server = process, work, page_server
+
+    @classmethod
+    def start(cls, runc: list[str], container_id: str, images: Path, page_server: tuple[str, int]) -> "LazyCheckpoint":
+        """Run ``runc`` (the command up to its ``checkpoint`` verb's options) lazily on the
+        container; returns once the images are written and the page server listens."""
+        work = images.with_name(images.name + ".work")
+        shutil.rmtree(work, ignore_errors=True)
+        ready, status = os.pipe()
+        try:
+            process = subprocess.Popen(
+                runc + ["--image-path", str(images), "--work-path", str(work), "--lazy-pages",
+                        "--page-server", f"{page_server[0]}:{page_server[1]}", "--status-fd", str(status),
+                        container_id],
+                pass_fds=(status,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        finally:
+            os.close(status)
+        try:
+            readable, _, _ = select.select([ready], [], [], READY_TIMEOUT_S)
+            signalled = bool(readable) and os.read(ready, 1) != b""    # not when CRIU ended first
+        finally:
+            os.close(ready)
+        checkpoint = cls(process, work, page_server)
+        if not signalled:
+            checkpoint.abandon()
+            raise LazyError(f"lazy checkpoint failed: {checkpoint.failure()}")
+        return checkpoint
+
+    def wait(self, timeout: float) -> dict:
+        """Until the destination has every page (CRIU ends, and the processes here with it):
+        ``ok``, the bytes of memory that crossed after the restore (``lazy_bytes``), ``error``."""
+        try:
+            self.process.wait(timeout)
+            result = {"ok": self.process.returncode == 0}
+            if not result["ok"]:
+                result["error"] = self.failure()
+        except subprocess.TimeoutExpired:
+            self.abandon()
+            result = {"ok": False, "error": f"pages still going after {timeout} s"}
+        result["lazy_bytes"] = self.lazy_bytes()
+        shutil.rmtree(self.work, ignore_errors=True)
+        return result
+
+    def lazy_bytes(self) -> int:
+        """Memory left to the page server (CRIU's dump log counts the pages per mapping)."""
+        log = self.work / "dump.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        return PAGE * sum(int(line.split("(")[-1].split()[0]) for line in lines
+                          if "Pagemap generated:" in line and " lazy)" in line)
+
+    def failure(self) -> str:
+        stderr = self.process.stderr.read() if self.process.poll() is not None and self.process.stderr else ""
+        return f"{stderr.strip()} {_errors(self.work / 'dump.log')}".strip() or \
+            f"runc ended with {self.process.returncode}"
+
+    def abandon(self) -> None:
+        """Give up: an unknown command makes the page server fail, and CRIU then lets the
+        processes run on here, as after any failed dump; if it does not end, it is killed."""
+        if self.process.poll() is None:
+            try:
+                with socket.create_connection(self.page_server, timeout=5) as connection:
+                    connection.sendall(b"\xff" * 64)
+                self.process.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+class LazyPagesDaemon:
+    """The destination's side: ``criu lazy-pages`` for one restore, in this process's network
+    namespace; it ends by itself once every page has arrived (reaped by a thread)."""
+
+    def __init__(self, process: subprocess.Popen, work: Path):
+        self.process, self.work = process, work
+        threading.Thread(target=process.wait, daemon=True, name="lazy-pages-reaper").start()
+
+    @property
+    def socket(self) -> Path:
+        return self.work / "lazy-pages.socket"
+
+    @classmethod
+    def start(cls, images: Path, page_server: tuple[str, int], work: Path) -> "LazyPagesDaemon":
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        process = subprocess.Popen(
+            ["criu", "lazy-pages", "--page-server", "--address", page_server[0], "--port", str(page_server[1]),
+             "--images-dir", str(images), "--work-dir", str(work), "-o", "lazy-pages.log"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = cls(process, work)
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+        while not daemon.socket.is_socket():
+            if process.poll() is not None or time.monotonic() > deadline:
+                daemon.stop()
+                raise LazyError(f"criu lazy-pages did not start: {_errors(work / 'lazy-pages.log')}")
+            time.sleep(0.002)
+        return daemon
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        shutil.rmtree(self.work, ignore_errors=True)

@@ -1,0 +1,72 @@
+"""Post-copy migration (CRIU lazy pages): the service resumes before its memory has arrived.
+
+At the source, CRIU dumps everything but the memory pages and keeps the stopped
+processes to serve those pages from a page server on the source's address.  The
+small images and the writable layer cross the WAN; the destination's agent
+starts CRIU's lazy-pages daemon, which fetches each page the service touches
+over the emulated network when it faults, and the rest in the background, and
+restores under the post-copy runtime (``testbed.containers.lazy`` and
+``criu``).  Recorded: the time to resume (the ``migration`` phase, as in every
+mode) and the time until the last page arrived (``postcopy_pages``, after the
+downtime), with the bytes that crossed then (``bytes.after_downtime``).
+
+The source must live until the last page has gone.  When the page server fails
+first, the migration fails and its record says so (``ok`` False,
+``postcopy_lost``): the restored copy, which cannot run without the missing
+pages, is removed, and the processes at the source, whole (CRIU had only
+stopped them), run on there.  A source server lost outright takes the pages
+still there with it: the service is lost.
+
+Not offered: post-copy after a pre-copy (the pre-copied checkpoint at the
+destination serving the pages that did not change).  CRIU can only make the
+final dump relative to an earlier one by tracking written pages (soft-dirty),
+which this kernel lacks; every page would still come from the source.
+"""
+
+import socket
+
+from pydantic import Field
+
+from testbed.migration.base import Migration, MigrationMode, MigrationOptions, checkpoint_size
+
+
+class PostcopyOptions(MigrationOptions):
+    page_timeout: float = Field(default=600.0, gt=0, description=(
+        "longest wait (s) for the last page after the restore; the migration fails past it"))
+
+
+class Postcopy(MigrationMode):
+    name = "postcopy"
+    lazy_restore = True
+    Options = PostcopyOptions
+
+    def final(self, m: Migration):
+        page_server = _free_port(m.source.address_towards(m.dest))
+        target = m.workdir / "final"
+        with m.phase("final_quiesce"):
+            frozen, idle = m.containers.freeze_when_idle(m.source_instance, m.options.quiesce)
+        m.record.setdefault("quiesced", {})["final"] = idle
+        with m.phase("final_checkpoint"):
+            lazy = m.containers.checkpoint_lazy(m.source_instance, target, page_server, frozen=frozen)
+            m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
+        m.size("final_checkpoint", checkpoint_size(target))
+        try:
+            instance = m.send_and_restore("final", target, lazy_from=list(page_server))
+        except Exception:
+            lazy.abandon()          # the processes run on at the source (and are resumed there)
+            raise
+        with m.phase("postcopy_pages"):
+            pages = lazy.wait(m.options.page_timeout)
+        m.size("lazy_pages", pages["lazy_bytes"])
+        if not pages["ok"]:
+            m.record["postcopy_lost"] = True
+            raise RuntimeError(f"post-copy of {m.spec.service}: the pages did not all arrive ({pages['error']})")
+        m.count("after_downtime", pages["lazy_bytes"])
+        return instance
+
+
+def _free_port(address: str) -> tuple[str, int]:
+    """``address`` and a port free on it now, for CRIU's page server."""
+    with socket.socket() as free:
+        free.bind((address, 0))
+        return address, free.getsockname()[1]
