@@ -48,7 +48,8 @@ net.core.rmem_max = 67108864
 net.core.wmem_max = 67108864
 fs.pipe-max-size = 16777216
 EOF
-sysctl -q -w net.core.rmem_max=67108864 net.core.wmem_max=67108864 fs.pipe-max-size=16777216
+sysctl -q -w net.core.rmem_max=67108864 net.core.wmem_max=67108864
+sysctl -q -w fs.pipe-max-size=16777216 || say "cannot raise fs.pipe-max-size: the postcopy mode will fail here"
 for key in net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.bridge.bridge-nf-call-arptables; do
   [ -e "/proc/sys/${key//.//}" ] && sysctl -q -w "$key=0" || true
 done
