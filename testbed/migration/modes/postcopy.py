@@ -48,9 +48,10 @@ class Postcopy(MigrationMode):
         m.record.setdefault("quiesced", {})["final"] = idle
         with m.phase("final_checkpoint"):
             lazy = m.containers.checkpoint_lazy(m.source_instance, target, page_server, frozen=frozen)
-            m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
-        m.size("final_checkpoint", checkpoint_size(target))
         try:
+            with m.phase("final_rw_layer"):
+                m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
+            m.size("final_checkpoint", checkpoint_size(target))
             instance = m.send_and_restore("final", target, lazy_from=list(page_server))
         except Exception:
             lazy.abandon()          # the processes run on at the source (and are resumed there)
