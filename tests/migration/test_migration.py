@@ -278,7 +278,9 @@ def test_twenty_moves_round_the_ring_keep_the_enrolled_faces(env):
         assert records[-1]["ok"], (n, records[-1].get("error"))
         session.wait_served_at(records[-1], count=2, timeout=30.0)
     rows = session.finish()
-    assert counter_breaks(rows) == [], outcome(rows)
+    # the enrolment is a request too: the user's counter skips its number when it came between two of the user's
+    skipped = (enrolled["counter"] - 1, enrolled["counter"] + 1)
+    assert counter_breaks(rows) in ([], [skipped]), outcome(rows)
     last = served(rows)[-1]
     assert last["endpoint"][0] == records[-1]["new_endpoint"][0]
     assert last["result"]["faces"][0]["identity"] == "biden", last["result"]   # only an enrolled face has a name
