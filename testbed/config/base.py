@@ -63,8 +63,11 @@ def validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
 
 def format_validation_error(source: str, error: ValidationError, prefix: str = "") -> str:
     """``source``: the file (or override) the data came from; ``prefix``: where in it the model is."""
-    return "\n".join([f"{source}: invalid configuration"] +
-                     [f"  {line}" for line in validation_lines(error, prefix)])
+    return format_problems(source, validation_lines(error, prefix))
+
+
+def format_problems(source: str, lines: list[str]) -> str:
+    return "\n".join([f"{source}: invalid configuration"] + [f"  {line}" for line in lines])
 
 
 def read_yaml(path: Path) -> dict:

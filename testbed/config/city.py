@@ -235,14 +235,14 @@ def city_users(population: PopulationSpec, city: CitySpec, base: Path, seed: int
 def _check_population_mobility(mobility: dict, source: str) -> None:
     """The population's mobility parameters, checked once on the first generated user (the others
     differ only in what the generation gave each), rather than one error per user."""
-    from testbed.config.base import nested_errors
+    from testbed.config.base import format_problems, nested_errors
     from testbed.registry import MOBILITY_MODELS
 
     model = MOBILITY_MODELS.get(mobility.get("model", "round_trip"))
     found = nested_errors(model.Params, {k: v for k, v in mobility.items() if k != "model"},
                           "sim.population.mobility")
     if found:
-        raise ConfigError("\n".join([f"{source}: invalid configuration"] + [f"  {line}" for line in found]))
+        raise ConfigError(format_problems(source, found))
 
 
 def mix_seed(seed: int, index: int) -> int:

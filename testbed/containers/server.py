@@ -330,11 +330,7 @@ class ServerContainers:
         steps.lap("addresses")
         if root is not None:
             work = target.with_name(target.name + ".work")
-            # In the Docker engine's mount namespace: Mininet nodes (where agents
-            # run) have their own, without the cgroup mounts runc and CRIU need.
-            args = ["nsenter", f"--mount=/proc/{engine_pid()}/ns/mnt", "runc", "--root", str(root), "checkpoint",
-                    "--image-path", str(target),
-                    "--work-path", str(work)]
+            args = _runc_checkpoint(root) + ["--image-path", str(target), "--work-path", str(work)]
             if leave_running:
                 args.append("--leave-running")
             result = subprocess.run(args + [instance.container_id], capture_output=True, text=True)
@@ -367,8 +363,7 @@ class ServerContainers:
             if root is None:
                 raise ContainerError(f"post-copy of {instance.name}: no runc state (Docker's runc is needed)")
             try:
-                lazy = LazyCheckpoint.start(["nsenter", f"--mount=/proc/{engine_pid()}/ns/mnt", "runc", "--root",
-                                             str(root), "checkpoint"], instance.container_id, target, page_server)
+                lazy = LazyCheckpoint.start(_runc_checkpoint(root), instance.container_id, target, page_server)
             except LazyError as error:
                 raise ContainerError(f"post-copy of {instance.name}: {error}") from None
             (target / ADDRESSES_FILE).write_text(addresses)
@@ -470,6 +465,12 @@ def remove_container(client: docker.DockerClient, container_id: str, remove_hold
     if holder and remove_holder:
         remove_container(client, holder)
     return holder
+
+
+def _runc_checkpoint(root: Path) -> list[str]:
+    """Docker's runc checkpointing, up to its options.  In the Docker engine's mount namespace:
+    Mininet nodes (where agents run) have their own, without the cgroup mounts runc and CRIU need."""
+    return ["nsenter", f"--mount=/proc/{engine_pid()}/ns/mnt", "runc", "--root", str(root), "checkpoint"]
 
 
 def runc_root(container_id: str) -> Path | None:

@@ -11,9 +11,7 @@ def checkpoint_instance_layer(m: Migration, name: str, leave_running: bool):
     between two requests; option ``quiesce``, seconds, 0 to take any moment)
     and ``<name>_checkpoint`` (frozen, being dumped)."""
     target = m.workdir / name
-    with m.phase(f"{name}_quiesce"):
-        frozen, idle = m.containers.freeze_when_idle(m.source_instance, m.options.quiesce)
-    m.record.setdefault("quiesced", {})[name] = idle
+    frozen = quiesce(m, name)
     steps = Stopwatch()
     with m.phase(f"{name}_checkpoint"):
         m.containers.checkpoint(m.source_instance, target, leave_running=leave_running, frozen=frozen, steps=steps)
@@ -23,6 +21,15 @@ def checkpoint_instance_layer(m: Migration, name: str, leave_running: bool):
         steps.lap("rw_layer")
     m.record.setdefault("checkpoint_steps", {})[name] = steps.laps
     return target
+
+
+def quiesce(m: Migration, name: str):
+    """Phase ``<name>_quiesce``: wait (still serving) for a moment between two requests, then
+    freeze the container; the record says whether the moment came.  Returns the freezer."""
+    with m.phase(f"{name}_quiesce"):
+        frozen, idle = m.containers.freeze_when_idle(m.source_instance, m.options.quiesce)
+    m.record.setdefault("quiesced", {})[name] = idle
+    return frozen
 
 
 class Cold(MigrationMode):

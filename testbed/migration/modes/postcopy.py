@@ -28,6 +28,7 @@ import socket
 from pydantic import Field
 
 from testbed.migration.base import Migration, MigrationMode, MigrationOptions, checkpoint_size
+from testbed.migration.modes.cold import quiesce
 
 
 class PostcopyOptions(MigrationOptions):
@@ -43,16 +44,14 @@ class Postcopy(MigrationMode):
     def final(self, m: Migration):
         page_server = _free_port(m.source.address_towards(m.dest))
         target = m.workdir / "final"
-        with m.phase("final_quiesce"):
-            frozen, idle = m.containers.freeze_when_idle(m.source_instance, m.options.quiesce)
-        m.record.setdefault("quiesced", {})["final"] = idle
+        frozen = quiesce(m, "final")
         with m.phase("final_checkpoint"):
             lazy = m.containers.checkpoint_lazy(m.source_instance, target, page_server, frozen=frozen)
         try:
             with m.phase("final_rw_layer"):
                 m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
             m.size("final_checkpoint", checkpoint_size(target))
-            instance = m.send_and_restore("final", target, lazy_from=list(page_server))
+            instance = m.send_and_restore("final", target, lazy_from=page_server)
         except Exception:
             lazy.abandon()          # the processes run on at the source (and are resumed there)
             raise
