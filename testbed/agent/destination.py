@@ -83,10 +83,11 @@ class DestinationSide:
             return entry[1]
 
     def restore(self, service: str, migration: str, slot: str, base_slot: str | None = None,
-                delta_encoder: str = "pages", lazy_from: tuple[str, int] | None = None) -> dict:
+                delta_encoder: str = "pages", lazy_from: tuple[str, int] | None = None,
+                prepaging_window: int = 0) -> dict:
         """Start the reserved container from the state in ``slot`` (or, if ``base_slot``
         is given, from that base with the delta in ``slot`` applied; ``lazy_from``: the
-        source's page server, for a post-copy)."""
+        source's page server, for a post-copy, pre-paged with ``prepaging_window``)."""
         steps = Stopwatch()
         container = self._take_reserved(service, migration)
         images_dir = self.inbox / service / slot
@@ -98,7 +99,8 @@ class DestinationSide:
             self.containers.import_rw_layer(container, rw_layer)
             steps.lap("import_rw_layer")
         spec = self.deployment.specs[service]
-        instance = self.containers.restore(container, images_dir, spec.port, steps, lazy_from=lazy_from)
+        instance = self.containers.restore(container, images_dir, spec.port, steps, lazy_from=lazy_from,
+                                           prepaging_window=prepaging_window)
         with self._lock:
             self.reserved.pop(service, None)
             self.arrived_by[service] = migration

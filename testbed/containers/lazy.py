@@ -6,7 +6,9 @@ serves them while the dumped processes wait, stopped; once every page has gone
 CRIU ends them.  At the destination, ``LazyPagesDaemon``: ``criu lazy-pages``,
 started by the agent in its server's network namespace (so pages cross the
 emulated WAN), fetches each page the restored service faults on, and the rest in
-the background.  The restore reaches the daemon through a socket that the
+the background, through a ``PrepagingRelay`` (``testbed.containers.prepaging``)
+that pulls every page ahead at the link's rate unless the mode's window is 0.
+The restore reaches the daemon through a socket that the
 post-copy runtime (``testbed.containers.criu``) links into runc's work directory.
 """
 
@@ -20,6 +22,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+from testbed.containers.prepaging import PrepagingRelay
 
 READY_TIMEOUT_S = 60.0          # a lazy dump, until its page server listens
 DAEMON_START_TIMEOUT_S = 10.0   # the lazy-pages daemon, until its socket is there
@@ -111,8 +115,8 @@ class LazyPagesDaemon:
     """The destination's side: ``criu lazy-pages`` for one restore, in this process's network
     namespace; it ends by itself once every page has arrived (reaped by a thread)."""
 
-    def __init__(self, process: subprocess.Popen, work: Path):
-        self.process, self.work = process, work
+    def __init__(self, process: subprocess.Popen, work: Path, relay: PrepagingRelay | None = None):
+        self.process, self.work, self.relay = process, work, relay
         threading.Thread(target=process.wait, daemon=True, name="lazy-pages-reaper").start()
 
     @property
@@ -120,14 +124,25 @@ class LazyPagesDaemon:
         return self.work / "lazy-pages.socket"
 
     @classmethod
-    def start(cls, images: Path, page_server: tuple[str, int], work: Path) -> "LazyPagesDaemon":
+    def start(cls, images: Path, page_server: tuple[str, int], work: Path,
+              prepaging_window: int = 0) -> "LazyPagesDaemon":
+        """``prepaging_window`` (bytes): with more than 0, the daemon reaches the source
+        through a ``PrepagingRelay`` that pulls every page ahead with that many bytes of
+        requests in flight; with 0, it asks the source itself (CRIU's own pace)."""
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        relay = None
+        if prepaging_window > 0:
+            try:
+                relay = PrepagingRelay(images, page_server, prepaging_window)
+            except ValueError as error:
+                raise LazyError(f"the checkpoint's pagemap cannot be read: {error}") from None
+            page_server = relay.address
         process = subprocess.Popen(
             ["criu", "lazy-pages", "--page-server", "--address", page_server[0], "--port", str(page_server[1]),
              "--images-dir", str(images), "--work-dir", str(work), "-o", "lazy-pages.log"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        daemon = cls(process, work)
+        daemon = cls(process, work, relay)
         deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
         while not daemon.socket.is_socket():
             if process.poll() is not None or time.monotonic() > deadline:
@@ -136,7 +151,14 @@ class LazyPagesDaemon:
             time.sleep(0.002)
         return daemon
 
+    def restored(self) -> None:
+        """The service runs again (its restore is over): pre-paging may start."""
+        if self.relay is not None:
+            self.relay.restored()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
+        if self.relay is not None:
+            self.relay.stop()
         shutil.rmtree(self.work, ignore_errors=True)

@@ -383,7 +383,7 @@ class ServerContainers:
         return "\n".join(sorted(addresses)) + "\n"
 
     def restore(self, container, images_dir: Path, port: int, steps: Stopwatch | None = None,
-                lazy_from: tuple[str, int] | None = None) -> Instance:
+                lazy_from: tuple[str, int] | None = None, prepaging_window: int = 0) -> Instance:
         """Start a reserved container from the CRIU images in ``images_dir`` (consumed:
         deleted once the restore has read them).
 
@@ -396,12 +396,14 @@ class ServerContainers:
         ``steps.notes["restore_path"]`` says which path was taken (``linked`` or
         ``copied``).  ``lazy_from``: post-copy, the source's page server (address, port),
         which a lazy-pages daemon started here reaches (the container must have been
-        reserved ``lazy``)."""
+        reserved ``lazy``), through a pre-paging relay if ``prepaging_window`` (bytes) is
+        above 0 (``testbed.containers.prepaging``)."""
         steps = steps or Stopwatch()
         checkpoints = self.docker_root() / "containers" / container.id / "checkpoints"
         if lazy_from is not None:
             try:
-                daemon = LazyPagesDaemon.start(images_dir, lazy_from, self.state_dir / "lazy" / container.id)
+                daemon = LazyPagesDaemon.start(images_dir, lazy_from, self.state_dir / "lazy" / container.id,
+                                               prepaging_window)
             except LazyError as error:
                 raise ContainerError(f"restore of {container.name} on {self.server}: {error}") from None
             self._lazy_daemons[container.id] = daemon
@@ -421,6 +423,8 @@ class ServerContainers:
                     raise ContainerError(f"{error} (with links to the images: {linked_error})") from error
                 steps.notes["restore_path"] = "copied"
             steps.lap("docker_restore")
+            if lazy_from is not None:
+                daemon.restored()
         finally:
             shutil.rmtree(images_dir, ignore_errors=True)
         instance = self.instance(container, port)

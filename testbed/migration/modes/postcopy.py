@@ -4,11 +4,12 @@ At the source, CRIU dumps everything but the memory pages and keeps the stopped
 processes to serve those pages from a page server on the source's address.  The
 small images and the writable layer cross the WAN; the destination's agent
 starts CRIU's lazy-pages daemon, which fetches each page the service touches
-over the emulated network when it faults, and the rest in the background, and
-restores under the post-copy runtime (``testbed.containers.lazy`` and
-``criu``).  Recorded: the time to resume (the ``migration`` phase, as in every
-mode) and the time until the last page arrived (``postcopy_pages``, after the
-downtime), with the bytes that crossed then (``bytes.after_downtime``).
+over the emulated network when it faults, and restores under the post-copy
+runtime (``testbed.containers.lazy`` and ``criu``).  Once the service runs, the
+destination pulls the rest ahead of the faults (``prepaging_window_mb``;
+``testbed.containers.prepaging``).  Recorded: the time to resume (the
+``restore`` phase) and the time until the last page arrived (``postcopy_pages``,
+after the downtime), with the bytes that crossed then (``bytes.after_downtime``).
 
 The source must live until the last page has gone.  When the page server fails
 first, the migration fails and its record says so (``ok`` False,
@@ -34,6 +35,10 @@ from testbed.migration.modes.cold import quiesce
 class PostcopyOptions(MigrationOptions):
     page_timeout: float = Field(default=600.0, gt=0, description=(
         "longest wait (s) for the last page after the restore; the migration fails past it"))
+    prepaging_window_mb: float = Field(default=2.0, ge=0, description=(
+        "MB of page requests the destination keeps in flight to pull every page ahead of the "
+        "faults (about the link's bandwidth-delay product fills it); 0: CRIU's own pace, "
+        "pages on fault and one 64 kB-4 MB background request per round trip"))
 
 
 class Postcopy(MigrationMode):
@@ -51,7 +56,8 @@ class Postcopy(MigrationMode):
             with m.phase("final_rw_layer"):
                 m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
             m.size("final_checkpoint", checkpoint_size(target))
-            instance = m.send_and_restore("final", target, lazy_from=page_server)
+            instance = m.send_and_restore("final", target, lazy_from=page_server,
+                                          prepaging_window=int(m.options.prepaging_window_mb * 1e6))
         except Exception:
             lazy.abandon()          # the processes run on at the source (and are resumed there)
             raise

@@ -1,0 +1,336 @@
+"""Active pre-paging for post-copy: a relay between CRIU's lazy-pages daemon and the source.
+
+CRIU's daemon asks the source's page server for a page when the restored service
+faults on it, and for the rest one request at a time, 64 kB per round trip while
+faults keep coming: on a 100 ms WAN a model service's memory takes minutes to arrive,
+and the service, faulting page by page, answers late all that while.  The relay, run
+by the destination's agent on loopback in its server's namespace, holds the one
+connection to the source (opened while the container restores, so the first fault
+does not wait for a TCP handshake), pulls every lazy page in order with a window of
+requests in flight (which fills the link), and answers the daemon from what has
+arrived.  A page the daemon asks for that is neither here nor on its way is asked
+for at once.  This is the post-copy with active pushing / pre-paging of the live
+migration literature (Hines and Gopalan, VEE 2009).
+
+The pages to pull are the entries flagged lazy in the checkpoint's pagemap images.
+The wire format is CRIU's page-server protocol (``criu/page-xfer.c``): a request is
+a 32-byte ``page_server_iov`` (cmd u32, nr_pages u64, vaddr u64, dst_id u64, the
+process's pid in the images) with cmd ``PS_IOV_GET``; the answer is that header with
+the number of pages sent (at most to the end of the range the source holds there),
+then the pages; answers come in the order of the requests.  The daemon ends with
+``PS_IOV_CLOSE``, answered by a 4-byte status, after which the source ends the dumped
+processes.  A command the source does not know makes it fail instead, and CRIU then
+lets the processes run on there: the relay sends one when it gives up early.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import selectors
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+PAGE = 4096
+HEADER = struct.Struct("<I4xQQQ")          # struct page_server_iov (x86-64 alignment)
+PS_IOV_GET = 7
+PS_IOV_ADD_F = 6
+PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE = 0x1023, 0x1024
+PE_LAZY, PE_PRESENT = 1 << 1, 1 << 2
+PS_CMD_BITS = 16
+GIVE_UP = b"\xff" * HEADER.size            # an unknown command: the source fails and resumes
+IMAGE_MAGICS = 8                           # CRIU's common magic and the image's own
+CHUNK = 64 * PAGE                          # one pre-paging request (256 kB)
+QUEUE_TARGET_S = 0.05                      # longest a fault's page should wait behind pre-paging
+CONNECT_TIMEOUT_S = 30.0
+
+
+def lazy_ranges(images: Path) -> list[tuple[int, int, int]]:
+    """(pid, first address, pages) of every lazy entry in the checkpoint's pagemaps."""
+    ranges = []
+    for pagemap in sorted(images.glob("pagemap-*.img")):
+        pid = pagemap.stem.removeprefix("pagemap-")
+        if not pid.isdigit():          # pagemap-shmem-*: shared memory is restored whole
+            continue
+        messages = _messages(pagemap.read_bytes()[IMAGE_MAGICS:], pagemap)
+        for entry in messages[1:]:     # the first is the pagemap head
+            flags = entry.get(4, 0)
+            if flags & PE_LAZY:
+                ranges.append((int(pid), entry[1], entry.get(5, entry.get(2, 0))))
+    return ranges
+
+
+def _messages(data: bytes, path: Path) -> list[dict[int, int]]:
+    """A CRIU image's protobuf entries (each after its u32 length), varint fields only."""
+    messages, at = [], 0
+    while at < len(data):
+        if at + 4 > len(data):
+            raise ValueError(f"{path}: truncated entry length at byte {at + IMAGE_MAGICS}")
+        size = int.from_bytes(data[at:at + 4], "little")
+        at += 4
+        if at + size > len(data):
+            raise ValueError(f"{path}: entry at byte {at + IMAGE_MAGICS} runs past the end")
+        fields, pos, end = {}, at, at + size
+        while pos < end:
+            key, pos = _varint(data, pos, path)
+            if key & 7 != 0:
+                raise ValueError(f"{path}: field {key >> 3} at byte {pos + IMAGE_MAGICS} is not a varint")
+            fields[key >> 3], pos = _varint(data, pos, path)
+        messages.append(fields)
+        at = end
+    return messages
+
+
+def _varint(data: bytes, pos: int, path: Path) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError(f"{path}: varint runs past the end")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+class PrepagingRelay:
+    """Listens on loopback for the lazy-pages daemon; see the module's docstring.
+
+    The source answers in order, so a fault's page waits behind every pre-paging request
+    in flight.  The bytes in flight are therefore sized by delay, as background
+    transfers do (LEDBAT, RFC 6817): one request more while answers come within
+    ``QUEUE_TARGET_S`` of the quickest one seen, one less otherwise.  This follows the
+    connection's own rate (TCP's slow start, then the link's bandwidth-delay product)
+    up to ``max_window`` bytes."""
+
+    def __init__(self, images: Path, page_server: tuple[str, int], max_window: int):
+        self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in lazy_ranges(images))
+        self.page_server, self.max_window = page_server, max(max_window, PAGE)
+        self.window, self.quickest = min(2 * CHUNK, self.max_window), float("inf")
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.arrived: dict[tuple[int, int], bytes] = {}       # pages here, not yet given to the daemon
+        self.asked: set[tuple[int, int]] = set()              # pages on their way
+        self.given: set[tuple[int, int]] = set()              # pages the daemon has
+        self.upstream_queue: collections.deque = collections.deque()   # requests sent, in order
+        self.daemon_queue: collections.deque = collections.deque()     # the daemon's requests, in order
+        self.in_flight = 0
+        self.prepaged = self.fetched = 0                      # bytes pulled ahead / asked for by faults
+        self.closed_cleanly = False
+        self.error: str | None = None
+        self._stopping, self._restored = threading.Event(), threading.Event()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="prepaging-relay")
+        self._thread.start()
+
+    def restored(self) -> None:
+        """The service runs: pre-page from now on.  Not before: during the restore, CRIU
+        faults on a few pages one after the other, and each would wait behind the window."""
+        self._restored.set()
+        self._wake()
+
+    def stop(self) -> None:
+        """End the relay; before the daemon's close this makes the source give up (and
+        resume its processes)."""
+        self._stopping.set()
+        self._wake()
+        self._thread.join(10)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):      # the loop has ended already
+            self._wake_writer.send(b"!")
+
+    # -- the loop --------------------------------------------------------------------
+    def _run(self) -> None:
+        upstream = daemon = None
+        try:
+            upstream = socket.create_connection(self.page_server, timeout=CONNECT_TIMEOUT_S)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.listener.settimeout(0.1)
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            while daemon is None and not self._stopping.is_set():
+                try:
+                    daemon, _ = self.listener.accept()
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise ConnectionError("the lazy-pages daemon never connected") from None
+            if daemon is not None:
+                self._serve(upstream, daemon)
+        except (OSError, ValueError) as error:
+            self.error = f"{type(error).__name__}: {error}"
+        finally:
+            self.listener.close()
+            if upstream is not None:
+                if not self.closed_cleanly:
+                    try:
+                        upstream.sendall(GIVE_UP)
+                    except OSError:
+                        pass
+                upstream.close()
+            if daemon is not None:
+                daemon.close()
+            self._wake_reader.close()
+            self._wake_writer.close()
+
+    def _serve(self, upstream: socket.socket, daemon: socket.socket) -> None:
+        upstream.setblocking(False)
+        daemon.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(upstream, selectors.EVENT_READ, "upstream")
+        selector.register(daemon, selectors.EVENT_READ, "daemon")
+        selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
+        self._out = {"upstream": bytearray(), "daemon": bytearray()}
+        self._sockets = {"upstream": upstream, "daemon": daemon}
+        from_upstream, from_daemon = bytearray(), bytearray()
+        while not self._stopping.is_set():
+            self._pre_page()
+            for name, sock in self._sockets.items():
+                selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out[name] else 0), name)
+            for key, events in selector.select(0.2):
+                name = key.data
+                if name == "wake":
+                    self._wake_reader.recv(64)
+                    continue
+                try:
+                    if events & selectors.EVENT_WRITE:
+                        sent = key.fileobj.send(self._out[name])
+                        del self._out[name][:sent]
+                    data = key.fileobj.recv(1 << 20) if events & selectors.EVENT_READ else None
+                except OSError as error:
+                    raise ConnectionError(f"the {name}'s connection failed: {error}") from None
+                if data is not None:
+                    if not data:
+                        if self.closed_cleanly:     # the source answered the close: done
+                            self._flush(daemon)
+                            return
+                        raise ConnectionError(f"the {name} closed the connection")
+                    if name == "upstream":
+                        from_upstream += data
+                        self._take_answers(from_upstream)
+                    else:
+                        from_daemon += data
+                        self._take_requests(from_daemon)
+            self._answer_daemon()
+
+    def _flush(self, daemon: socket.socket) -> None:
+        try:
+            daemon.setblocking(True)
+            daemon.sendall(self._out["daemon"])
+        except OSError:
+            pass
+
+    # -- the source's answers ---------------------------------------------------------
+    def _take_answers(self, buffer: bytearray) -> None:
+        while self.upstream_queue:
+            request = self.upstream_queue[0]
+            if request[0] == "close":
+                if len(buffer) < 4:
+                    return
+                self._out["daemon"] += buffer[:4]
+                del buffer[:4]
+                self.upstream_queue.popleft()
+                self.closed_cleanly = True
+                continue
+            if len(buffer) < HEADER.size:
+                return
+            _, pages, vaddr, pid = HEADER.unpack_from(buffer)
+            if len(buffer) < HEADER.size + pages * PAGE:
+                return
+            kind, asked_pid, asked_vaddr, asked_pages, asked_at = request
+            if (pid, vaddr) != (asked_pid, asked_vaddr) or not 0 < pages <= asked_pages:
+                raise ValueError(f"the source answered {pages} pages at {vaddr:#x} of pid {pid} "
+                                 f"to a request for {asked_pages} at {asked_vaddr:#x} of pid {asked_pid}")
+            self.upstream_queue.popleft()
+            data = bytes(buffer[HEADER.size:HEADER.size + pages * PAGE])
+            del buffer[:HEADER.size + pages * PAGE]
+            for index in range(asked_pages):
+                key = (pid, vaddr + index * PAGE)
+                self.asked.discard(key)
+                if index < pages:
+                    self.arrived[key] = data[index * PAGE:(index + 1) * PAGE]
+            if pages < asked_pages:      # the rest lies in another of the source's ranges
+                self.plan.appendleft([pid, vaddr + pages * PAGE, vaddr + asked_pages * PAGE])
+            if kind == "ahead":
+                self.in_flight -= asked_pages * PAGE
+                self.prepaged += pages * PAGE
+                self._pace(time.monotonic() - asked_at)
+            else:
+                self.fetched += pages * PAGE
+                self.quickest = min(self.quickest, time.monotonic() - asked_at)
+
+    def _pace(self, waited: float) -> None:
+        self.quickest = min(self.quickest, waited)
+        if waited <= self.quickest + QUEUE_TARGET_S:
+            self.window = min(self.window + CHUNK, self.max_window)
+        else:
+            self.window = max(self.window - CHUNK, min(CHUNK, self.max_window))
+
+    def _ask(self, kind: str, pid: int, vaddr: int, pages: int) -> None:
+        self._out["upstream"] += HEADER.pack(PS_IOV_GET, pages, vaddr, pid)
+        self.upstream_queue.append((kind, pid, vaddr, pages, time.monotonic()))
+        self.asked.update((pid, vaddr + index * PAGE) for index in range(pages))
+
+    def _taken(self, key: tuple[int, int]) -> bool:
+        return key in self.arrived or key in self.asked or key in self.given
+
+    def _pre_page(self) -> None:
+        """Keep ``window`` bytes of requests for the next pages not yet taken on their way."""
+        while self.plan and self.in_flight < self.window and self._restored.is_set() and not self._closing():
+            pid, start, end = self.plan[0]
+            while start < end and self._taken((pid, start)):
+                start += PAGE
+            pages = 0
+            while start + pages * PAGE < end and pages * PAGE < min(CHUNK, self.window) and not self._taken((pid, start + pages * PAGE)):
+                pages += 1
+            if pages:
+                self._ask("ahead", pid, start, pages)
+                self.in_flight += pages * PAGE
+            start += pages * PAGE
+            if start >= end:
+                self.plan.popleft()
+            else:
+                self.plan[0][1] = start
+
+    def _closing(self) -> bool:
+        return any(request[0] == "close" for request in self.upstream_queue)
+
+    # -- the daemon's requests --------------------------------------------------------
+    def _take_requests(self, buffer: bytearray) -> None:
+        while len(buffer) >= HEADER.size:
+            command, pages, vaddr, pid = HEADER.unpack_from(buffer)
+            del buffer[:HEADER.size]
+            if command & ((1 << PS_CMD_BITS) - 1) == PS_IOV_GET:
+                self.daemon_queue.append((pid, vaddr, pages))
+                if (pid, vaddr) not in self.arrived and (pid, vaddr) not in self.asked:
+                    wanted = 1
+                    while wanted < pages and not self._taken((pid, vaddr + wanted * PAGE)):
+                        wanted += 1
+                    self._ask("fault", pid, vaddr, wanted)
+            elif command in (PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE):
+                self._out["upstream"] += HEADER.pack(command, pages, vaddr, pid)
+                self.upstream_queue.append(("close",))
+            else:
+                raise ValueError(f"the lazy-pages daemon sent command {command:#x}, which the relay does not know")
+
+    def _answer_daemon(self) -> None:
+        """Answer the daemon's requests in order, each with the pages here from its start on."""
+        while self.daemon_queue:
+            pid, vaddr, pages = self.daemon_queue[0]
+            if (pid, vaddr) not in self.arrived:
+                if (pid, vaddr) not in self.asked:      # given already: a repeated request
+                    raise ValueError(f"the lazy-pages daemon asked again for {vaddr:#x} of pid {pid}")
+                return
+            count = 0
+            data = []
+            while count < pages and (pid, vaddr + count * PAGE) in self.arrived:
+                key = (pid, vaddr + count * PAGE)
+                data.append(self.arrived.pop(key))
+                self.given.add(key)
+                count += 1
+            self._out["daemon"] += HEADER.pack(PS_IOV_ADD_F | PE_PRESENT << PS_CMD_BITS, count, vaddr, pid)
+            self._out["daemon"] += b"".join(data)
+            self.daemon_queue.popleft()

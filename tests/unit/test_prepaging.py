@@ -1,0 +1,154 @@
+"""The post-copy pre-paging relay's own logic: pagemap parsing and the page-server protocol.
+
+The source here is a small page server in a thread that speaks CRIU's protocol as
+``criu/page-xfer.c`` does (answers in order, at most to the end of a range, a request
+it cannot serve or an unknown command ends it with a failure); the real CRIU path is
+exercised by the post-copy migration tests.
+"""
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from testbed.containers.prepaging import (GIVE_UP, HEADER, PAGE, PE_LAZY, PE_PRESENT, PS_IOV_CLOSE, PS_IOV_GET,
+                                          PrepagingRelay, lazy_ranges)
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def message(**fields: int) -> bytes:
+    numbers = {"pages_id": 1, "vaddr": 1, "compat_nr_pages": 2, "flags": 4, "nr_pages": 5}
+    body = b"".join(varint(numbers[name] << 3) + varint(value) for name, value in fields.items())
+    return struct.pack("<I", len(body)) + body
+
+
+def write_pagemap(images, pid: int, entries: list[tuple[int, int, int]]) -> None:
+    data = struct.pack("<II", 0x54564319, 0x56084025) + message(pages_id=1)
+    for vaddr, pages, flags in entries:
+        data += message(vaddr=vaddr, compat_nr_pages=pages, flags=flags)
+    (images / f"pagemap-{pid}.img").write_bytes(data)
+
+
+def page(pid: int, vaddr: int) -> bytes:
+    return struct.pack("<QQ", pid, vaddr) * (PAGE // 16)
+
+
+class PageServer:
+    """CRIU's lazy page server, as far as the relay sees it."""
+
+    def __init__(self, ranges: dict[int, list[tuple[int, int]]]):
+        self.ranges, self.requests, self.status = ranges, [], None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        connection, _ = self.listener.accept()
+        self.listener.close()
+        with connection:
+            while True:
+                header = connection.recv(HEADER.size, socket.MSG_WAITALL)
+                if len(header) < HEADER.size:
+                    self.status = "eof"
+                    return
+                command, pages, vaddr, pid = HEADER.unpack(header)
+                self.requests.append((command, pid, vaddr, pages))
+                if command == PS_IOV_CLOSE:
+                    connection.sendall(struct.pack("<i", 0))
+                    self.status = "closed"
+                    return
+                if command != PS_IOV_GET:
+                    self.status = "failed"
+                    return
+                end = next((start + count * PAGE for start, count in self.ranges.get(pid, [])
+                            if start <= vaddr < start + count * PAGE), None)
+                if end is None:
+                    self.status = "failed"          # "no iovs found, zero pages"
+                    return
+                sent = min(pages, (end - vaddr) // PAGE)
+                connection.sendall(HEADER.pack(6 | PE_PRESENT << 16, sent, vaddr, pid) +
+                                   b"".join(page(pid, vaddr + i * PAGE) for i in range(sent)))
+
+
+def ask(daemon: socket.socket, pid: int, vaddr: int, pages: int) -> tuple[int, bytes]:
+    daemon.sendall(HEADER.pack(PS_IOV_GET, pages, vaddr, pid))
+    _, count, answered_vaddr, answered_pid = HEADER.unpack(daemon.recv(HEADER.size, socket.MSG_WAITALL))
+    assert (answered_pid, answered_vaddr) == (pid, vaddr)
+    return count, daemon.recv(count * PAGE, socket.MSG_WAITALL)
+
+
+@pytest.fixture
+def images(tmp_path):
+    write_pagemap(tmp_path, 1, [(0x1000, 3, PE_PRESENT), (0x10000, 100, PE_LAZY), (0x80000, 5, PE_LAZY)])
+    write_pagemap(tmp_path, 7, [(0x20000, 2, PE_LAZY)])
+    (tmp_path / "pagemap-shmem-42.img").write_bytes(b"not a task's pagemap")
+    return tmp_path
+
+
+def test_lazy_ranges_are_the_lazy_entries_of_each_task(images):
+    assert lazy_ranges(images) == [(1, 0x10000, 100), (1, 0x80000, 5), (7, 0x20000, 2)]
+
+
+def test_a_truncated_pagemap_is_named_with_the_byte(images):
+    data = (images / "pagemap-7.img").read_bytes()
+    (images / "pagemap-7.img").write_bytes(data[:-3])
+    with pytest.raises(ValueError, match=r"pagemap-7.img: entry at byte \d+ runs past the end"):
+        lazy_ranges(images)
+
+
+def test_every_page_arrives_ahead_and_the_close_is_passed_on(images):
+    # the source splits the first range in two, as two page-pipe buffers would
+    source = PageServer({1: [(0x10000, 60), (0x10000 + 60 * PAGE, 40), (0x80000, 5)], 7: [(0x20000, 2)]})
+    relay = PrepagingRelay(images, source.address, max_window=8 * PAGE)
+    with socket.create_connection(relay.address) as daemon:
+        count, data = ask(daemon, 1, 0x10000 + 70 * PAGE, 1)      # a fault, before the restore ends
+        assert count == 1 and data == page(1, 0x10000 + 70 * PAGE)
+        relay.restored()
+        deadline = time.monotonic() + 10
+        while relay.prepaged + relay.fetched < 107 * PAGE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        asked_before = len(source.requests)
+        assert relay.prepaged == 106 * PAGE                      # each page crossed once
+        count, data = ask(daemon, 1, 0x10000, 100)               # answered here, up to the page given already
+        assert count == 70 and data == b"".join(page(1, 0x10000 + i * PAGE) for i in range(70))
+        assert ask(daemon, 7, 0x20000, 2)[0] == 2
+        assert len(source.requests) == asked_before              # nothing more crossed
+        daemon.sendall(HEADER.pack(PS_IOV_CLOSE, 0, 0, 0))
+        assert struct.unpack("<i", daemon.recv(4, socket.MSG_WAITALL)) == (0,)
+    relay.stop()
+    source.thread.join(5)
+    assert source.status == "closed" and relay.error is None
+    assert max(pages for command, _, _, pages in source.requests if command == PS_IOV_GET) * PAGE <= 8 * PAGE
+
+
+def test_a_daemon_gone_before_its_close_makes_the_source_give_up(images):
+    source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
+    relay = PrepagingRelay(images, source.address, max_window=1 << 20)
+    with socket.create_connection(relay.address) as daemon:
+        assert ask(daemon, 1, 0x80000, 5)[0] == 5
+    source.thread.join(5)
+    relay.stop()
+    assert source.status == "failed" and source.requests[-1][0] == struct.unpack("<I", GIVE_UP[:4])[0]
+    assert relay.error and "daemon closed" in relay.error
+
+
+def test_a_lost_source_ends_the_daemons_connection(images):
+    source = PageServer({1: [(0x10000, 1)]})        # fails on the first page it does not hold
+    relay = PrepagingRelay(images, source.address, max_window=1 << 20)
+    with socket.create_connection(relay.address) as daemon:
+        relay.restored()
+        daemon.settimeout(5)
+        assert daemon.recv(HEADER.size) == b""
+    relay.stop()
+    assert source.status == "failed" and "the upstream" in relay.error
