@@ -127,7 +127,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--services", default="counter,alpr,face,detect")
     parser.add_argument("--modes", default="cold,precopy-delta,layered,stateless",
-                        help="comma-separated; also postcopy (minutes per move of a model service here)")
+                        help="comma-separated; also postcopy (20-30 s per move of a model service here)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a mode option for every migration (repeatable)")
     parser.add_argument("--calibration", type=Path, help="write eq. (5)'s fitted constants to this file")
