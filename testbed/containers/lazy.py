@@ -100,11 +100,16 @@ class LazyCheckpoint:
 
     def abandon(self) -> None:
         """Give up: an unknown command makes the page server fail, and CRIU then lets the
-        processes run on here, as after any failed dump; if it does not end, it is killed."""
+        processes run on here, as after any failed dump.  Once the destination holds the
+        page server's one connection, it sends that command itself when its restore fails.
+        If CRIU does not end, it is killed."""
         if self.process.poll() is None:
             try:
-                with socket.create_connection(self.page_server, timeout=5) as connection:
-                    connection.sendall(b"\xff" * 64)
+                try:
+                    with socket.create_connection(self.page_server, timeout=5) as connection:
+                        connection.sendall(b"\xff" * 64)
+                except ConnectionRefusedError:
+                    pass                    # connected already: the destination gives up
                 self.process.wait(10)
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()

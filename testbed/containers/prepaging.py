@@ -42,6 +42,10 @@ PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE = 0x1023, 0x1024
 PE_LAZY, PE_PRESENT = 1 << 1, 1 << 2
 PS_CMD_BITS = 16
 GIVE_UP = b"\xff" * HEADER.size            # an unknown command: the source fails and resumes
+# CRIU's page server takes a connection closed without a word for the end of a post-copy and
+# ends the dumped processes: closed by anything but the relay's clean end (the agent killed,
+# say), the connection is reset instead, which CRIU takes for a failure (it resumes them).
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 IMAGE_MAGICS = 8                           # CRIU's common magic and the image's own
 CHUNK = 64 * PAGE                          # one pre-paging request (256 kB)
 QUEUE_TARGET_S = 0.05                      # longest a fault's page should wait behind pre-paging
@@ -150,6 +154,7 @@ class PrepagingRelay:
         try:
             upstream = socket.create_connection(self.page_server, timeout=CONNECT_TIMEOUT_S)
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
             self.listener.settimeout(0.1)
             deadline = time.monotonic() + CONNECT_TIMEOUT_S
             while daemon is None and not self._stopping.is_set():
@@ -165,11 +170,12 @@ class PrepagingRelay:
         finally:
             self.listener.close()
             if upstream is not None:
-                if not self.closed_cleanly:
-                    try:
+                if self.closed_cleanly:     # the source waits for our end of the connection
+                    upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
+                else:
+                    with contextlib.suppress(OSError):
+                        upstream.setblocking(True)
                         upstream.sendall(GIVE_UP)
-                    except OSError:
-                        pass
                 upstream.close()
             if daemon is not None:
                 daemon.close()

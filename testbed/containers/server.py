@@ -425,6 +425,10 @@ class ServerContainers:
             steps.lap("docker_restore")
             if lazy_from is not None:
                 daemon.restored()
+        except Exception:
+            if lazy_from is not None:       # tell the source's page server now: its processes run on
+                self._lazy_daemons.pop(container.id).stop()
+            raise
         finally:
             shutil.rmtree(images_dir, ignore_errors=True)
         instance = self.instance(container, port)

@@ -184,6 +184,18 @@ def test_destination_killed_during_the_restore(env, session):
     settle_and_check(session, record, "edge1")
 
 
+def test_destination_killed_as_a_post_copy_restores(env, session):
+    """Post-copy: the destination's agent, which holds the connection the pages come by, dies
+    as the order to restore arrives.  CRIU's page server at the source takes a connection that
+    just closes for the end of the post-copy (and would end the service there); the agent's is
+    reset instead, so the source resumes its processes and the service runs on there."""
+    killer = when(arrived("-final"), lambda: env.kill_agent("edge2"))
+    pre, record = move(session, "postcopy")
+    killer.join(timeout=5)
+    assert record["ok"] is False and record.get("fallback") is True, said(record)
+    settle_and_check(session, record, "edge1")
+
+
 def link(env, up: bool) -> None:
     env.net.set_link("edge1", "edge2", up=up)
 

@@ -245,7 +245,8 @@ RING = ("edge2", "edge3", "edge1")
 
 
 @pytest.mark.parametrize("mode", ["precopy-delta", pytest.param("cold", marks=pytest.mark.slow),
-                                  pytest.param("layered", marks=pytest.mark.slow)])
+                                  pytest.param("layered", marks=pytest.mark.slow),
+                                  pytest.param("postcopy", marks=pytest.mark.slow)])
 def test_twenty_moves_round_the_ring_keep_the_counter(env, mode):
     """Chained restores (a container restored, then checkpointed again, twenty times round
     edge1 -> edge2 -> edge3 -> edge1): every move carries the state."""
