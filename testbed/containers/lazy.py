@@ -1,4 +1,4 @@
-"""Post-copy with CRIU's lazy pages: the two processes that move memory after the restore.
+"""Post-copy with CRIU's lazy pages: the processes that move memory after the restore.
 
 At the source, ``LazyCheckpoint``: ``runc checkpoint --lazy-pages`` dumps all but
 the memory pages, then CRIU's page server (on an address of the source server)
@@ -6,8 +6,8 @@ serves them while the dumped processes wait, stopped; once every page has gone
 CRIU ends them.  At the destination, ``LazyPagesDaemon``: ``criu lazy-pages``,
 started by the agent in its server's network namespace (so pages cross the
 emulated WAN), fetches each page the restored service faults on, and the rest in
-the background, through a ``PrepagingRelay`` (``testbed.containers.prepaging``)
-that pulls every page ahead at the link's rate unless the mode's window is 0.
+the background, through a ``PrepagingRelay`` process (``testbed.containers.prepaging``)
+that pulls every page ahead unless the mode's window is 0.
 The restore reaches the daemon through a socket that the
 post-copy runtime (``testbed.containers.criu``) links into runc's work directory.
 """
@@ -19,11 +19,10 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-
-from testbed.containers.prepaging import PrepagingRelay
 
 READY_TIMEOUT_S = 60.0          # a lazy dump, until its page server listens
 DAEMON_START_TIMEOUT_S = 10.0   # the lazy-pages daemon, until its socket is there
@@ -120,9 +119,10 @@ class LazyPagesDaemon:
     """The destination's side: ``criu lazy-pages`` for one restore, in this process's network
     namespace; it ends by itself once every page has arrived (reaped by a thread)."""
 
-    def __init__(self, process: subprocess.Popen, work: Path, relay: PrepagingRelay | None = None):
+    def __init__(self, process: subprocess.Popen, work: Path, relay: subprocess.Popen | None = None):
         self.process, self.work, self.relay = process, work, relay
-        threading.Thread(target=process.wait, daemon=True, name="lazy-pages-reaper").start()
+        for child in filter(None, (process, relay)):
+            threading.Thread(target=child.wait, daemon=True, name="lazy-pages-reaper").start()
 
     @property
     def socket(self) -> Path:
@@ -132,17 +132,20 @@ class LazyPagesDaemon:
     def start(cls, images: Path, page_server: tuple[str, int], work: Path,
               prepaging_window: int = 0) -> "LazyPagesDaemon":
         """``prepaging_window`` (bytes): with more than 0, the daemon reaches the source
-        through a ``PrepagingRelay`` that pulls every page ahead with that many bytes of
-        requests in flight; with 0, it asks the source itself (CRIU's own pace)."""
+        through a ``PrepagingRelay`` process that pulls every page ahead with that many
+        bytes of requests in flight; with 0, it asks the source itself (CRIU's own pace).
+        The relay's listening socket is made here and inherited, so neither waits for the
+        other to start."""
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         relay = None
         if prepaging_window > 0:
-            try:
-                relay = PrepagingRelay(images, page_server, prepaging_window)
-            except ValueError as error:
-                raise LazyError(f"the checkpoint's pagemap cannot be read: {error}") from None
-            page_server = relay.address
+            with socket.create_server(("127.0.0.1", 0)) as listener, open(work / "prepaging.log", "w") as log:
+                relay = subprocess.Popen(
+                    [sys.executable, "-m", "testbed.containers.prepaging", str(images), page_server[0],
+                     str(page_server[1]), str(prepaging_window), str(listener.fileno())],
+                    pass_fds=(listener.fileno(),), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                page_server = listener.getsockname()
         process = subprocess.Popen(
             ["criu", "lazy-pages", "--page-server", "--address", page_server[0], "--port", str(page_server[1]),
              "--images-dir", str(images), "--work-dir", str(work), "-o", "lazy-pages.log"],
@@ -150,6 +153,10 @@ class LazyPagesDaemon:
         daemon = cls(process, work, relay)
         deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
         while not daemon.socket.is_socket():
+            if relay is not None and relay.poll() is not None:
+                problem = (work / "prepaging.log").read_text(errors="replace").strip()
+                daemon.stop()
+                raise LazyError(f"the pre-paging relay ended: {problem}")
             if process.poll() is not None or time.monotonic() > deadline:
                 daemon.stop()
                 raise LazyError(f"criu lazy-pages did not start: {_errors(work / 'lazy-pages.log')}")
@@ -158,12 +165,23 @@ class LazyPagesDaemon:
 
     def restored(self) -> None:
         """The service runs again (its restore is over): pre-paging may start."""
-        if self.relay is not None:
-            self.relay.restored()
+        self._tell_relay("restored")
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         if self.relay is not None:
-            self.relay.stop()
+            self._tell_relay("stop")        # the source is told to give up, if it still waits
+            try:
+                self.relay.wait(10)
+            except subprocess.TimeoutExpired:
+                self.relay.kill()
         shutil.rmtree(self.work, ignore_errors=True)
+
+    def _tell_relay(self, command: str) -> None:
+        if self.relay is not None and self.relay.poll() is None:
+            try:
+                self.relay.stdin.write(f"{command}\n".encode())
+                self.relay.stdin.flush()
+            except OSError:             # it has just ended
+                pass

@@ -3,8 +3,8 @@
 CRIU's daemon asks the source's page server for a page when the restored service
 faults on it, and for the rest one request at a time, 64 kB per round trip while
 faults keep coming: on a 100 ms WAN a model service's memory takes minutes to arrive,
-and the service, faulting page by page, answers late all that while.  The relay, run
-by the destination's agent on loopback in its server's namespace, holds the one
+and the service, faulting page by page, answers late all that while.  The relay, a process
+the destination's agent starts on loopback in its server's namespace, holds the one
 connection to the source (opened while the container restores, so the first fault
 does not wait for a TCP handshake), pulls every lazy page in order with a window of
 requests in flight (which fills the link), and answers the daemon from what has
@@ -25,11 +25,13 @@ lets the processes run on there: the relay sends one when it gives up early.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import selectors
 import socket
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,11 +113,12 @@ class PrepagingRelay:
     connection's own rate (TCP's slow start, then the link's bandwidth-delay product)
     up to ``max_window`` bytes."""
 
-    def __init__(self, images: Path, page_server: tuple[str, int], max_window: int):
+    def __init__(self, images: Path, page_server: tuple[str, int], max_window: int,
+                 listener: socket.socket | None = None):
         self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in lazy_ranges(images))
         self.page_server, self.max_window = page_server, max(max_window, PAGE)
         self.window, self.quickest = min(2 * CHUNK, self.max_window), float("inf")
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = listener or socket.create_server(("127.0.0.1", 0))
         self.address = self.listener.getsockname()
         self.arrived: dict[tuple[int, int], bytes] = {}       # pages here, not yet given to the daemon
         self.asked: set[tuple[int, int]] = set()              # pages on their way
@@ -143,6 +146,11 @@ class PrepagingRelay:
         self._stopping.set()
         self._wake()
         self._thread.join(10)
+
+    def wait(self) -> None:
+        """Until the relay has ended."""
+        while self._thread.is_alive():
+            self._thread.join(0.5)
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):      # the loop has ended already
@@ -340,3 +348,39 @@ class PrepagingRelay:
             self._out["daemon"] += HEADER.pack(PS_IOV_ADD_F | PE_PRESENT << PS_CMD_BITS, count, vaddr, pid)
             self._out["daemon"] += b"".join(data)
             self.daemon_queue.popleft()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One relay as a process of its own, which ``LazyPagesDaemon`` starts: like CRIU's daemon
+    it outlives an agent killed while pages still come, so the post-copy still ends.  Lines on
+    stdin: ``restored`` (pre-page from now on), ``stop`` (give up); its end is ignored."""
+    parser = argparse.ArgumentParser(prog="python -m testbed.containers.prepaging")
+    parser.add_argument("images", type=Path)
+    parser.add_argument("address")
+    parser.add_argument("port", type=int)
+    parser.add_argument("window", type=int, help="bytes of requests in flight at most")
+    parser.add_argument("listener_fd", type=int, help="a listening loopback socket, inherited")
+    args = parser.parse_args(argv)
+    try:
+        relay = PrepagingRelay(args.images, (args.address, args.port), args.window,
+                               socket.socket(fileno=args.listener_fd))
+    except ValueError as error:
+        print(f"the checkpoint's pagemap cannot be read: {error}", file=sys.stderr)
+        return 2
+
+    def commands() -> None:
+        for line in sys.stdin:
+            if line.strip() == "restored":
+                relay.restored()
+            elif line.strip() == "stop":
+                relay.stop()
+
+    threading.Thread(target=commands, daemon=True, name="commands").start()
+    relay.wait()
+    if relay.error:
+        print(relay.error, file=sys.stderr)
+    return 0 if relay.closed_cleanly else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,8 @@ exercised by the post-copy migration tests.
 
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -152,3 +154,31 @@ def test_a_lost_source_ends_the_daemons_connection(images):
         assert daemon.recv(HEADER.size) == b""
     relay.stop()
     assert source.status == "failed" and "the upstream" in relay.error
+
+
+def test_the_relay_process_outlives_its_parent_and_ends_the_post_copy(images):
+    """Started as ``LazyPagesDaemon`` starts it; its parent's end (stdin closed, as when the
+    agent is killed) leaves it serving, so the post-copy still ends cleanly."""
+    source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        relay = subprocess.Popen([sys.executable, "-m", "testbed.containers.prepaging", str(images),
+                                  *map(str, source.address), str(1 << 20), str(listener.fileno())],
+                                 pass_fds=(listener.fileno(),), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        address = listener.getsockname()
+    try:
+        relay.stdin.write(b"restored\n")
+        relay.stdin.close()                                      # the parent is gone
+        with socket.create_connection(address) as daemon:
+            for pid, vaddr, pages in ((1, 0x10000, 100), (1, 0x80000, 5), (7, 0x20000, 2)):
+                got = b""
+                while len(got) < pages * PAGE:       # as CRIU's daemon, asks again for the rest
+                    got += ask(daemon, pid, vaddr + len(got), pages - len(got) // PAGE)[1]
+                assert got == b"".join(page(pid, vaddr + i * PAGE) for i in range(pages))
+            daemon.sendall(HEADER.pack(PS_IOV_CLOSE, 0, 0, 0))
+            assert struct.unpack("<i", daemon.recv(4, socket.MSG_WAITALL)) == (0,)
+        assert relay.wait(10) == 0, relay.stderr.read()
+    finally:
+        relay.kill()
+        relay.wait()
+    source.thread.join(5)
+    assert source.status == "closed"
