@@ -24,9 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+from testbed.containers.prepaging import GIVE_UP, PAGE
+
 READY_TIMEOUT_S = 60.0          # a lazy dump, until its page server listens
 DAEMON_START_TIMEOUT_S = 10.0   # the lazy-pages daemon, until its socket is there
-PAGE = 4096
 
 
 class LazyError(RuntimeError):
@@ -106,7 +107,7 @@ class LazyCheckpoint:
             try:
                 try:
                     with socket.create_connection(self.page_server, timeout=5) as connection:
-                        connection.sendall(b"\xff" * 64)
+                        connection.sendall(GIVE_UP)
                 except ConnectionRefusedError:
                     pass                    # connected already: the destination gives up
                 self.process.wait(10)
