@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from testbed.containers.criu_images import image_entries
+
 PAGE = 4096
 HEADER = struct.Struct("<I4xQQQ")          # struct page_server_iov (x86-64 alignment)
 PS_IOV_GET = 7
@@ -48,7 +50,6 @@ GIVE_UP = b"\xff" * HEADER.size            # an unknown command: the source fail
 # ends the dumped processes: closed by anything but the relay's clean end (the agent killed,
 # say), the connection is reset instead, which CRIU takes for a failure (it resumes them).
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)
-IMAGE_MAGICS = 8                           # CRIU's common magic and the image's own
 CHUNK = 64 * PAGE                          # one pre-paging request (256 kB)
 QUEUE_TARGET_S = 0.05                      # longest a fault's page should wait behind pre-paging
 CONNECT_TIMEOUT_S = 30.0
@@ -61,46 +62,11 @@ def lazy_ranges(images: Path) -> list[tuple[int, int, int]]:
         pid = pagemap.stem.removeprefix("pagemap-")
         if not pid.isdigit():          # pagemap-shmem-*: shared memory is restored whole
             continue
-        messages = _messages(pagemap.read_bytes()[IMAGE_MAGICS:], pagemap)
-        for entry in messages[1:]:     # the first is the pagemap head
+        for entry in image_entries(pagemap)[1:]:     # the first is the pagemap head
             flags = entry.get(4, 0)
             if flags & PE_LAZY:
                 ranges.append((int(pid), entry[1], entry.get(5, entry.get(2, 0))))
     return ranges
-
-
-def _messages(data: bytes, path: Path) -> list[dict[int, int]]:
-    """A CRIU image's protobuf entries (each after its u32 length), varint fields only."""
-    messages, at = [], 0
-    while at < len(data):
-        if at + 4 > len(data):
-            raise ValueError(f"{path}: truncated entry length at byte {at + IMAGE_MAGICS}")
-        size = int.from_bytes(data[at:at + 4], "little")
-        at += 4
-        if at + size > len(data):
-            raise ValueError(f"{path}: entry at byte {at + IMAGE_MAGICS} runs past the end")
-        fields, pos, end = {}, at, at + size
-        while pos < end:
-            key, pos = _varint(data, pos, path)
-            if key & 7 != 0:
-                raise ValueError(f"{path}: field {key >> 3} at byte {pos + IMAGE_MAGICS} is not a varint")
-            fields[key >> 3], pos = _varint(data, pos, path)
-        messages.append(fields)
-        at = end
-    return messages
-
-
-def _varint(data: bytes, pos: int, path: Path) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError(f"{path}: varint runs past the end")
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
 
 
 class PrepagingRelay:

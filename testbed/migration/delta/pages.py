@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.containers.criu_images import image_entries
 from testbed.migration.delta.base import PAGE, DeltaEncoder, DeltaError, checkpoint_files
 
 MAGIC = b"MECDELTA1\n"
@@ -103,59 +104,18 @@ def encode_pages(new_data: bytes, base_data: bytes, counterpart: np.ndarray | No
 PE_PARENT, PE_PRESENT = 1, 4    # CRIU's pagemap flags
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
-def _protobuf_fields(message: bytes) -> dict[int, int]:
-    """The scalar fields of a protobuf message (all pagemap messages have)."""
-    fields, pos = {}, 0
-    while pos < len(message):
-        key, pos = _varint(message, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            fields[number], pos = _varint(message, pos)
-        elif wire == 1:
-            fields[number] = struct.unpack_from("<Q", message, pos)[0]
-            pos += 8
-        elif wire == 5:
-            fields[number] = struct.unpack_from("<I", message, pos)[0]
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(message, pos)
-            pos += length
-        else:
-            raise DeltaError(f"pagemap: unsupported protobuf wire type {wire} at byte {pos}")
-    return fields
-
-
 def page_addresses(pagemap: Path) -> tuple[str, np.ndarray]:
     """The ``pages-*.img`` a CRIU ``pagemap-*.img`` describes, and the virtual
     address of every page stored in it, in file order.
 
-    The image is two magic words, then entries of a little-endian u32 length
-    and a protobuf message: ``pagemap_head {pages_id = 1}``, then per run of
-    pages ``pagemap_entry {vaddr = 1, compat_nr_pages = 2, in_parent = 3,
+    Its entries (``testbed.containers.criu_images``): ``pagemap_head {pages_id = 1}``,
+    then per run of pages ``pagemap_entry {vaddr = 1, compat_nr_pages = 2, in_parent = 3,
     flags = 4, nr_pages = 5}``; runs flagged present and not in a parent image
     have their pages in the file."""
-    data = pagemap.read_bytes()
-    pos, entries = 8, []
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise DeltaError(f"{pagemap}: truncated entry at byte {pos}")
-        (length,) = struct.unpack_from("<I", data, pos)
-        pos += 4
-        if pos + length > len(data):
-            raise DeltaError(f"{pagemap}: entry at byte {pos - 4} runs past the end")
-        entries.append(_protobuf_fields(data[pos:pos + length]))
-        pos += length
+    try:
+        entries = image_entries(pagemap)
+    except ValueError as error:
+        raise DeltaError(str(error)) from None
     if not entries or 1 not in entries[0]:
         raise DeltaError(f"{pagemap}: no pagemap head")
     runs = []
