@@ -46,16 +46,14 @@ import threading
 import time
 from pathlib import Path
 
-from testbed.containers.criu_images import image_entries
+from testbed.containers.criu_images import PAGE, PE_LAZY, PE_PRESENT, image_entries, stored_pages
 
-PAGE = 4096
 HEADER = struct.Struct("<I4xQQQ")          # struct page_server_iov (x86-64 alignment)
 PS_IOV_GET = 7
 PS_IOV_ADD_F = 6
 PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE = 0x1023, 0x1024
 PS_IOV_DELTA = 0x4D45                      # the testbed's own answer (CRIU has none such): header,
                                            # a bit per page (1: it changed, its bytes follow), the pages
-PE_LAZY, PE_PRESENT = 1 << 1, 1 << 2
 PS_CMD_BITS = 16
 GIVE_UP = b"\xff" * HEADER.size            # an unknown command: the source fails and resumes
 # CRIU's page server takes a connection closed without a word for the end of a post-copy and
@@ -86,18 +84,13 @@ class BasePages:
     mapping outlives the files: the agents delete a checkpoint once it is restored)."""
 
     def __init__(self, images: Path):
-        from testbed.migration.delta import DeltaError, page_addresses    # (the package needs this module)
-
         self._where: dict[int, dict[int, int]] = {}          # pid -> address -> offset in its pages file
         self._data: dict[int, mmap.mmap | bytes] = {}
         for pagemap in sorted(images.glob("pagemap-*.img")):
             pid = pagemap.stem.removeprefix("pagemap-")
             if not pid.isdigit():
                 continue
-            try:
-                name, addresses = page_addresses(pagemap)
-            except DeltaError as error:
-                raise ValueError(str(error)) from None
+            name, addresses = stored_pages(pagemap)
             pages = images / name
             size = pages.stat().st_size if pages.exists() else 0
             if size < len(addresses) * PAGE:
