@@ -63,6 +63,7 @@ RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 CHUNK = 64 * PAGE                          # one pre-paging request (256 kB)
 QUEUE_TARGET_S = 0.05                      # longest a fault's page should wait behind pre-paging
 CONNECT_TIMEOUT_S = 30.0
+KEPT_BYTES = 64 << 20                      # pages given to the daemon kept for its repeated requests
 
 
 def lazy_ranges(images: Path) -> list[tuple[int, int, int]]:
@@ -161,6 +162,9 @@ class PrepagingRelay:
         self.arrived: dict[tuple[int, int], bytes] = {}       # pages here, not yet given to the daemon
         self.asked: set[tuple[int, int]] = set()              # pages on their way
         self.given: set[tuple[int, int]] = set()              # pages the daemon has
+        # the last KEPT_BYTES of them: the daemon asks again for pages it has just been given
+        # (a fault on a page its own background request brought), one round trip each otherwise
+        self.kept: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
         self.upstream_queue: collections.deque = collections.deque()   # requests sent, in order
         self.daemon_queue: collections.deque = collections.deque()     # the daemon's requests, in order
         self.in_flight = 0
@@ -369,7 +373,7 @@ class PrepagingRelay:
             del buffer[:HEADER.size]
             if command & ((1 << PS_CMD_BITS) - 1) == PS_IOV_GET:
                 self.daemon_queue.append((pid, vaddr, pages))
-                if (pid, vaddr) not in self.arrived and (pid, vaddr) not in self.asked:
+                if not any((pid, vaddr) in held for held in (self.arrived, self.kept, self.asked)):
                     wanted = 1
                     while wanted < pages and not self._taken((pid, vaddr + wanted * PAGE)):
                         wanted += 1
@@ -384,17 +388,27 @@ class PrepagingRelay:
         """Answer the daemon's requests in order, each with the pages here from its start on."""
         while self.daemon_queue:
             pid, vaddr, pages = self.daemon_queue[0]
-            if (pid, vaddr) not in self.arrived:
-                if (pid, vaddr) not in self.asked:      # given already: a repeated request
+            if (pid, vaddr) not in self.arrived and (pid, vaddr) not in self.kept:
+                if (pid, vaddr) not in self.asked:      # given long ago: a repeated request
                     raise ValueError(f"the lazy-pages daemon asked again for {vaddr:#x} of pid {pid}")
                 return
-            count = 0
+            # a new request takes the pages that arrived; a repeated one (its first page given
+            # already) the pages kept: an answer never mixes the two, so no page is given twice
+            repeat = (pid, vaddr) not in self.arrived
             data = []
-            while count < pages and (pid, vaddr + count * PAGE) in self.arrived:
-                key = (pid, vaddr + count * PAGE)
-                data.append(self.arrived.pop(key))
-                self.given.add(key)
-                count += 1
+            while len(data) < pages:
+                key = (pid, vaddr + len(data) * PAGE)
+                if repeat and key in self.kept:
+                    data.append(self.kept[key])
+                elif not repeat and key in self.arrived:
+                    self.kept[key] = self.arrived.pop(key)
+                    self.given.add(key)
+                    data.append(self.kept[key])
+                else:
+                    break
+            count = len(data)
+            while len(self.kept) * PAGE > KEPT_BYTES:
+                self.kept.popitem(last=False)
             self._out["daemon"] += HEADER.pack(PS_IOV_ADD_F | PE_PRESENT << PS_CMD_BITS, count, vaddr, pid)
             self._out["daemon"] += b"".join(data)
             self.daemon_queue.popleft()

@@ -136,6 +136,8 @@ def test_every_page_arrives_ahead_and_the_close_is_passed_on(images):
         assert relay.prepaged == 106 * PAGE                      # each page crossed once
         count, data = ask(daemon, 1, 0x10000, 100)               # answered here, up to the page given already
         assert count == 70 and data == b"".join(page(1, 0x10000 + i * PAGE) for i in range(70))
+        count, data = ask(daemon, 1, 0x10000, 100)               # asked again (CRIU does): what it was given
+        assert count == 71 and data == b"".join(page(1, 0x10000 + i * PAGE) for i in range(71))
         assert ask(daemon, 7, 0x20000, 2)[0] == 2
         assert len(source.requests) == asked_before              # nothing more crossed
         daemon.sendall(HEADER.pack(PS_IOV_CLOSE, 0, 0, 0))
