@@ -27,6 +27,7 @@ written pages (soft-dirty).
 
 from pydantic import Field
 
+from testbed.containers.criu_images import PAGE
 from testbed.containers.lazy import free_address
 from testbed.migration.base import Migration, MigrationMode, MigrationOptions, checkpoint_size
 from testbed.migration.modes.cold import quiesce
@@ -80,7 +81,7 @@ def lazy_final(m: Migration, base_slot: str | None = None):
         raise RuntimeError(f"post-copy of {m.spec.service}: the pages did not all arrive ({pages['error']})")
     sent = pages.get("sent")
     if sent:
-        m.size("lazy_changed", sent["changed_pages"] * 4096)
+        m.size("lazy_changed", sent["changed_pages"] * PAGE)
         m.count("after_downtime", sent["bytes"])
     else:
         m.count("after_downtime", pages["lazy_bytes"])
