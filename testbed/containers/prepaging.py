@@ -64,6 +64,12 @@ CHUNK = 64 * PAGE                          # one pre-paging request (256 kB)
 QUEUE_TARGET_S = 0.05                      # longest a fault's page should wait behind pre-paging
 CONNECT_TIMEOUT_S = 30.0
 KEPT_BYTES = 64 << 20                      # pages given to the daemon kept for its repeated requests
+# CRIU's daemon asks again at once when its copy into the process fails (EAGAIN while the
+# process changes its mappings): answered at once from what is kept, the two would spin on
+# both cores and starve the process that must finish that change; the answer to the same
+# request again waits 1 ms, then twice as long each time, up to a round trip's worth
+REPEAT_FIRST_WAIT_S, REPEAT_LONGEST_WAIT_S = 0.001, 0.1
+REPEAT_GIVE_UP_S = 30.0                    # the same request for that long: the post-copy fails
 
 
 def lazy_ranges(images: Path) -> list[tuple[int, int, int]]:
@@ -165,6 +171,9 @@ class PrepagingRelay:
         # the last KEPT_BYTES of them: the daemon asks again for pages it has just been given
         # (a fault on a page its own background request brought), one round trip each otherwise
         self.kept: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        self.last_answered: tuple[int, int, int] | None = None
+        self.repeat_since = self.repeat_due = 0.0
+        self.repeat_wait = 0.0
         self.upstream_queue: collections.deque = collections.deque()   # requests sent, in order
         self.daemon_queue: collections.deque = collections.deque()     # the daemon's requests, in order
         self.in_flight = 0
@@ -247,7 +256,8 @@ class PrepagingRelay:
             self._pre_page()
             for name, sock in self._sockets.items():
                 selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out[name] else 0), name)
-            for key, events in selector.select(0.2):
+            for key, events in selector.select(min(0.2, max(0.0, self.repeat_due - time.monotonic()))
+                                                if self.repeat_due else 0.2):
                 name = key.data
                 if name == "wake":
                     self._wake_reader.recv(64)
@@ -395,6 +405,8 @@ class PrepagingRelay:
             # a new request takes the pages that arrived; a repeated one (its first page given
             # already) the pages kept: an answer never mixes the two, so no page is given twice
             repeat = (pid, vaddr) not in self.arrived
+            if repeat and not self._repeat_due((pid, vaddr, pages)):
+                return
             data = []
             while len(data) < pages:
                 key = (pid, vaddr + len(data) * PAGE)
@@ -412,6 +424,29 @@ class PrepagingRelay:
             self._out["daemon"] += HEADER.pack(PS_IOV_ADD_F | PE_PRESENT << PS_CMD_BITS, count, vaddr, pid)
             self._out["daemon"] += b"".join(data)
             self.daemon_queue.popleft()
+            self.last_answered = (pid, vaddr, pages)
+
+    def _repeat_due(self, request: tuple[int, int, int]) -> bool:
+        """May a repeated request be answered now?  The same one as the last answered waits
+        (see REPEAT_FIRST_WAIT_S); ValueError when it has come back for REPEAT_GIVE_UP_S."""
+        now = time.monotonic()
+        if request != self.last_answered:
+            self.repeat_due = self.repeat_wait = 0.0
+            return True
+        if not self.repeat_due:                  # just asked again: wait before answering
+            if not self.repeat_wait:
+                self.repeat_since, self.repeat_wait = now, REPEAT_FIRST_WAIT_S
+            else:
+                self.repeat_wait = min(2 * self.repeat_wait, REPEAT_LONGEST_WAIT_S)
+            if now - self.repeat_since > REPEAT_GIVE_UP_S:
+                pid, vaddr, pages = request
+                raise ValueError(f"the lazy-pages daemon asked for {pages} pages at {vaddr:#x} of pid {pid} "
+                                 f"again and again for {REPEAT_GIVE_UP_S:.0f} s (its copies into the process fail)")
+            self.repeat_due = now + self.repeat_wait
+        if now < self.repeat_due:
+            return False
+        self.repeat_due = 0.0
+        return True
 
 
 def serve_delta(base: BasePages, page_server: tuple[str, int], listener: socket.socket) -> dict:

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from testbed.containers import prepaging
 from testbed.containers.prepaging import (GIVE_UP, HEADER, PAGE, PE_LAZY, PE_PRESENT, PS_IOV_CLOSE, PS_IOV_GET,
                                           BasePages, PrepagingRelay, lazy_ranges, serve_delta)
 
@@ -146,6 +147,31 @@ def test_every_page_arrives_ahead_and_the_close_is_passed_on(images):
     source.thread.join(5)
     assert source.status == "closed" and relay.error is None
     assert max(pages for command, _, _, pages in source.requests if command == PS_IOV_GET) * PAGE <= 8 * PAGE
+
+
+def test_a_request_asked_again_and_again_is_answered_slower_then_fails(images, monkeypatch):
+    """CRIU's daemon asks again at once when its copy into the process fails (EAGAIN while the
+    process changes its mappings); answered at once, the two would spin.  The relay waits longer
+    each time, and gives up (the source resumes its processes) past REPEAT_GIVE_UP_S."""
+    monkeypatch.setattr(prepaging, "REPEAT_GIVE_UP_S", 0.5)
+    source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
+    relay = PrepagingRelay(images, source.address, max_window=1 << 20)
+    answers = []
+    with socket.create_connection(relay.address) as daemon:
+        daemon.settimeout(5)
+        started = time.monotonic()
+        while relay.error is None and time.monotonic() - started < 5:
+            try:
+                answers.append((time.monotonic(), ask(daemon, 1, 0x80000, 5)[0]))
+            except (AssertionError, OSError, struct.error):
+                break
+    relay.stop()
+    source.thread.join(5)
+    assert answers[0][1] == 5 and all(count == 5 for _, count in answers)
+    assert 3 <= len(answers) <= 20, len(answers)           # not thousands: 1, 2, 4 ... 100 ms apart
+    assert answers[-1][0] - answers[-2][0] >= 0.05
+    assert relay.error and "again and again" in relay.error
+    assert source.status == "failed"                        # told to give up
 
 
 def test_a_daemon_gone_before_its_close_makes_the_source_give_up(images):
