@@ -14,10 +14,9 @@ PAGE = 4096
 PE_PARENT, PE_LAZY, PE_PRESENT = 1, 1 << 1, 1 << 2    # pagemap entry flags
 
 
-def image_entries(path: Path) -> list[dict[int, int | bytes]]:
-    """The entries of an image, each its fields by number (scalars as numbers, embedded
-    messages and strings as bytes, for ``message_fields``); ValueError naming the file and
-    the byte where it is malformed."""
+def image_entries(path: Path) -> list[dict[int, int]]:
+    """The entries of an image, each its scalar fields by number; ValueError naming the file
+    and the byte where it is malformed."""
     data = path.read_bytes()
     pos, entries = MAGICS, []
     while pos < len(data):
@@ -32,12 +31,7 @@ def image_entries(path: Path) -> list[dict[int, int | bytes]]:
     return entries
 
 
-def message_fields(message: bytes, path: Path, offset: int = 0) -> dict[int, int | bytes]:
-    """An embedded message's fields, as ``image_entries`` gives an entry's."""
-    return _fields(message, path, offset)
-
-
-def _fields(message: bytes, path: Path, offset: int) -> dict[int, int | bytes]:
+def _fields(message: bytes, path: Path, offset: int) -> dict[int, int]:
     fields, pos = {}, 0
     while pos < len(message):
         key, pos = _varint(message, pos, path, offset)
@@ -52,9 +46,6 @@ def _fields(message: bytes, path: Path, offset: int) -> dict[int, int | bytes]:
             pos += 4
         elif wire == 2:
             length, pos = _varint(message, pos, path, offset)
-            if pos + length > len(message):
-                raise ValueError(f"{path}: field {number} at byte {offset + pos} runs past its entry")
-            fields[number] = bytes(message[pos:pos + length])
             pos += length
         else:
             raise ValueError(f"{path}: unsupported protobuf wire type {wire} at byte {offset + pos}")
@@ -92,29 +83,3 @@ def stored_pages(pagemap: Path) -> tuple[str, np.ndarray]:
             runs.append(entry[1] + PAGE * np.arange(pages, dtype=np.uint64))
     addresses = np.concatenate(runs) if runs else np.zeros(0, dtype=np.uint64)
     return f"pages-{entries[0][1]}.img", addresses
-
-
-def restore_touches(core: Path) -> list[int]:
-    """Addresses in a thread's memory that CRIU's restore writes or reads before the thread
-    runs (``core-<tid>.img``, x86-64): its stack pointer and the page below, its TLS base,
-    the clear-tid word, the robust futex list head and the rseq area (all but the stack in
-    the thread's control block).  In a post-copy each is a fault the restore waits on."""
-    entry = image_entries(core)[0] if core.stat().st_size > MAGICS else {}
-    found = []
-    info = entry.get(2)                                   # core_entry.thread_info (thread_info_x86)
-    if isinstance(info, bytes):
-        info = message_fields(info, core)
-        found.append(info.get(1))                         # clear_tid_addr
-        regs = info.get(2)                                # gpregs
-        if isinstance(regs, bytes):
-            regs = message_fields(regs, core)
-            stack = regs.get(20)                          # sp
-            found += [stack, stack - PAGE if stack else None, regs.get(22)]     # fs_base
-    thread = entry.get(5)                                 # core_entry.thread_core
-    if isinstance(thread, bytes):
-        thread = message_fields(thread, core)
-        found.append(thread.get(1))                       # futex_rla
-        rseq = thread.get(15)
-        if isinstance(rseq, bytes):
-            found.append(message_fields(rseq, core).get(1))     # rseq_abi_pointer
-    return sorted({address & ~(PAGE - 1) for address in found if isinstance(address, int) and address})

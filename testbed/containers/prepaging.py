@@ -46,7 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-from testbed.containers.criu_images import PAGE, PE_LAZY, PE_PRESENT, image_entries, restore_touches, stored_pages
+from testbed.containers.criu_images import PAGE, PE_LAZY, PE_PRESENT, image_entries, stored_pages
 
 HEADER = struct.Struct("<I4xQQQ")          # struct page_server_iov (x86-64 alignment)
 PS_IOV_GET = 7
@@ -84,15 +84,6 @@ def lazy_ranges(images: Path) -> list[tuple[int, int, int]]:
             if flags & PE_LAZY:
                 ranges.append((int(pid), entry[1], entry.get(5, entry.get(2, 0))))
     return ranges
-
-
-def restore_pages(images: Path, ranges: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
-    """(pid, address) of the lazy pages that the restore itself touches (``restore_touches``
-    of every thread's core image): fetched one by one on fault, they cost the restore a
-    round trip each, one after the other; asked for together, one round trip in all."""
-    touched = {address for core in sorted(images.glob("core-*.img")) for address in restore_touches(core)}
-    return sorted({(pid, address) for pid, start, pages in ranges for address in touched
-                   if start <= address < start + pages * PAGE})
 
 
 class BasePages:
@@ -169,9 +160,7 @@ class PrepagingRelay:
     def __init__(self, images: Path, page_server: tuple[str, int], max_window: int,
                  listener: socket.socket | None = None, base: BasePages | None = None):
         self.base = base                                      # the pre-copied memory (page_server: serve_delta)
-        ranges = lazy_ranges(images)
-        self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in ranges)
-        self.early = restore_pages(images, ranges)          # asked for as soon as the source answers
+        self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in lazy_ranges(images))
         self.page_server, self.max_window = page_server, max(max_window, PAGE)
         self.window, self.quickest = min(2 * CHUNK, self.max_window), float("inf")
         self.listener = listener or socket.create_server(("127.0.0.1", 0))
@@ -263,9 +252,6 @@ class PrepagingRelay:
         self._out = {"upstream": bytearray(), "daemon": bytearray()}
         self._sockets = {"upstream": upstream, "daemon": daemon}
         from_upstream, from_daemon = bytearray(), bytearray()
-        for pid, vaddr in self.early:        # the restore's own faults, one round trip for all
-            if not self._taken((pid, vaddr)):
-                self._ask("early", pid, vaddr, 1)
         while not self._stopping.is_set():
             self._pre_page()
             for name, sock in self._sockets.items():

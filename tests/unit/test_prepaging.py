@@ -17,8 +17,7 @@ import pytest
 
 from testbed.containers import prepaging
 from testbed.containers.prepaging import (GIVE_UP, HEADER, PAGE, PE_LAZY, PE_PRESENT, PS_IOV_CLOSE, PS_IOV_GET,
-                                          BasePages, PrepagingRelay, lazy_ranges, restore_pages, serve_delta)
-from testbed.containers.criu_images import restore_touches
+                                          BasePages, PrepagingRelay, lazy_ranges, serve_delta)
 
 
 def varint(value: int) -> bytes:
@@ -49,23 +48,6 @@ def write_checkpoint(images, pid: int, entries: list[tuple[int, int]], content) 
     write_pagemap(images, pid, [(vaddr, pages, PE_PRESENT) for vaddr, pages in entries])
     (images / f"pages-{pid}.img").write_bytes(b"".join(content(pid, vaddr + i * PAGE)
                                                         for vaddr, pages in entries for i in range(pages)))
-
-
-def field(number: int, value: int | bytes) -> bytes:
-    """A protobuf field: a varint, or (bytes) an embedded message."""
-    if isinstance(value, bytes):
-        return varint(number << 3 | 2) + varint(len(value)) + value
-    return varint(number << 3) + varint(value)
-
-
-def write_core(images, tid: int, sp: int, fs_base: int, clear_tid: int, futex: int, rseq: int) -> None:
-    """A thread's ``core-<tid>.img``, x86-64, with the fields the restore touches (and others)."""
-    regs = field(1, 7) + field(20, sp) + field(22, fs_base) + field(23, 0)
-    info = field(1, clear_tid) + field(2, regs) + field(3, field(1, 0x37f))
-    thread = field(1, futex) + field(2, 24) + field(13, b"python3") + field(15, field(1, rseq) + field(2, 32))
-    body = field(1, 1) + field(2, info) + field(3, field(1, 1)) + field(5, thread)
-    (images / f"core-{tid}.img").write_bytes(struct.pack("<II", 0x54564319, 0x55105940) +
-                                             struct.pack("<I", len(body)) + body)
 
 
 def page(pid: int, vaddr: int) -> bytes:
@@ -131,36 +113,6 @@ def images(tmp_path):
 
 def test_lazy_ranges_are_the_lazy_entries_of_each_task(images):
     assert lazy_ranges(images) == [(1, 0x10000, 100), (1, 0x80000, 5), (7, 0x20000, 2)]
-
-
-def test_the_restore_s_own_pages_are_the_lazy_ones_its_threads_touch(images):
-    # main thread: stack in the lazy range of pid 1, its control block in the other one;
-    # a second thread's stack is not lazy (restored with the checkpoint, no fault)
-    write_core(images, 1, sp=0x10000 + 10 * PAGE + 8, fs_base=0x80000 + 2 * PAGE + 0x740,
-               clear_tid=0x80000 + 2 * PAGE + 0x9d0, futex=0x80000 + 2 * PAGE + 0x9e0, rseq=0x80000 + 3 * PAGE + 0x20)
-    write_core(images, 2, sp=0x1000 + PAGE, fs_base=0x80000 + 4 * PAGE, clear_tid=0, futex=0x80000 + 4 * PAGE,
-               rseq=0x80000 + 4 * PAGE + 0x20)
-    assert restore_touches(images / "core-1.img") == [0x10000 + 9 * PAGE, 0x10000 + 10 * PAGE, 0x80000 + 2 * PAGE,
-                                                      0x80000 + 3 * PAGE]
-    assert restore_pages(images, lazy_ranges(images)) == [
-        (1, 0x10000 + 9 * PAGE), (1, 0x10000 + 10 * PAGE), (1, 0x80000 + 2 * PAGE), (1, 0x80000 + 3 * PAGE),
-        (1, 0x80000 + 4 * PAGE)]
-    source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
-    relay = PrepagingRelay(images, source.address, max_window=1 << 20)
-    with socket.create_connection(relay.address):
-        deadline = time.monotonic() + 5
-        while len(source.requests) < 5 and time.monotonic() < deadline:     # before the restore has ended
-            time.sleep(0.01)
-        assert sorted((pid, vaddr) for _, pid, vaddr, _ in source.requests) == restore_pages(images, lazy_ranges(images))
-    relay.stop()
-
-
-def test_a_truncated_core_image_is_named_with_the_byte(images):
-    write_core(images, 1, sp=0x10000, fs_base=0x80000, clear_tid=0, futex=0x80000, rseq=0x80000)
-    data = (images / "core-1.img").read_bytes()
-    (images / "core-1.img").write_bytes(data[:-5])
-    with pytest.raises(ValueError, match=r"core-1.img: entry at byte \d+ runs past the end"):
-        restore_touches(images / "core-1.img")
 
 
 def test_a_truncated_pagemap_is_named_with_the_byte(images):
