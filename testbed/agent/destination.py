@@ -84,10 +84,11 @@ class DestinationSide:
 
     def restore(self, service: str, migration: str, slot: str, base_slot: str | None = None,
                 delta_encoder: str = "pages", lazy_from: tuple[str, int] | None = None,
-                prepaging_window: int = 0) -> dict:
+                prepaging_window: int = 0, lazy_base_slot: str | None = None) -> dict:
         """Start the reserved container from the state in ``slot`` (or, if ``base_slot``
         is given, from that base with the delta in ``slot`` applied; ``lazy_from``: the
-        source's page server, for a post-copy, pre-paged with ``prepaging_window``)."""
+        source's page server, for a post-copy, pre-paged with ``prepaging_window``, and
+        the pages unchanged since the pre-copy in ``lazy_base_slot`` taken from there)."""
         steps = Stopwatch()
         container = self._take_reserved(service, migration)
         images_dir = self.inbox / service / slot
@@ -99,8 +100,9 @@ class DestinationSide:
             self.containers.import_rw_layer(container, rw_layer)
             steps.lap("import_rw_layer")
         spec = self.deployment.specs[service]
+        lazy_base = self.inbox / service / lazy_base_slot if lazy_base_slot is not None else None
         instance = self.containers.restore(container, images_dir, spec.port, steps, lazy_from=lazy_from,
-                                           prepaging_window=prepaging_window)
+                                           prepaging_window=prepaging_window, lazy_base=lazy_base)
         with self._lock:
             self.reserved.pop(service, None)
             self.arrived_by[service] = migration

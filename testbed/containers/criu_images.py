@@ -7,7 +7,11 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import numpy as np
+
 MAGICS = 8      # CRIU's common magic and the image's own
+PAGE = 4096
+PE_PARENT, PE_LAZY, PE_PRESENT = 1, 1 << 1, 1 << 2    # pagemap entry flags
 
 
 def image_entries(path: Path) -> list[dict[int, int]]:
@@ -59,3 +63,23 @@ def _varint(data: bytes, pos: int, path: Path, offset: int) -> tuple[int, int]:
         shift += 7
         if byte < 0x80:
             return value, pos
+
+
+def stored_pages(pagemap: Path) -> tuple[str, np.ndarray]:
+    """The ``pages-*.img`` a ``pagemap-*.img`` describes, and the virtual address of every
+    page stored in it, in file order; ValueError when the pagemap is malformed.
+
+    Its entries: ``pagemap_head {pages_id = 1}``, then per run of pages ``pagemap_entry
+    {vaddr = 1, compat_nr_pages = 2, in_parent = 3, flags = 4, nr_pages = 5}``; runs
+    flagged present and not in a parent image have their pages in the file."""
+    entries = image_entries(pagemap)
+    if not entries or 1 not in entries[0]:
+        raise ValueError(f"{pagemap}: no pagemap head")
+    runs = []
+    for entry in entries[1:]:
+        flags = entry.get(4, PE_PARENT if entry.get(3) else PE_PRESENT)
+        pages = entry.get(5) or entry.get(2, 0)
+        if flags & PE_PRESENT and not flags & PE_PARENT and pages:
+            runs.append(entry[1] + PAGE * np.arange(pages, dtype=np.uint64))
+    addresses = np.concatenate(runs) if runs else np.zeros(0, dtype=np.uint64)
+    return f"pages-{entries[0][1]}.img", addresses

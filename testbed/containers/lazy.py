@@ -14,6 +14,7 @@ post-copy runtime (``testbed.containers.criu``) links into runc's work directory
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -42,20 +43,26 @@ def _errors(log: Path) -> str:
 class LazyCheckpoint:
     """The source's side: CRIU serving the pages of stopped processes."""
 
-    def __init__(self, process: subprocess.Popen, work: Path, page_server: tuple[str, int]):
-        self.process, self.work, self.page_server = process, work, page_server
+    def __init__(self, process: subprocess.Popen, work: Path, page_server: tuple[str, int],
+                 front: subprocess.Popen | None = None):
+        self.process, self.work, self.page_server, self.front = process, work, page_server, front
 
     @classmethod
-    def start(cls, runc: list[str], container_id: str, images: Path, page_server: tuple[str, int]) -> "LazyCheckpoint":
+    def start(cls, runc: list[str], container_id: str, images: Path, page_server: tuple[str, int],
+              base: Path | None = None) -> "LazyCheckpoint":
         """Run ``runc`` (the command up to its ``checkpoint`` verb's options) lazily on the
-        container; returns once the images are written and the page server listens."""
+        container; returns once the images are written and the page server listens.
+        ``base``: the checkpoint the destination holds already (a post-copy after a pre-copy):
+        CRIU's page server then listens on loopback, and a process of ours
+        (``prepaging.serve_delta``) on ``page_server``, which sends only the pages that changed."""
         work = images.with_name(images.name + ".work")
         shutil.rmtree(work, ignore_errors=True)
+        criu_at = page_server if base is None else free_address("127.0.0.1")
         ready, status = os.pipe()
         try:
             process = subprocess.Popen(
                 runc + ["--image-path", str(images), "--work-path", str(work), "--lazy-pages",
-                        "--page-server", f"{page_server[0]}:{page_server[1]}", "--status-fd", str(status),
+                        "--page-server", f"{criu_at[0]}:{criu_at[1]}", "--status-fd", str(status),
                         container_id],
                 pass_fds=(status,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         finally:
@@ -66,6 +73,14 @@ class LazyCheckpoint:
         finally:
             os.close(ready)
         checkpoint = cls(process, work, page_server)
+        if signalled and base is not None:
+            base = _linked(base, ("pagemap-*.img", "pages-*.img"), work / "base")
+            with socket.create_server(page_server) as listener:
+                checkpoint.front = subprocess.Popen(
+                    [sys.executable, "-m", "testbed.containers.prepaging", "source", str(base), criu_at[0],
+                     str(criu_at[1]), str(listener.fileno())],
+                    pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
         if not signalled:
             checkpoint.abandon()
             raise LazyError(f"lazy checkpoint failed: {checkpoint.failure()}")
@@ -83,8 +98,20 @@ class LazyCheckpoint:
             self.abandon()
             result = {"ok": False, "error": f"pages still going after {timeout} s"}
         result["lazy_bytes"] = self.lazy_bytes()
+        if self.front is not None:
+            result["sent"] = self._front_result()
         shutil.rmtree(self.work, ignore_errors=True)
         return result
+
+    def _front_result(self) -> dict:
+        """What ``serve_delta`` sent (empty if it failed: its error is in ``failure()``)."""
+        try:
+            out, _ = self.front.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.front.kill()
+            out, _ = self.front.communicate()
+        lines = out.strip().splitlines()
+        return json.loads(lines[-1]) if self.front.returncode == 0 and lines else {}
 
     def lazy_bytes(self) -> int:
         """Memory left to the page server (CRIU's dump log counts the pages per mapping)."""
@@ -95,6 +122,8 @@ class LazyCheckpoint:
 
     def failure(self) -> str:
         stderr = self.process.stderr.read() if self.process.poll() is not None and self.process.stderr else ""
+        if self.front is not None and self.front.poll() not in (None, 0) and self.front.stderr:
+            stderr += f" (in front of the page server: {self.front.stderr.read().strip()})"
         return f"{stderr.strip()} {_errors(self.work / 'dump.log')}".strip() or \
             f"runc ended with {self.process.returncode}"
 
@@ -114,6 +143,9 @@ class LazyCheckpoint:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait()
+        if self.front is not None and self.front.poll() is None:
+            self.front.kill()
+            self.front.wait()
 
 
 class LazyPagesDaemon:
@@ -131,20 +163,28 @@ class LazyPagesDaemon:
 
     @classmethod
     def start(cls, images: Path, page_server: tuple[str, int], work: Path,
-              prepaging_window: int = 0) -> "LazyPagesDaemon":
+              prepaging_window: int = 0, base: Path | None = None) -> "LazyPagesDaemon":
         """``prepaging_window`` (bytes): with more than 0, the daemon reaches the source
         through a ``PrepagingRelay`` process that pulls every page ahead with that many
         bytes of requests in flight; with 0, it asks the source itself (CRIU's own pace).
         The relay's listening socket is made here and inherited, so neither waits for the
-        other to start."""
+        other to start.  ``base``: the pre-copied checkpoint, for a post-copy after a
+        pre-copy (a relay is needed then: the source sends only the pages that changed)."""
+        if base is not None and prepaging_window <= 0:
+            raise LazyError("a post-copy after a pre-copy needs the pre-paging relay (a window above 0)")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         relay = None
         if prepaging_window > 0:
+            # the relay reads its own links to the images: the restore deletes them once read
+            ranges = _linked(images, ("pagemap-*.img",), work / "relay-images")
+            if base is not None:
+                base = _linked(base, ("pagemap-*.img", "pages-*.img"), work / "relay-base")
             with socket.create_server(("127.0.0.1", 0)) as listener, open(work / "prepaging.log", "w") as log:
                 relay = subprocess.Popen(
-                    [sys.executable, "-m", "testbed.containers.prepaging", str(images), page_server[0],
-                     str(page_server[1]), str(prepaging_window), str(listener.fileno())],
+                    [sys.executable, "-m", "testbed.containers.prepaging", "relay", str(ranges),
+                     str(prepaging_window), *(["--base", str(base)] if base is not None else []),
+                     page_server[0], str(page_server[1]), str(listener.fileno())],
                     pass_fds=(listener.fileno(),), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
                 page_server = listener.getsockname()
         process = subprocess.Popen(
@@ -186,3 +226,24 @@ class LazyPagesDaemon:
                 self.relay.stdin.flush()
             except OSError:             # it has just ended
                 pass
+
+
+def _linked(images: Path, patterns: tuple[str, ...], into: Path) -> Path:
+    """``into``, with hard links to the files of ``images`` that match ``patterns`` (copies
+    across file systems): a helper process reads them at its own pace, and the agents
+    delete a checkpoint as soon as the restore has read it."""
+    into.mkdir(parents=True)
+    for pattern in patterns:
+        for path in images.glob(pattern):
+            try:
+                os.link(path, into / path.name)
+            except OSError:
+                shutil.copyfile(path, into / path.name)
+    return into
+
+
+def free_address(address: str) -> tuple[str, int]:
+    """``address`` and a port free on it now, for a page server."""
+    with socket.socket() as free:
+        free.bind((address, 0))
+        return address, free.getsockname()[1]

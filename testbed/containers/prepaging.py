@@ -21,6 +21,13 @@ then the pages; answers come in the order of the requests.  The daemon ends with
 ``PS_IOV_CLOSE``, answered by a 4-byte status, after which the source ends the dumped
 processes.  A command the source does not know makes it fail instead, and CRIU then
 lets the processes run on there: the relay sends one when it gives up early.
+
+Post-copy after a pre-copy (``precopy-delta`` with ``postcopy``): both servers hold the
+pre-copied checkpoint (``BasePages``), so a page that has not changed since need not
+cross.  Without soft-dirty tracking CRIU cannot tell which did, so the source compares:
+``serve_delta`` stands in for CRIU's page server on the WAN, fetches each requested
+range from it over loopback and answers the relay with ``PS_IOV_DELTA``, a bitmap of
+the pages that changed and only those; the relay takes the others from its own copy.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import json
+import mmap
 import selectors
+import shutil
 import socket
 import struct
 import sys
@@ -36,14 +46,14 @@ import threading
 import time
 from pathlib import Path
 
-from testbed.containers.criu_images import image_entries
+from testbed.containers.criu_images import PAGE, PE_LAZY, PE_PRESENT, image_entries, stored_pages
 
-PAGE = 4096
 HEADER = struct.Struct("<I4xQQQ")          # struct page_server_iov (x86-64 alignment)
 PS_IOV_GET = 7
 PS_IOV_ADD_F = 6
 PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE = 0x1023, 0x1024
-PE_LAZY, PE_PRESENT = 1 << 1, 1 << 2
+PS_IOV_DELTA = 0x4D45                      # the testbed's own answer (CRIU has none such): header,
+                                           # a bit per page (1: it changed, its bytes follow), the pages
 PS_CMD_BITS = 16
 GIVE_UP = b"\xff" * HEADER.size            # an unknown command: the source fails and resumes
 # CRIU's page server takes a connection closed without a word for the end of a post-copy and
@@ -53,6 +63,13 @@ RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 CHUNK = 64 * PAGE                          # one pre-paging request (256 kB)
 QUEUE_TARGET_S = 0.05                      # longest a fault's page should wait behind pre-paging
 CONNECT_TIMEOUT_S = 30.0
+KEPT_BYTES = 64 << 20                      # pages given to the daemon kept for its repeated requests
+# CRIU's daemon asks again at once when its copy into the process fails (EAGAIN while the
+# process changes its mappings): answered at once from what is kept, the two would spin on
+# both cores and starve the process that must finish that change; the answer to the same
+# request again waits 1 ms, then twice as long each time, up to a round trip's worth
+REPEAT_FIRST_WAIT_S, REPEAT_LONGEST_WAIT_S = 0.001, 0.1
+REPEAT_GIVE_UP_S = 30.0                    # the same request for that long: the post-copy fails
 
 
 def lazy_ranges(images: Path) -> list[tuple[int, int, int]]:
@@ -69,6 +86,67 @@ def lazy_ranges(images: Path) -> list[tuple[int, int, int]]:
     return ranges
 
 
+class BasePages:
+    """The memory of a full checkpoint by process and address, its pages files mapped (the
+    mapping outlives the files: the agents delete a checkpoint once it is restored)."""
+
+    def __init__(self, images: Path):
+        self._where: dict[int, dict[int, int]] = {}          # pid -> address -> offset in its pages file
+        self._data: dict[int, mmap.mmap | bytes] = {}
+        for pagemap in sorted(images.glob("pagemap-*.img")):
+            pid = pagemap.stem.removeprefix("pagemap-")
+            if not pid.isdigit():
+                continue
+            name, addresses = stored_pages(pagemap)
+            pages = images / name
+            size = pages.stat().st_size if pages.exists() else 0
+            if size < len(addresses) * PAGE:
+                raise ValueError(f"{pages}: {size} bytes, but {pagemap.name} puts {len(addresses)} pages there")
+            self._where[int(pid)] = {address: index * PAGE for index, address in enumerate(addresses.tolist())}
+            if size:
+                with open(pages, "rb") as file:
+                    self._data[int(pid)] = mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ)
+            else:
+                self._data[int(pid)] = b""
+
+    def page(self, pid: int, vaddr: int):
+        """The page held at ``vaddr`` of ``pid``, or None."""
+        offset = self._where.get(pid, {}).get(vaddr)
+        return None if offset is None else self._data[pid][offset:offset + PAGE]
+
+    def changes(self, pid: int, vaddr: int, data: bytes) -> bytes:
+        """``PS_IOV_DELTA``'s body for ``data`` (pages from ``vaddr`` on): the bitmap of the
+        pages that differ from the ones held here, then those pages."""
+        mask, changed = 0, []
+        for index in range(len(data) // PAGE):
+            new = data[index * PAGE:(index + 1) * PAGE]
+            if self.page(pid, vaddr + index * PAGE) != new:
+                mask |= 1 << index
+                changed.append(new)
+        count = len(data) // PAGE
+        return mask.to_bytes((count + 7) // 8, "little") + b"".join(changed)
+
+    def rebuild(self, pid: int, vaddr: int, count: int, bitmap: bytes, changed: bytes) -> bytes:
+        """The ``count`` pages from ``vaddr`` on that a ``PS_IOV_DELTA`` answer stands for."""
+        mask, pages, taken = int.from_bytes(bitmap, "little"), [], 0
+        for index in range(count):
+            if mask >> index & 1:
+                pages.append(changed[taken * PAGE:(taken + 1) * PAGE])
+                taken += 1
+                continue
+            held = self.page(pid, vaddr + index * PAGE)
+            if held is None:
+                raise ValueError(f"the source left out page {vaddr + index * PAGE:#x} of pid {pid}, "
+                                 f"which the pre-copied checkpoint does not hold")
+            pages.append(held)
+        return b"".join(pages)
+
+
+def delta_size(bitmap: bytes) -> int:
+    """Bytes of pages that follow a ``PS_IOV_DELTA`` bitmap."""
+    return int.from_bytes(bitmap, "little").bit_count() * PAGE
+
+
 class PrepagingRelay:
     """Listens on loopback for the lazy-pages daemon; see the module's docstring.
 
@@ -80,7 +158,8 @@ class PrepagingRelay:
     up to ``max_window`` bytes."""
 
     def __init__(self, images: Path, page_server: tuple[str, int], max_window: int,
-                 listener: socket.socket | None = None):
+                 listener: socket.socket | None = None, base: BasePages | None = None):
+        self.base = base                                      # the pre-copied memory (page_server: serve_delta)
         self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in lazy_ranges(images))
         self.page_server, self.max_window = page_server, max(max_window, PAGE)
         self.window, self.quickest = min(2 * CHUNK, self.max_window), float("inf")
@@ -89,10 +168,17 @@ class PrepagingRelay:
         self.arrived: dict[tuple[int, int], bytes] = {}       # pages here, not yet given to the daemon
         self.asked: set[tuple[int, int]] = set()              # pages on their way
         self.given: set[tuple[int, int]] = set()              # pages the daemon has
+        # the last KEPT_BYTES of them: the daemon asks again for pages it has just been given
+        # (a fault on a page its own background request brought), one round trip each otherwise
+        self.kept: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        self.last_answered: tuple[int, int, int] | None = None
+        self.repeat_since = self.repeat_due = 0.0
+        self.repeat_wait = 0.0
         self.upstream_queue: collections.deque = collections.deque()   # requests sent, in order
         self.daemon_queue: collections.deque = collections.deque()     # the daemon's requests, in order
         self.in_flight = 0
         self.prepaged = self.fetched = 0                      # bytes pulled ahead / asked for by faults
+        self.received = 0                                     # bytes the source sent (less with a base)
         self.closed_cleanly = False
         self.error: str | None = None
         self._stopping, self._restored = threading.Event(), threading.Event()
@@ -170,7 +256,8 @@ class PrepagingRelay:
             self._pre_page()
             for name, sock in self._sockets.items():
                 selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out[name] else 0), name)
-            for key, events in selector.select(0.2):
+            for key, events in selector.select(min(0.2, max(0.0, self.repeat_due - time.monotonic()))
+                                                if self.repeat_due else 0.2):
                 name = key.data
                 if name == "wake":
                     self._wake_reader.recv(64)
@@ -217,16 +304,27 @@ class PrepagingRelay:
                 continue
             if len(buffer) < HEADER.size:
                 return
-            _, pages, vaddr, pid = HEADER.unpack_from(buffer)
-            if len(buffer) < HEADER.size + pages * PAGE:
-                return
+            command, pages, vaddr, pid = HEADER.unpack_from(buffer)
             kind, asked_pid, asked_vaddr, asked_pages, asked_at = request
             if (pid, vaddr) != (asked_pid, asked_vaddr) or not 0 < pages <= asked_pages:
                 raise ValueError(f"the source answered {pages} pages at {vaddr:#x} of pid {pid} "
                                  f"to a request for {asked_pages} at {asked_vaddr:#x} of pid {asked_pid}")
+            if command == PS_IOV_DELTA:
+                if self.base is None:
+                    raise ValueError("the source answered with changed pages only, and no pre-copy is held here")
+                bits = HEADER.size + (pages + 7) // 8
+                if len(buffer) < bits or len(buffer) < bits + delta_size(buffer[HEADER.size:bits]):
+                    return
+                size = bits + delta_size(buffer[HEADER.size:bits])
+                data = self.base.rebuild(pid, vaddr, pages, bytes(buffer[HEADER.size:bits]), bytes(buffer[bits:size]))
+            else:
+                size = HEADER.size + pages * PAGE
+                if len(buffer) < size:
+                    return
+                data = bytes(buffer[HEADER.size:size])
             self.upstream_queue.popleft()
-            data = bytes(buffer[HEADER.size:HEADER.size + pages * PAGE])
-            del buffer[:HEADER.size + pages * PAGE]
+            self.received += size
+            del buffer[:size]
             for index in range(asked_pages):
                 key = (pid, vaddr + index * PAGE)
                 self.asked.discard(key)
@@ -285,7 +383,7 @@ class PrepagingRelay:
             del buffer[:HEADER.size]
             if command & ((1 << PS_CMD_BITS) - 1) == PS_IOV_GET:
                 self.daemon_queue.append((pid, vaddr, pages))
-                if (pid, vaddr) not in self.arrived and (pid, vaddr) not in self.asked:
+                if not any((pid, vaddr) in held for held in (self.arrived, self.kept, self.asked)):
                     wanted = 1
                     while wanted < pages and not self._taken((pid, vaddr + wanted * PAGE)):
                         wanted += 1
@@ -300,39 +398,156 @@ class PrepagingRelay:
         """Answer the daemon's requests in order, each with the pages here from its start on."""
         while self.daemon_queue:
             pid, vaddr, pages = self.daemon_queue[0]
-            if (pid, vaddr) not in self.arrived:
-                if (pid, vaddr) not in self.asked:      # given already: a repeated request
+            if (pid, vaddr) not in self.arrived and (pid, vaddr) not in self.kept:
+                if (pid, vaddr) not in self.asked:      # given long ago: a repeated request
                     raise ValueError(f"the lazy-pages daemon asked again for {vaddr:#x} of pid {pid}")
                 return
-            count = 0
+            # a new request takes the pages that arrived; a repeated one (its first page given
+            # already) the pages kept: an answer never mixes the two, so no page is given twice
+            repeat = (pid, vaddr) not in self.arrived
+            if repeat and not self._repeat_due((pid, vaddr, pages)):
+                return
             data = []
-            while count < pages and (pid, vaddr + count * PAGE) in self.arrived:
-                key = (pid, vaddr + count * PAGE)
-                data.append(self.arrived.pop(key))
-                self.given.add(key)
-                count += 1
+            while len(data) < pages:
+                key = (pid, vaddr + len(data) * PAGE)
+                if repeat and key in self.kept:
+                    data.append(self.kept[key])
+                elif not repeat and key in self.arrived:
+                    self.kept[key] = self.arrived.pop(key)
+                    self.given.add(key)
+                    data.append(self.kept[key])
+                else:
+                    break
+            count = len(data)
+            while len(self.kept) * PAGE > KEPT_BYTES:
+                self.kept.popitem(last=False)
             self._out["daemon"] += HEADER.pack(PS_IOV_ADD_F | PE_PRESENT << PS_CMD_BITS, count, vaddr, pid)
             self._out["daemon"] += b"".join(data)
             self.daemon_queue.popleft()
+            self.last_answered = (pid, vaddr, pages)
+
+    def _repeat_due(self, request: tuple[int, int, int]) -> bool:
+        """May a repeated request be answered now?  The same one as the last answered waits
+        (see REPEAT_FIRST_WAIT_S); ValueError when it has come back for REPEAT_GIVE_UP_S."""
+        now = time.monotonic()
+        if request != self.last_answered:
+            self.repeat_due = self.repeat_wait = 0.0
+            return True
+        if not self.repeat_due:                  # just asked again: wait before answering
+            if not self.repeat_wait:
+                self.repeat_since, self.repeat_wait = now, REPEAT_FIRST_WAIT_S
+            else:
+                self.repeat_wait = min(2 * self.repeat_wait, REPEAT_LONGEST_WAIT_S)
+            if now - self.repeat_since > REPEAT_GIVE_UP_S:
+                pid, vaddr, pages = request
+                raise ValueError(f"the lazy-pages daemon asked for {pages} pages at {vaddr:#x} of pid {pid} "
+                                 f"again and again for {REPEAT_GIVE_UP_S:.0f} s (its copies into the process fail)")
+            self.repeat_due = now + self.repeat_wait
+        if now < self.repeat_due:
+            return False
+        self.repeat_due = 0.0
+        return True
+
+
+def serve_delta(base: BasePages, page_server: tuple[str, int], listener: socket.socket) -> dict:
+    """The source's side of a post-copy after a pre-copy: on ``listener`` (the address the
+    destination was given), CRIU's page server for the one connection the destination's
+    relay opens, each range fetched from CRIU (``page_server``, on loopback) and answered
+    with ``PS_IOV_DELTA``.  Everything else goes through as it came, so a close ends the
+    post-copy, an unknown command makes CRIU fail and a connection that ends early is reset
+    (CRIU's processes run on here then).  Returns what crossed."""
+    sent = {"pages": 0, "changed_pages": 0, "bytes": 0, "closed": False}
+    destination, _ = listener.accept()
+    listener.close()
+    criu = socket.create_connection(page_server, timeout=CONNECT_TIMEOUT_S)
+    criu.settimeout(None)
+    criu.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+    destination.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while True:
+            header = _read(destination, HEADER.size)
+            if header is None:
+                break
+            command, _, _, _ = HEADER.unpack(header)
+            criu.sendall(header)
+            if command & ((1 << PS_CMD_BITS) - 1) == PS_IOV_GET:
+                answer = _read(criu, HEADER.size)
+                if answer is None:
+                    raise ConnectionError("CRIU's page server closed the connection")
+                _, pages, vaddr, pid = HEADER.unpack(answer)
+                data = _read(criu, pages * PAGE) if pages else b""
+                if data is None:
+                    raise ConnectionError("CRIU's page server closed the connection mid-answer")
+                body = base.changes(pid, vaddr, data)
+                destination.sendall(HEADER.pack(PS_IOV_DELTA, pages, vaddr, pid) + body)
+                sent["pages"] += pages
+                sent["changed_pages"] += delta_size(body[:(pages + 7) // 8]) // PAGE
+                sent["bytes"] += HEADER.size + len(body)
+            elif command in (PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE):
+                status = _read(criu, 4)
+                if status is not None:
+                    destination.sendall(status)
+                    sent["closed"] = True
+                    criu.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
+                break
+            else:
+                break                       # CRIU fails on what it does not know: passed on, that is all
+    finally:
+        criu.close()
+        destination.close()
+    return sent
+
+
+def _read(sock: socket.socket, size: int) -> bytes | None:
+    """Exactly ``size`` bytes, or None if the peer closed first."""
+    data = sock.recv(size, socket.MSG_WAITALL) if size else b""
+    return data if len(data) == size else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """One relay as a process of its own, which ``LazyPagesDaemon`` starts: like CRIU's daemon
-    it outlives an agent killed while pages still come, so the post-copy still ends.  Lines on
-    stdin: ``restored`` (pre-page from now on), ``stop`` (give up); its end is ignored."""
+    """The relay, or the source's side of a post-copy after a pre-copy, as a process of its own,
+    which ``LazyPagesDaemon`` or ``LazyCheckpoint`` starts with its listening socket made and
+    inherited: like CRIU's processes it outlives an agent killed while pages still come, so the
+    post-copy still ends.  The relay reads lines on stdin: ``restored`` (pre-page from now on),
+    ``stop`` (give up); their end is ignored.  The source's side prints what crossed (JSON)."""
     parser = argparse.ArgumentParser(prog="python -m testbed.containers.prepaging")
-    parser.add_argument("images", type=Path)
-    parser.add_argument("address")
-    parser.add_argument("port", type=int)
-    parser.add_argument("window", type=int, help="bytes of requests in flight at most")
-    parser.add_argument("listener_fd", type=int, help="a listening loopback socket, inherited")
+    roles = parser.add_subparsers(dest="role", required=True)
+    relay_args = roles.add_parser("relay", help="at the destination, between CRIU's lazy-pages daemon and the source")
+    relay_args.add_argument("images", type=Path,
+                            help="the pagemaps of the checkpoint being restored (deleted once read)")
+    relay_args.add_argument("window", type=int, help="bytes of requests in flight at most")
+    relay_args.add_argument("--base", type=Path,
+                            help="the pre-copied checkpoint (deleted once mapped; the source runs 'source')")
+    source_args = roles.add_parser("source", help="at the source, in front of CRIU's page server")
+    source_args.add_argument("base", type=Path, help="the pre-copied checkpoint, as the destination holds it")
+    for role in (relay_args, source_args):
+        role.add_argument("address", help="the page server to reach")
+        role.add_argument("port", type=int)
+        role.add_argument("listener_fd", type=int, help="a listening socket, inherited")
     args = parser.parse_args(argv)
+    listener = socket.socket(fileno=args.listener_fd)
     try:
-        relay = PrepagingRelay(args.images, (args.address, args.port), args.window,
-                               socket.socket(fileno=args.listener_fd))
-    except ValueError as error:
-        print(f"the checkpoint's pagemap cannot be read: {error}", file=sys.stderr)
+        base = BasePages(args.base) if args.base is not None else None
+        if args.role == "relay":
+            relay = PrepagingRelay(args.images, (args.address, args.port), args.window, listener, base)
+    except (OSError, ValueError) as error:
+        print(f"the checkpoint cannot be read: {error}", file=sys.stderr)
+        if args.role == "source":           # CRIU waits for a connection: its processes run on here
+            with contextlib.suppress(OSError), socket.create_connection((args.address, args.port), 5) as criu:
+                criu.sendall(GIVE_UP)
         return 2
+    if args.role == "relay":                # its own links (LazyPagesDaemon): read, or mapped, now
+        shutil.rmtree(args.images, ignore_errors=True)
+        if args.base is not None:
+            shutil.rmtree(args.base, ignore_errors=True)
+    if args.role == "source":
+        try:
+            sent = serve_delta(base, (args.address, args.port), listener)
+        except (OSError, ValueError) as error:
+            print(f"{type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps(sent), flush=True)
+        return 0 if sent["closed"] else 1
 
     def commands() -> None:
         for line in sys.stdin:

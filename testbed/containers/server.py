@@ -351,10 +351,11 @@ class ServerContainers:
         return target
 
     def checkpoint_lazy(self, instance: Instance, target: Path, page_server: tuple[str, int],
-                        frozen: Freezer | None = None) -> LazyCheckpoint:
+                        frozen: Freezer | None = None, base: Path | None = None) -> LazyCheckpoint:
         """Post-copy: checkpoint the container's processes into ``target`` without their
         memory, which CRIU's page server at ``page_server`` (an address of this server)
-        then serves; see ``testbed.containers.lazy``.  ``frozen``: as for ``checkpoint``."""
+        then serves; see ``testbed.containers.lazy``.  ``frozen``: as for ``checkpoint``.
+        ``base``: a checkpoint the destination holds; only pages changed since then cross."""
         try:
             shutil.rmtree(target, ignore_errors=True)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +364,8 @@ class ServerContainers:
             if root is None:
                 raise ContainerError(f"post-copy of {instance.name}: no runc state (Docker's runc is needed)")
             try:
-                lazy = LazyCheckpoint.start(_runc_checkpoint(root), instance.container_id, target, page_server)
+                lazy = LazyCheckpoint.start(_runc_checkpoint(root), instance.container_id, target, page_server,
+                                            base)
             except LazyError as error:
                 raise ContainerError(f"post-copy of {instance.name}: {error}") from None
             (target / ADDRESSES_FILE).write_text(addresses)
@@ -383,7 +385,8 @@ class ServerContainers:
         return "\n".join(sorted(addresses)) + "\n"
 
     def restore(self, container, images_dir: Path, port: int, steps: Stopwatch | None = None,
-                lazy_from: tuple[str, int] | None = None, prepaging_window: int = 0) -> Instance:
+                lazy_from: tuple[str, int] | None = None, prepaging_window: int = 0,
+                lazy_base: Path | None = None) -> Instance:
         """Start a reserved container from the CRIU images in ``images_dir`` (consumed:
         deleted once the restore has read them).
 
@@ -397,13 +400,14 @@ class ServerContainers:
         ``copied``).  ``lazy_from``: post-copy, the source's page server (address, port),
         which a lazy-pages daemon started here reaches (the container must have been
         reserved ``lazy``), through a pre-paging relay if ``prepaging_window`` (bytes) is
-        above 0 (``testbed.containers.prepaging``)."""
+        above 0 (``testbed.containers.prepaging``); ``lazy_base``: the pre-copied checkpoint
+        that pages unchanged since are taken from (post-copy after a pre-copy)."""
         steps = steps or Stopwatch()
         checkpoints = self.docker_root() / "containers" / container.id / "checkpoints"
         if lazy_from is not None:
             try:
                 daemon = LazyPagesDaemon.start(images_dir, lazy_from, self.state_dir / "lazy" / container.id,
-                                               prepaging_window)
+                                               prepaging_window, lazy_base)
             except LazyError as error:
                 raise ContainerError(f"restore of {container.name} on {self.server}: {error}") from None
             self._lazy_daemons[container.id] = daemon

@@ -77,6 +77,11 @@ class MigrationMode(ABC):
         if "name" in cls.__dict__:
             MIGRATION_MODES.register(cls)
 
+    def restores_lazily(self, options: MigrationOptions) -> bool:
+        """Whether the destination restores while memory still arrives (its container is then
+        reserved for that); a mode whose options decide overrides this."""
+        return self.lazy_restore
+
     def pre(self, m: "Migration") -> None:
         """Pre-migration, while the service runs at the source (default: nothing)."""
 
@@ -230,7 +235,7 @@ class Migration:
         if self.reserved is None:
             with self.phase("prepare"):
                 self.reserved = self.peer.call("prepare", spec=self.spec.to_dict(), migration=self.id,
-                                               lazy=self.mode.lazy_restore)
+                                               lazy=self.mode.restores_lazily(self.options))
             self.record["dest_endpoint"] = [self.reserved["ip"], self.reserved["port"]]
             self.source.events.emit("migration.prepared", migration=self.id, service=self.spec.service,
                                    dest=self.dest, endpoint=self.record["dest_endpoint"])

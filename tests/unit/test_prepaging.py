@@ -15,8 +15,9 @@ import time
 
 import pytest
 
+from testbed.containers import prepaging
 from testbed.containers.prepaging import (GIVE_UP, HEADER, PAGE, PE_LAZY, PE_PRESENT, PS_IOV_CLOSE, PS_IOV_GET,
-                                          PrepagingRelay, lazy_ranges)
+                                          BasePages, PrepagingRelay, lazy_ranges, serve_delta)
 
 
 def varint(value: int) -> bytes:
@@ -35,10 +36,18 @@ def message(**fields: int) -> bytes:
 
 
 def write_pagemap(images, pid: int, entries: list[tuple[int, int, int]]) -> None:
-    data = struct.pack("<II", 0x54564319, 0x56084025) + message(pages_id=1)
+    data = struct.pack("<II", 0x54564319, 0x56084025) + message(pages_id=pid)
     for vaddr, pages, flags in entries:
         data += message(vaddr=vaddr, compat_nr_pages=pages, flags=flags)
     (images / f"pagemap-{pid}.img").write_bytes(data)
+
+
+def write_checkpoint(images, pid: int, entries: list[tuple[int, int]], content) -> None:
+    """A full checkpoint's memory of ``pid``: its pagemap and its pages file."""
+    images.mkdir(exist_ok=True)
+    write_pagemap(images, pid, [(vaddr, pages, PE_PRESENT) for vaddr, pages in entries])
+    (images / f"pages-{pid}.img").write_bytes(b"".join(content(pid, vaddr + i * PAGE)
+                                                        for vaddr, pages in entries for i in range(pages)))
 
 
 def page(pid: int, vaddr: int) -> bytes:
@@ -46,10 +55,10 @@ def page(pid: int, vaddr: int) -> bytes:
 
 
 class PageServer:
-    """CRIU's lazy page server, as far as the relay sees it."""
+    """CRIU's lazy page server, as far as the relay sees it (``content``: the page at an address)."""
 
-    def __init__(self, ranges: dict[int, list[tuple[int, int]]]):
-        self.ranges, self.requests, self.status = ranges, [], None
+    def __init__(self, ranges: dict[int, list[tuple[int, int]]], content=page):
+        self.ranges, self.requests, self.status, self.content = ranges, [], None, content
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = self.listener.getsockname()
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -60,7 +69,11 @@ class PageServer:
         self.listener.close()
         with connection:
             while True:
-                header = connection.recv(HEADER.size, socket.MSG_WAITALL)
+                try:
+                    header = connection.recv(HEADER.size, socket.MSG_WAITALL)
+                except ConnectionResetError:
+                    self.status = "reset"               # CRIU fails: its processes run on
+                    return
                 if len(header) < HEADER.size:
                     self.status = "eof"
                     return
@@ -80,7 +93,7 @@ class PageServer:
                     return
                 sent = min(pages, (end - vaddr) // PAGE)
                 connection.sendall(HEADER.pack(6 | PE_PRESENT << 16, sent, vaddr, pid) +
-                                   b"".join(page(pid, vaddr + i * PAGE) for i in range(sent)))
+                                   b"".join(self.content(pid, vaddr + i * PAGE) for i in range(sent)))
 
 
 def ask(daemon: socket.socket, pid: int, vaddr: int, pages: int) -> tuple[int, bytes]:
@@ -124,6 +137,8 @@ def test_every_page_arrives_ahead_and_the_close_is_passed_on(images):
         assert relay.prepaged == 106 * PAGE                      # each page crossed once
         count, data = ask(daemon, 1, 0x10000, 100)               # answered here, up to the page given already
         assert count == 70 and data == b"".join(page(1, 0x10000 + i * PAGE) for i in range(70))
+        count, data = ask(daemon, 1, 0x10000, 100)               # asked again (CRIU does): what it was given
+        assert count == 71 and data == b"".join(page(1, 0x10000 + i * PAGE) for i in range(71))
         assert ask(daemon, 7, 0x20000, 2)[0] == 2
         assert len(source.requests) == asked_before              # nothing more crossed
         daemon.sendall(HEADER.pack(PS_IOV_CLOSE, 0, 0, 0))
@@ -132,6 +147,31 @@ def test_every_page_arrives_ahead_and_the_close_is_passed_on(images):
     source.thread.join(5)
     assert source.status == "closed" and relay.error is None
     assert max(pages for command, _, _, pages in source.requests if command == PS_IOV_GET) * PAGE <= 8 * PAGE
+
+
+def test_a_request_asked_again_and_again_is_answered_slower_then_fails(images, monkeypatch):
+    """CRIU's daemon asks again at once when its copy into the process fails (EAGAIN while the
+    process changes its mappings); answered at once, the two would spin.  The relay waits longer
+    each time, and gives up (the source resumes its processes) past REPEAT_GIVE_UP_S."""
+    monkeypatch.setattr(prepaging, "REPEAT_GIVE_UP_S", 0.5)
+    source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
+    relay = PrepagingRelay(images, source.address, max_window=1 << 20)
+    answers = []
+    with socket.create_connection(relay.address) as daemon:
+        daemon.settimeout(5)
+        started = time.monotonic()
+        while relay.error is None and time.monotonic() - started < 5:
+            try:
+                answers.append((time.monotonic(), ask(daemon, 1, 0x80000, 5)[0]))
+            except (AssertionError, OSError, struct.error):
+                break
+    relay.stop()
+    source.thread.join(5)
+    assert answers[0][1] == 5 and all(count == 5 for _, count in answers)
+    assert 3 <= len(answers) <= 20, len(answers)           # not thousands: 1, 2, 4 ... 100 ms apart
+    assert answers[-1][0] - answers[-2][0] >= 0.05
+    assert relay.error and "again and again" in relay.error
+    assert source.status == "failed"                        # told to give up
 
 
 def test_a_daemon_gone_before_its_close_makes_the_source_give_up(images):
@@ -161,8 +201,8 @@ def test_the_relay_process_outlives_its_parent_and_ends_the_post_copy(images):
     agent is killed) leaves it serving, so the post-copy still ends cleanly."""
     source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        relay = subprocess.Popen([sys.executable, "-m", "testbed.containers.prepaging", str(images),
-                                  *map(str, source.address), str(1 << 20), str(listener.fileno())],
+        relay = subprocess.Popen([sys.executable, "-m", "testbed.containers.prepaging", "relay", str(images),
+                                  str(1 << 20), *map(str, source.address), str(listener.fileno())],
                                  pass_fds=(listener.fileno(),), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         address = listener.getsockname()
     try:
@@ -182,3 +222,83 @@ def test_the_relay_process_outlives_its_parent_and_ends_the_post_copy(images):
         relay.wait()
     source.thread.join(5)
     assert source.status == "closed"
+
+
+# -- post-copy after a pre-copy: only the pages that changed cross ---------------------------
+CHANGED = {(1, 0x10000 + 3 * PAGE), (1, 0x10000 + 50 * PAGE)}
+
+
+def now(pid: int, vaddr: int) -> bytes:
+    """The memory at the final checkpoint: two pages written since the pre-copy."""
+    return b"new!" * (PAGE // 4) if (pid, vaddr) in CHANGED else page(pid, vaddr)
+
+
+@pytest.fixture
+def base(tmp_path):
+    """The pre-copied checkpoint: the lazy ranges but 0x80000 (mapped after it), and a range
+    no longer there."""
+    write_checkpoint(tmp_path / "base", 1, [(0x4000, 2), (0x10000, 100)], page)
+    write_checkpoint(tmp_path / "base", 7, [(0x20000, 2)], page)
+    return tmp_path / "base"
+
+
+def test_base_pages_are_found_by_address_and_a_short_pages_file_is_named(base):
+    pages = BasePages(base)
+    assert pages.page(1, 0x10000 + 7 * PAGE) == page(1, 0x10000 + 7 * PAGE)
+    assert pages.page(1, 0x4000 + PAGE) == page(1, 0x4000 + PAGE)
+    assert pages.page(1, 0x80000) is None and pages.page(3, 0x10000) is None
+    data = b"".join(now(1, 0x10000 + i * PAGE) for i in range(60))
+    body = pages.changes(1, 0x10000, data)
+    assert len(body) == 8 + 2 * PAGE and int.from_bytes(body[:8], "little") == 1 << 3 | 1 << 50
+    assert pages.rebuild(1, 0x10000, 60, body[:8], body[8:]) == data
+    with pytest.raises(ValueError, match="left out page 0x80000"):
+        pages.rebuild(1, 0x80000, 1, b"\x00", b"")
+    (base / "pages-7.img").write_bytes(b"x" * PAGE)
+    with pytest.raises(ValueError, match=r"pages-7.img: 4096 bytes, but pagemap-7.img puts 2 pages there"):
+        BasePages(base)
+
+
+def delta_source(base, criu) -> tuple[tuple, dict]:
+    """``serve_delta`` in a thread: its address, and what it returns once done."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(serve_delta(BasePages(base), criu.address, listener)),
+                              daemon=True)
+    thread.start()
+    result["thread"] = thread
+    return listener.getsockname(), result
+
+
+def test_after_a_pre_copy_only_changed_and_new_pages_cross(images, base):
+    criu = PageServer({1: [(0x10000, 60), (0x10000 + 60 * PAGE, 40), (0x80000, 5)], 7: [(0x20000, 2)]}, now)
+    address, sent = delta_source(base, criu)
+    relay = PrepagingRelay(images, address, max_window=1 << 20, base=BasePages(base))
+    with socket.create_connection(relay.address) as daemon:
+        relay.restored()
+        for pid, vaddr, pages in ((1, 0x10000, 100), (1, 0x80000, 5), (7, 0x20000, 2)):
+            got = b""
+            while len(got) < pages * PAGE:
+                got += ask(daemon, pid, vaddr + len(got), pages - len(got) // PAGE)[1]
+            assert got == b"".join(now(pid, vaddr + i * PAGE) for i in range(pages))
+        daemon.sendall(HEADER.pack(PS_IOV_CLOSE, 0, 0, 0))
+        assert struct.unpack("<i", daemon.recv(4, socket.MSG_WAITALL)) == (0,)
+    relay.stop()
+    sent["thread"].join(5)
+    criu.thread.join(5)
+    assert criu.status == "closed" and relay.error is None and sent["closed"]
+    assert sent["pages"] == 107 and sent["changed_pages"] == 2 + 5          # written, and mapped since
+    assert relay.received == sent["bytes"] < 8 * PAGE
+    assert relay.prepaged + relay.fetched == 107 * PAGE
+
+
+def test_a_destination_gone_mid_post_copy_resets_criu_s_connection(base):
+    """CRIU takes a connection that merely closes for the post-copy's end (and ends its
+    processes): one that ends early must reach it as a reset, so they run on."""
+    criu = PageServer({1: [(0x10000, 100)]}, now)
+    address, sent = delta_source(base, criu)
+    with socket.create_connection(address) as destination:
+        destination.sendall(HEADER.pack(PS_IOV_GET, 4, 0x10000, 1))
+        destination.recv(HEADER.size + 1 + PAGE, socket.MSG_WAITALL)
+    sent["thread"].join(5)
+    criu.thread.join(5)
+    assert criu.status == "reset" and sent["closed"] is False and sent["changed_pages"] == 1

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.containers.criu_images import image_entries
+from testbed.containers.criu_images import stored_pages
 from testbed.migration.delta.base import PAGE, DeltaEncoder, DeltaError, checkpoint_files
 
 MAGIC = b"MECDELTA1\n"
@@ -101,31 +101,13 @@ def encode_pages(new_data: bytes, base_data: bytes, counterpart: np.ndarray | No
     return ops
 
 
-PE_PARENT, PE_PRESENT = 1, 4    # CRIU's pagemap flags
-
-
 def page_addresses(pagemap: Path) -> tuple[str, np.ndarray]:
-    """The ``pages-*.img`` a CRIU ``pagemap-*.img`` describes, and the virtual
-    address of every page stored in it, in file order.
-
-    Its entries (``testbed.containers.criu_images``): ``pagemap_head {pages_id = 1}``,
-    then per run of pages ``pagemap_entry {vaddr = 1, compat_nr_pages = 2, in_parent = 3,
-    flags = 4, nr_pages = 5}``; runs flagged present and not in a parent image
-    have their pages in the file."""
+    """``criu_images.stored_pages``: the pages file a pagemap describes and the address of
+    each of its pages; DeltaError when the pagemap is malformed."""
     try:
-        entries = image_entries(pagemap)
+        return stored_pages(pagemap)
     except ValueError as error:
         raise DeltaError(str(error)) from None
-    if not entries or 1 not in entries[0]:
-        raise DeltaError(f"{pagemap}: no pagemap head")
-    runs = []
-    for entry in entries[1:]:
-        flags = entry.get(4, PE_PARENT if entry.get(3) else PE_PRESENT)
-        pages = entry.get(5) or entry.get(2, 0)
-        if flags & PE_PRESENT and not flags & PE_PARENT and pages:
-            runs.append(entry[1] + PAGE * np.arange(pages, dtype=np.uint64))
-    addresses = np.concatenate(runs) if runs else np.zeros(0, dtype=np.uint64)
-    return f"pages-{entries[0][1]}.img", addresses
 
 
 def _counterparts(new: Path, base: Path) -> dict[str, tuple[str, np.ndarray]]:

@@ -18,21 +18,24 @@ pages, is removed, and the processes at the source, whole (CRIU had only
 stopped them), run on there.  A source server lost outright takes the pages
 still there with it: the service is lost.
 
-Not offered: post-copy after a pre-copy (the pre-copied checkpoint at the
-destination serving the pages that did not change).  CRIU can only make the
-final dump relative to an earlier one by tracking written pages (soft-dirty),
-which this kernel lacks; every page would still come from the source.
+After a pre-copy (``precopy-delta`` with option ``postcopy``, ``lazy_final``
+with a base), both ends hold the pre-copied checkpoint and only the pages that
+changed since cross: the source compares each page CRIU serves with it
+(``testbed.containers.prepaging.serve_delta``), as the kernel here cannot track
+written pages (soft-dirty).
 """
-
-import socket
 
 from pydantic import Field
 
+from testbed.containers.criu_images import PAGE
+from testbed.containers.lazy import free_address
 from testbed.migration.base import Migration, MigrationMode, MigrationOptions, checkpoint_size
 from testbed.migration.modes.cold import quiesce
 
 
 class PostcopyOptions(MigrationOptions):
+    """What a post-copy needs (this mode, and ``precopy-delta`` with ``postcopy``)."""
+
     page_timeout: float = Field(default=600.0, gt=0, description=(
         "longest wait (s) for the last page after the restore; the migration fails past it"))
     prepaging_window_mb: float = Field(default=2.0, ge=0, description=(
@@ -47,32 +50,39 @@ class Postcopy(MigrationMode):
     Options = PostcopyOptions
 
     def final(self, m: Migration):
-        page_server = _free_port(m.source.address_towards(m.dest))
-        target = m.workdir / "final"
-        frozen = quiesce(m, "final")
-        with m.phase("final_checkpoint"):
-            lazy = m.containers.checkpoint_lazy(m.source_instance, target, page_server, frozen=frozen)
-        try:
-            with m.phase("final_rw_layer"):
-                m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
-            m.size("final_checkpoint", checkpoint_size(target))
-            instance = m.send_and_restore("final", target, lazy_from=page_server,
-                                          prepaging_window=int(m.options.prepaging_window_mb * 1e6))
-        except Exception:
-            lazy.abandon()          # the processes run on at the source (and are resumed there)
-            raise
-        with m.phase("postcopy_pages"):
-            pages = lazy.wait(m.options.page_timeout)
-        m.size("lazy_pages", pages["lazy_bytes"])
-        if not pages["ok"]:
-            m.record["postcopy_lost"] = True
-            raise RuntimeError(f"post-copy of {m.spec.service}: the pages did not all arrive ({pages['error']})")
+        return lazy_final(m)
+
+
+def lazy_final(m: Migration, base_slot: str | None = None):
+    """The downtime of a post-copy: a lazy checkpoint, its small images and the writable
+    layer to the destination, the restore, then the pages (phase ``postcopy_pages``).
+    ``base_slot``: the destination holds ``m.base_images`` there (pre-copied)."""
+    page_server = free_address(m.source.address_towards(m.dest))
+    target = m.workdir / "final"
+    frozen = quiesce(m, "final")
+    base = m.base_images if base_slot is not None else None
+    with m.phase("final_checkpoint"):
+        lazy = m.containers.checkpoint_lazy(m.source_instance, target, page_server, frozen=frozen, base=base)
+    try:
+        with m.phase("final_rw_layer"):
+            m.containers.export_rw_layer(m.source_instance.container_id, target / "rootfs-diff.tar")
+        m.size("final_checkpoint", checkpoint_size(target))
+        instance = m.send_and_restore("final", target, lazy_from=page_server,
+                                      prepaging_window=int(m.options.prepaging_window_mb * 1e6),
+                                      **({"lazy_base_slot": base_slot} if base_slot is not None else {}))
+    except Exception:
+        lazy.abandon()          # the processes run on at the source (and are resumed there)
+        raise
+    with m.phase("postcopy_pages"):
+        pages = lazy.wait(m.options.page_timeout)
+    m.size("lazy_pages", pages["lazy_bytes"])
+    if not pages["ok"]:
+        m.record["postcopy_lost"] = True
+        raise RuntimeError(f"post-copy of {m.spec.service}: the pages did not all arrive ({pages['error']})")
+    sent = pages.get("sent")
+    if sent:
+        m.size("lazy_changed", sent["changed_pages"] * PAGE)
+        m.count("after_downtime", sent["bytes"])
+    else:
         m.count("after_downtime", pages["lazy_bytes"])
-        return instance
-
-
-def _free_port(address: str) -> tuple[str, int]:
-    """``address`` and a port free on it now, for CRIU's page server."""
-    with socket.socket() as free:
-        free.bind((address, 0))
-        return address, free.getsockname()[1]
+    return instance

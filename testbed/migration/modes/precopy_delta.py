@@ -20,19 +20,31 @@ The pre-copy takes at most ``precopy_share`` of the path's bandwidth (TCP
 pacing at the source's socket): a model service's checkpoint would otherwise
 fill the link the user's own requests cross, and time them out.  The delta in
 the downtime goes at full speed.
+
+Option ``postcopy``: the downtime ends before the memory has come.  The final
+checkpoint is a lazy one (``testbed.migration.modes.postcopy``); the service
+resumes at the destination, which takes each page from the pre-copied
+checkpoint it holds unless the page changed since, in which case the source
+sends it (comparing what CRIU serves with its own copy of that checkpoint).
 """
 
 import shutil
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from testbed.migration.base import Migration, MigrationMode, MigrationOptions, checkpoint_size
+from testbed.migration.base import Migration, MigrationMode, checkpoint_size
 from testbed.migration.delta import encoder
 from testbed.migration.modes.cold import checkpoint_instance_layer
+from testbed.migration.modes.postcopy import PostcopyOptions, lazy_final
 from testbed.registry import DELTA_ENCODERS
 
 
-class DeltaOptions(MigrationOptions):
+class DeltaOptions(PostcopyOptions):
+    postcopy: bool = Field(default=False, description=(
+        "resume at the destination before the memory has come, then send the pages changed since "
+        "the pre-copy (post-copy after a pre-copy; page_timeout and prepaging_window_mb apply)"))
+    prepaging_window_mb: float = Field(default=32.0, ge=0, description=(
+        "with postcopy: MB of page requests in flight (most answers are a bitmap: the pages are here)"))
     delta: str = Field(default="pages", description="delta encoder (testbed.migration.delta)")
     precopy_rounds: int = Field(default=1, ge=1, le=10, description=(
         "most pre-copy rounds: the full checkpoint, then deltas since the round before"))
@@ -48,10 +60,20 @@ class DeltaOptions(MigrationOptions):
         DELTA_ENCODERS.get(name)
         return name
 
+    @model_validator(mode="after")
+    def _relay_for_postcopy(self):
+        if self.postcopy and self.prepaging_window_mb <= 0:
+            raise ValueError("prepaging_window_mb must be above 0 with postcopy (only the relay takes "
+                             "unchanged pages from the pre-copy)")
+        return self
+
 
 class PrecopyDelta(MigrationMode):
     name = "precopy-delta"
     Options = DeltaOptions
+
+    def restores_lazily(self, options: DeltaOptions) -> bool:
+        return options.postcopy
 
     def pre(self, m: Migration):
         m.base_images = checkpoint_instance_layer(m, "pre", leave_running=True)
@@ -78,6 +100,8 @@ class PrecopyDelta(MigrationMode):
                 break                                   # no longer shrinking: the downtime's delta next
 
     def final(self, m: Migration):
+        if m.options.postcopy:
+            return lazy_final(m, base_slot=f"{m.id}-base")
         images = checkpoint_instance_layer(m, "final", leave_running=False)
         m.size("final_checkpoint", checkpoint_size(images))
         with m.phase("delta"):
