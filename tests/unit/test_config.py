@@ -152,6 +152,8 @@ def experiment_with(tmp_path, **fields) -> Path:
     ({"migration": {"mode": "precopy-delta", "precopy_rounds": 0}}, "migration.precopy_rounds",
      "greater than or equal to 1"),
     ({"migration": {"mode": "precopy-delta", "min_shrink": 1.0}}, "migration.min_shrink", "less than 1"),
+    ({"migration": {"mode": "precopy-delta", "postcopy": True, "prepaging_window_mb": 0}}, "migration",
+     "prepaging_window_mb must be above 0 with postcopy"),
     ({"users": {"mu": {"mobility": {"model": "round_trip", "sped": 2}, "services": [{"app": "counter"}]}}},
      "users.mu.mobility.sped", "unknown field"),
     ({"users": {"mu": {"mobility": {"model": "hover"}, "services": [{"app": "counter"}]}}},
@@ -174,4 +176,5 @@ def test_extension_parameters_get_their_declared_defaults(tmp_path):
     params = spec.planners[0].typed_params()
     assert (params.solver, params.horizon_s, params.margin) == ("cbc", 30.0, 0.1)
     assert spec.migration.options() == {"quiesce": 1.0, "delta": "pages", "precopy_rounds": 1, "precopy_share": 1.0,
-                                        "min_shrink": 0.2}
+                                        "min_shrink": 0.2, "postcopy": False, "page_timeout": 600.0,
+                                        "prepaging_window_mb": 32.0}
