@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGICS = 8      # CRIU's common magic and the image's own
 PAGE = 4096
@@ -72,6 +74,9 @@ def stored_pages(pagemap: Path) -> tuple[str, np.ndarray]:
     Its entries: ``pagemap_head {pages_id = 1}``, then per run of pages ``pagemap_entry
     {vaddr = 1, compat_nr_pages = 2, in_parent = 3, flags = 4, nr_pages = 5}``; runs
     flagged present and not in a parent image have their pages in the file."""
+    import numpy as np     # here, not at the top: the post-copy relay, which starts as the restore
+                           # waits on it, reads only lazy ranges (numpy is most of its start)
+
     entries = image_entries(pagemap)
     if not entries or 1 not in entries[0]:
         raise ValueError(f"{pagemap}: no pagemap head")
