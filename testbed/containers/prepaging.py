@@ -117,13 +117,12 @@ class BasePages:
     def changes(self, pid: int, vaddr: int, data: bytes) -> bytes:
         """``PS_IOV_DELTA``'s body for ``data`` (pages from ``vaddr`` on): the bitmap of the
         pages that differ from the ones held here, then those pages."""
-        mask, changed = 0, []
-        for index in range(len(data) // PAGE):
+        mask, changed, count = 0, [], len(data) // PAGE
+        for index in range(count):
             new = data[index * PAGE:(index + 1) * PAGE]
             if self.page(pid, vaddr + index * PAGE) != new:
                 mask |= 1 << index
                 changed.append(new)
-        count = len(data) // PAGE
         return mask.to_bytes((count + 7) // 8, "little") + b"".join(changed)
 
     def rebuild(self, pid: int, vaddr: int, count: int, bitmap: bytes, changed: bytes) -> bytes:

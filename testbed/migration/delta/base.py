@@ -16,9 +16,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+from testbed.containers.criu_images import PAGE  # noqa: F401  (the encoders' page size, CRIU's)
 from testbed.registry import DELTA_ENCODERS
-
-PAGE = 4096
 
 
 class DeltaError(RuntimeError):
