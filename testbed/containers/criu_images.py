@@ -1,6 +1,7 @@
 """CRIU's image files, as far as the testbed reads them (pagemaps, for the delta encoder
-and the post-copy relay): two magic words, then entries of a little-endian u32 length
-and a protobuf message, whose scalar fields are returned by number."""
+and the post-copy relay; threads' cores, for the pages a restore touches): two magic
+words, then entries of a little-endian u32 length and a protobuf message, whose fields
+are returned by number (scalars as numbers, nested messages as their bytes)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ PAGE = 4096
 PE_PARENT, PE_LAZY, PE_PRESENT = 1, 1 << 1, 1 << 2    # pagemap entry flags
 
 
-def image_entries(path: Path) -> list[dict[int, int]]:
-    """The entries of an image, each its scalar fields by number; ValueError naming the file
+def image_entries(path: Path) -> list[dict[int, int | bytes]]:
+    """The entries of an image, each its fields by number; ValueError naming the file
     and the byte where it is malformed."""
     data = path.read_bytes()
     pos, entries = MAGICS, []
@@ -33,7 +34,7 @@ def image_entries(path: Path) -> list[dict[int, int]]:
     return entries
 
 
-def _fields(message: bytes, path: Path, offset: int) -> dict[int, int]:
+def _fields(message: bytes, path: Path, offset: int) -> dict[int, int | bytes]:
     fields, pos = {}, 0
     while pos < len(message):
         key, pos = _varint(message, pos, path, offset)
@@ -48,6 +49,9 @@ def _fields(message: bytes, path: Path, offset: int) -> dict[int, int]:
             pos += 4
         elif wire == 2:
             length, pos = _varint(message, pos, path, offset)
+            if pos + length > len(message):
+                raise ValueError(f"{path}: field {number} runs past its entry at byte {offset + pos}")
+            fields[number] = message[pos:pos + length]
             pos += length
         else:
             raise ValueError(f"{path}: unsupported protobuf wire type {wire} at byte {offset + pos}")
@@ -65,6 +69,22 @@ def _varint(data: bytes, pos: int, path: Path, offset: int) -> tuple[int, int]:
         shift += 7
         if byte < 0x80:
             return value, pos
+
+
+def rseq_pages(images: Path) -> set[int]:
+    """The page of every thread's rseq area (``core-*.img``: ``core_entry {thread_core = 5
+    {rseq_entry = 15 {rseq_abi_pointer = 1}}}``).  A restore registers each thread's area
+    with the kernel, which writes it at once: under post-copy each such page is a fault,
+    one round trip to the source apiece while the service is still down."""
+    pages = set()
+    for core in sorted(images.glob("core-*.img")):
+        entries = image_entries(core)
+        thread = entries[0].get(5) if entries else None
+        rseq = _fields(thread, core, 0).get(15) if isinstance(thread, bytes) else None
+        pointer = _fields(rseq, core, 0).get(1) if isinstance(rseq, bytes) else None
+        if isinstance(pointer, int) and pointer:
+            pages.add(pointer - pointer % PAGE)
+    return pages
 
 
 def stored_pages(pagemap: Path) -> tuple[str, np.ndarray]:

@@ -177,7 +177,7 @@ class LazyPagesDaemon:
         relay = None
         if prepaging_window > 0:
             # the relay reads its own links to the images: the restore deletes them once read
-            ranges = _linked(images, ("pagemap-*.img",), work / "relay-images")
+            ranges = _linked(images, ("pagemap-*.img", "core-*.img"), work / "relay-images")
             if base is not None:
                 base = _linked(base, ("pagemap-*.img", "pages-*.img"), work / "relay-base")
             with socket.create_server(("127.0.0.1", 0)) as listener, open(work / "prepaging.log", "w") as log:

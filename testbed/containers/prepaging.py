@@ -46,7 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-from testbed.containers.criu_images import PAGE, PE_LAZY, PE_PRESENT, image_entries, stored_pages
+from testbed.containers.criu_images import PAGE, PE_LAZY, PE_PRESENT, image_entries, rseq_pages, stored_pages
 
 HEADER = struct.Struct("<I4xQQQ")          # struct page_server_iov (x86-64 alignment)
 PS_IOV_GET = 7
@@ -159,7 +159,12 @@ class PrepagingRelay:
     def __init__(self, images: Path, page_server: tuple[str, int], max_window: int,
                  listener: socket.socket | None = None, base: BasePages | None = None):
         self.base = base                                      # the pre-copied memory (page_server: serve_delta)
-        self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in lazy_ranges(images))
+        ranges = lazy_ranges(images)
+        self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in ranges)
+        # the restore's own faults, asked for as soon as the source is reached: together in one
+        # round trip, while CRIU is still setting up, rather than one after the other
+        self.restore_faults = sorted({(pid, page) for page in rseq_pages(images)
+                                      for pid, start, pages in ranges if start <= page < start + pages * PAGE})
         self.page_server, self.max_window = page_server, max(max_window, PAGE)
         self.window, self.quickest = min(2 * CHUNK, self.max_window), float("inf")
         self.listener = listener or socket.create_server(("127.0.0.1", 0))
@@ -251,6 +256,8 @@ class PrepagingRelay:
         self._out = {"upstream": bytearray(), "daemon": bytearray()}
         self._sockets = {"upstream": upstream, "daemon": daemon}
         from_upstream, from_daemon = bytearray(), bytearray()
+        for pid, page in self.restore_faults:
+            self._ask("restore", pid, page, 1)
         while not self._stopping.is_set():
             self._pre_page()
             for name, sock in self._sockets.items():

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from testbed.containers import prepaging
+from testbed.containers import criu_images, prepaging
 from testbed.containers.prepaging import (GIVE_UP, HEADER, PAGE, PE_LAZY, PE_PRESENT, PS_IOV_CLOSE, PS_IOV_GET,
                                           BasePages, PrepagingRelay, lazy_ranges, serve_delta)
 
@@ -120,6 +120,43 @@ def test_a_truncated_pagemap_is_named_with_the_byte(images):
     (images / "pagemap-7.img").write_bytes(data[:-3])
     with pytest.raises(ValueError, match=r"pagemap-7.img: entry at byte \d+ runs past the end"):
         lazy_ranges(images)
+
+
+def nested(number: int, body: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(body)) + body
+
+
+def write_core(images, tid: int, rseq_pointer: int) -> None:
+    """A thread's core image: core_entry {mtype = 1, thread_core = 5 {rseq_entry = 15 {rseq_abi_pointer = 1}}}."""
+    rseq = varint(1 << 3) + varint(rseq_pointer) + varint(2 << 3) + varint(32)
+    core = varint(1 << 3) + varint(1) + nested(5, varint(1 << 3) + varint(7) + nested(15, rseq))
+    (images / f"core-{tid}.img").write_bytes(struct.pack("<II", 0x54564319, 0x55053847)
+                                             + struct.pack("<I", len(core)) + core)
+
+
+def test_the_pages_the_restore_touches_are_asked_for_at_once(images):
+    write_core(images, 1, 0x10000 + 42 * PAGE + 0x960)      # in a lazy range of pid 1
+    write_core(images, 3, 0x80000 + 4 * PAGE + 0xfe0)
+    write_core(images, 5, 0x1000 + 0x20)                    # restored whole: nothing to ask
+    assert criu_images.rseq_pages(images) == {0x10000 + 42 * PAGE, 0x80000 + 4 * PAGE, 0x1000}
+    source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
+    relay = PrepagingRelay(images, source.address, max_window=8 * PAGE)
+    with socket.create_connection(relay.address) as daemon:
+        deadline = time.monotonic() + 10
+        while len(source.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(source.requests) == [(PS_IOV_GET, 1, 0x10000 + 42 * PAGE, 1), (PS_IOV_GET, 1, 0x80000 + 4 * PAGE, 1)]
+        assert ask(daemon, 1, 0x80000 + 4 * PAGE, 1) == (1, page(1, 0x80000 + 4 * PAGE))
+        assert len(source.requests) == 2                    # the fault was answered from what came ahead
+    relay.stop()
+
+
+def test_a_core_image_cut_inside_a_nested_message_is_named(images):
+    write_core(images, 1, 0x10000)
+    data = (images / "core-1.img").read_bytes()         # the entry one byte shorter, its length to match
+    (images / "core-1.img").write_bytes(data[:8] + struct.pack("<I", len(data) - 13) + data[12:-1])
+    with pytest.raises(ValueError, match=r"core-1.img: field 5 runs past its entry at byte \d+"):
+        criu_images.rseq_pages(images)
 
 
 def test_every_page_arrives_ahead_and_the_close_is_passed_on(images):
