@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     rpc = RpcServer((config.address, ports.AGENT_RPC), agent, Agent.REMOTE, events=agent.events)
     management = RpcServer(management_socket(config.server), agent, Agent.REMOTE, events=agent.events)
     receiver = FileReceiver((config.address, ports.AGENT_DATA), agent.inbox,
-                            on_arrival=agent.destination.on_arrival)
+                            on_arrival=agent.destination.on_arrival,
+                            ahead_of_arrival=agent.destination.ahead_of_arrival)
     rsyncd = start_rsyncd(rsyncd_config(agent.state_dir / "rsyncd.conf", agent.layers.directory), config.address,
                           ports.AGENT_RSYNC)
     stop = threading.Event()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from testbed.agent.deployment import Deployment
 from testbed.agent.layers import LayerStore
+from testbed.containers.lazy import EarlyConnection
 from testbed.containers.server import IP_LABEL
 from testbed.migration.base import ContainerSpec
 from testbed.migration.delta import encoder
@@ -32,6 +33,7 @@ class DestinationSide:
         self.inbox = inbox
         self.reserved: dict[str, tuple[str, object]] = {}   # service -> (migration id, container)
         self.arrived_by: dict[str, str] = {}                # service -> migration that brought it
+        self.early: dict[str, EarlyConnection] = {}        # service -> its post-copy's page server, reached
         self._lock = threading.RLock()
 
     def on_arrival(self, order: dict):
@@ -39,6 +41,21 @@ class DestinationSide:
         if order.get("method") not in self.ARRIVAL_ORDERS:
             raise ValueError(f"unsupported order on arrival: {order.get('method')!r}")
         return getattr(self, order["method"])(**order["params"])
+
+    def ahead_of_arrival(self, order: dict) -> None:
+        """An order seen before its push's files: a post-copy's relay reaches the source's
+        page server now, while the checkpoint is still on its way (see ``EarlyConnection``)."""
+        params = order.get("params") or {}
+        if order.get("method") == "restore" and params.get("lazy_from") and params.get("prepaging_window", 0) > 0:
+            with self._lock:
+                old = self.early.pop(params["service"], None)
+                self.early[params["service"]] = EarlyConnection(params["lazy_from"])
+            if old is not None:
+                old.close()
+
+    def _early_connection(self, service: str) -> EarlyConnection | None:
+        with self._lock:
+            return self.early.pop(service, None)
 
     def apply_delta(self, service: str, migration: str, slot: str, base_slot: str,
                     delta_encoder: str = "pages") -> dict:
@@ -61,8 +78,11 @@ class DestinationSide:
         container_spec = ContainerSpec.from_dict(spec)
         with self._lock:
             old = self.reserved.pop(container_spec.service, None)
+            early = self.early.pop(container_spec.service, None)
         if old is not None:
             self.containers.remove(old[1].id)
+        if early is not None:           # an earlier post-copy's, whose files never came
+            early.close()
         # State left by an earlier migration of this service that was fenced off from here.
         shutil.rmtree(self.inbox / container_spec.service, ignore_errors=True)
         container = self.containers.reserve(container_spec.service, container_spec.app, container_spec.image,
@@ -90,6 +110,16 @@ class DestinationSide:
         source's page server, for a post-copy, pre-paged with ``prepaging_window``, and
         the pages unchanged since the pre-copy in ``lazy_base_slot`` taken from there)."""
         steps = Stopwatch()
+        early = self._early_connection(service)
+        try:
+            return self._restore(service, migration, slot, base_slot, delta_encoder, lazy_from, prepaging_window,
+                                 lazy_base_slot, steps, early)
+        finally:
+            if early is not None:
+                early.close()           # unless the relay has taken it
+
+    def _restore(self, service, migration, slot, base_slot, delta_encoder, lazy_from, prepaging_window,
+                 lazy_base_slot, steps: Stopwatch, early: EarlyConnection | None) -> dict:
         container = self._take_reserved(service, migration)
         images_dir = self.inbox / service / slot
         if base_slot is not None:
@@ -101,8 +131,10 @@ class DestinationSide:
             steps.lap("import_rw_layer")
         spec = self.deployment.specs[service]
         lazy_base = self.inbox / service / lazy_base_slot if lazy_base_slot is not None else None
+        upstream = early.take() if early is not None and lazy_from is not None and prepaging_window > 0 else None
         instance = self.containers.restore(container, images_dir, spec.port, steps, lazy_from=lazy_from,
-                                           prepaging_window=prepaging_window, lazy_base=lazy_base)
+                                           prepaging_window=prepaging_window, lazy_base=lazy_base,
+                                           lazy_upstream=upstream)
         with self._lock:
             self.reserved.pop(service, None)
             self.arrived_by[service] = migration
@@ -130,6 +162,9 @@ class DestinationSide:
         with self._lock:
             entry = self.reserved.pop(service, None)
             arrived = self.arrived_by.get(service) == migration
+            early = self.early.pop(service, None)
+        if early is not None:
+            early.close()
         if entry is not None and entry[0] == migration:
             self.containers.remove(entry[1].id)
         if arrived and service in self.deployment.instances:

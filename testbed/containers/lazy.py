@@ -163,13 +163,16 @@ class LazyPagesDaemon:
 
     @classmethod
     def start(cls, images: Path, page_server: tuple[str, int], work: Path,
-              prepaging_window: int = 0, base: Path | None = None) -> "LazyPagesDaemon":
+              prepaging_window: int = 0, base: Path | None = None,
+              upstream: socket.socket | None = None) -> "LazyPagesDaemon":
         """``prepaging_window`` (bytes): with more than 0, the daemon reaches the source
         through a ``PrepagingRelay`` process that pulls every page ahead with that many
         bytes of requests in flight; with 0, it asks the source itself (CRIU's own pace).
         The relay's listening socket is made here and inherited, so neither waits for the
         other to start.  ``base``: the pre-copied checkpoint, for a post-copy after a
-        pre-copy (a relay is needed then: the source sends only the pages that changed)."""
+        pre-copy (a relay is needed then: the source sends only the pages that changed).
+        ``upstream``: the relay's connection to the source, opened already (``EarlyConnection``;
+        handed over, closed here)."""
         if base is not None and prepaging_window <= 0:
             raise LazyError("a post-copy after a pre-copy needs the pre-paging relay (a window above 0)")
         shutil.rmtree(work, ignore_errors=True)
@@ -180,13 +183,18 @@ class LazyPagesDaemon:
             ranges = _linked(images, ("pagemap-*.img", "core-*.img"), work / "relay-images")
             if base is not None:
                 base = _linked(base, ("pagemap-*.img", "pages-*.img"), work / "relay-base")
+            inherited = [upstream.fileno()] if upstream is not None else []
             with socket.create_server(("127.0.0.1", 0)) as listener, open(work / "prepaging.log", "w") as log:
                 relay = subprocess.Popen(
                     [sys.executable, "-m", "testbed.containers.prepaging", "relay", str(ranges),
                      str(prepaging_window), *(["--base", str(base)] if base is not None else []),
+                     *([f"--upstream-fd={upstream.fileno()}"] if upstream is not None else []),
                      page_server[0], str(page_server[1]), str(listener.fileno())],
-                    pass_fds=(listener.fileno(),), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                    pass_fds=(listener.fileno(), *inherited), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                    stderr=log)
                 page_server = listener.getsockname()
+        if upstream is not None:
+            upstream.close()            # the relay's now, or unused (no relay): the source's CRIU then fails
         process = subprocess.Popen(
             ["criu", "lazy-pages", "--page-server", "--address", page_server[0], "--port", str(page_server[1]),
              "--images-dir", str(images), "--work-dir", str(work), "-o", "lazy-pages.log"],
@@ -226,6 +234,45 @@ class LazyPagesDaemon:
                 self.relay.stdin.flush()
             except OSError:             # it has just ended
                 pass
+
+
+class EarlyConnection:
+    """The destination's connection to the source's page server, opened as soon as the order
+    to restore is known (it travels ahead of the checkpoint's files): the TCP handshake, one
+    round trip, then overlaps the transfer instead of delaying the restore's first fault.
+    CRIU's page server takes one connection, so one made here is the relay's or nobody's."""
+
+    def __init__(self, page_server: tuple[str, int]):
+        self._socket: socket.socket | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        threading.Thread(target=self._connect, args=(tuple(page_server),), daemon=True,
+                         name="page-server-connect").start()
+
+    def _connect(self, page_server: tuple[str, int]) -> None:
+        try:
+            connection = socket.create_connection(page_server, timeout=READY_TIMEOUT_S)
+        except OSError:
+            connection = None           # the relay will try itself (and say why it fails)
+        with self._lock:
+            if self._closed and connection is not None:
+                connection.close()
+            else:
+                self._socket = connection
+        self._done.set()
+
+    def take(self, timeout: float = READY_TIMEOUT_S) -> socket.socket | None:
+        """The connection (the caller's from now on), or None if it could not be made."""
+        self._done.wait(timeout)
+        with self._lock:
+            connection, self._socket, self._closed = self._socket, None, True
+        return connection
+
+    def close(self) -> None:
+        connection = self.take(timeout=0)
+        if connection is not None:
+            connection.close()
 
 
 def _linked(images: Path, patterns: tuple[str, ...], into: Path) -> Path:

@@ -157,8 +157,10 @@ class PrepagingRelay:
     up to ``max_window`` bytes."""
 
     def __init__(self, images: Path, page_server: tuple[str, int], max_window: int,
-                 listener: socket.socket | None = None, base: BasePages | None = None):
+                 listener: socket.socket | None = None, base: BasePages | None = None,
+                 upstream: socket.socket | None = None):
         self.base = base                                      # the pre-copied memory (page_server: serve_delta)
+        self.upstream = upstream                              # connected to page_server already, or None
         ranges = lazy_ranges(images)
         self.plan = collections.deque([pid, start, start + pages * PAGE] for pid, start, pages in ranges)
         # the restore's own faults, asked for as soon as the source is reached: together in one
@@ -181,6 +183,7 @@ class PrepagingRelay:
         self.upstream_queue: collections.deque = collections.deque()   # requests sent, in order
         self.daemon_queue: collections.deque = collections.deque()     # the daemon's requests, in order
         self.in_flight = 0
+        self._out = {"upstream": bytearray(), "daemon": bytearray()}     # bytes to send, by connection
         self.prepaged = self.fetched = 0                      # bytes pulled ahead / asked for by faults
         self.received = 0                                     # bytes the source sent (less with a base)
         self.closed_cleanly = False
@@ -216,9 +219,14 @@ class PrepagingRelay:
     def _run(self) -> None:
         upstream = daemon = None
         try:
-            upstream = socket.create_connection(self.page_server, timeout=CONNECT_TIMEOUT_S)
+            upstream = self.upstream or socket.create_connection(self.page_server, timeout=CONNECT_TIMEOUT_S)
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+            # the restore's own faults, asked for now: the daemon connects only once CRIU restores
+            for pid, page in self.restore_faults:
+                self._ask("restore", pid, page, 1)
+            upstream.sendall(self._out["upstream"])
+            self._out["upstream"].clear()
             self.listener.settimeout(0.1)
             deadline = time.monotonic() + CONNECT_TIMEOUT_S
             while daemon is None and not self._stopping.is_set():
@@ -253,11 +261,8 @@ class PrepagingRelay:
         selector.register(upstream, selectors.EVENT_READ, "upstream")
         selector.register(daemon, selectors.EVENT_READ, "daemon")
         selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
-        self._out = {"upstream": bytearray(), "daemon": bytearray()}
         self._sockets = {"upstream": upstream, "daemon": daemon}
         from_upstream, from_daemon = bytearray(), bytearray()
-        for pid, page in self.restore_faults:
-            self._ask("restore", pid, page, 1)
         while not self._stopping.is_set():
             self._pre_page()
             for name, sock in self._sockets.items():
@@ -524,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     relay_args.add_argument("window", type=int, help="bytes of requests in flight at most")
     relay_args.add_argument("--base", type=Path,
                             help="the pre-copied checkpoint (deleted once mapped; the source runs 'source')")
+    relay_args.add_argument("--upstream-fd", type=int,
+                            help="a connection to the page server, opened already and inherited")
     source_args = roles.add_parser("source", help="at the source, in front of CRIU's page server")
     source_args.add_argument("base", type=Path, help="the pre-copied checkpoint, as the destination holds it")
     for role in (relay_args, source_args):
@@ -535,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = BasePages(args.base) if args.base is not None else None
         if args.role == "relay":
-            relay = PrepagingRelay(args.images, (args.address, args.port), args.window, listener, base)
+            upstream = socket.socket(fileno=args.upstream_fd) if args.upstream_fd is not None else None
+            relay = PrepagingRelay(args.images, (args.address, args.port), args.window, listener, base, upstream)
     except (OSError, ValueError) as error:
         print(f"the checkpoint cannot be read: {error}", file=sys.stderr)
         if args.role == "source":           # CRIU waits for a connection: its processes run on here

@@ -386,7 +386,7 @@ class ServerContainers:
 
     def restore(self, container, images_dir: Path, port: int, steps: Stopwatch | None = None,
                 lazy_from: tuple[str, int] | None = None, prepaging_window: int = 0,
-                lazy_base: Path | None = None) -> Instance:
+                lazy_base: Path | None = None, lazy_upstream: socket.socket | None = None) -> Instance:
         """Start a reserved container from the CRIU images in ``images_dir`` (consumed:
         deleted once the restore has read them).
 
@@ -401,13 +401,14 @@ class ServerContainers:
         which a lazy-pages daemon started here reaches (the container must have been
         reserved ``lazy``), through a pre-paging relay if ``prepaging_window`` (bytes) is
         above 0 (``testbed.containers.prepaging``); ``lazy_base``: the pre-copied checkpoint
-        that pages unchanged since are taken from (post-copy after a pre-copy)."""
+        that pages unchanged since are taken from (post-copy after a pre-copy);
+        ``lazy_upstream``: the relay's connection to the page server, opened already (taken)."""
         steps = steps or Stopwatch()
         checkpoints = self.docker_root() / "containers" / container.id / "checkpoints"
         if lazy_from is not None:
             try:
                 daemon = LazyPagesDaemon.start(images_dir, lazy_from, self.state_dir / "lazy" / container.id,
-                                               prepaging_window, lazy_base)
+                                               prepaging_window, lazy_base, lazy_upstream)
             except LazyError as error:
                 raise ContainerError(f"restore of {container.name} on {self.server}: {error}") from None
             self._lazy_daemons[container.id] = daemon

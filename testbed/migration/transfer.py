@@ -123,6 +123,7 @@ class DataChannel:
 class _Receive(socketserver.BaseRequestHandler):
     inbox: Path
     on_arrival = None
+    ahead_of_arrival = None
 
     def handle(self):
         sock = self.request
@@ -138,6 +139,8 @@ class _Receive(socketserver.BaseRequestHandler):
             except (OSError, ValueError, TransferError):
                 return
             try:
+                if manifest.get("then") and self.ahead_of_arrival is not None:
+                    self.ahead_of_arrival(manifest["then"])
                 self._store(sock, manifest)
                 arrived = time.time()
                 reply = {"ok": True, "arrived": arrived}
@@ -228,15 +231,17 @@ def _safe(name: str) -> str:
 
 
 class FileReceiver(socketserver.ThreadingTCPServer):
-    """Receives pushes into ``inbox``; runs ``on_arrival(order)`` for pushes that carry one."""
+    """Receives pushes into ``inbox``; runs ``on_arrival(order)`` for pushes that carry one, and
+    ``ahead_of_arrival(order)`` as soon as their manifest is in, before the files."""
 
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], inbox: Path, on_arrival=None):
+    def __init__(self, address: tuple[str, int], inbox: Path, on_arrival=None, ahead_of_arrival=None):
         inbox.mkdir(parents=True, exist_ok=True)
-        handler = type("BoundReceive", (_Receive,), {"inbox": inbox,
-                                                     "on_arrival": staticmethod(on_arrival) if on_arrival else None})
+        handler = type("BoundReceive", (_Receive,), {
+            "inbox": inbox, "on_arrival": staticmethod(on_arrival) if on_arrival else None,
+            "ahead_of_arrival": staticmethod(ahead_of_arrival) if ahead_of_arrival else None})
         super().__init__(address, handler)
 
     def serve_in_thread(self) -> threading.Thread:

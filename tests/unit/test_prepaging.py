@@ -16,6 +16,7 @@ import time
 import pytest
 
 from testbed.containers import criu_images, prepaging
+from testbed.containers.lazy import EarlyConnection
 from testbed.containers.prepaging import (GIVE_UP, HEADER, PAGE, PE_LAZY, PE_PRESENT, PS_IOV_CLOSE, PS_IOV_GET,
                                           BasePages, PrepagingRelay, lazy_ranges, serve_delta)
 
@@ -222,6 +223,26 @@ def test_a_daemon_gone_before_its_close_makes_the_source_give_up(images):
     assert relay.error and "daemon closed" in relay.error
 
 
+def test_an_early_connection_is_taken_once_or_closed():
+    with socket.create_server(("127.0.0.1", 0)) as source:
+        early = EarlyConnection(source.getsockname())
+        accepted, _ = source.accept()
+        connection = early.take(5)
+        assert connection.getpeername() == source.getsockname()
+        assert early.take(0) is None                 # the page server takes one connection: one taker
+        connection.close()
+        accepted.close()
+        unused = EarlyConnection(source.getsockname())
+        accepted, _ = source.accept()
+        unused.close()                                # never taken: the source sees it end
+        accepted.settimeout(5)
+        assert accepted.recv(1) == b""
+        accepted.close()
+    with socket.socket() as closed:                   # nothing listens: None, the relay tries itself
+        closed.bind(("127.0.0.1", 0))
+        assert EarlyConnection(closed.getsockname()).take(5) is None
+
+
 def test_a_lost_source_ends_the_daemons_connection(images):
     source = PageServer({1: [(0x10000, 1)]})        # fails on the first page it does not hold
     relay = PrepagingRelay(images, source.address, max_window=1 << 20)
@@ -233,15 +254,25 @@ def test_a_lost_source_ends_the_daemons_connection(images):
     assert source.status == "failed" and "the upstream" in relay.error
 
 
-def test_the_relay_process_outlives_its_parent_and_ends_the_post_copy(images):
+@pytest.mark.parametrize("early", [False, True], ids=["relay-connects", "connection-inherited"])
+def test_the_relay_process_outlives_its_parent_and_ends_the_post_copy(images, early):
     """Started as ``LazyPagesDaemon`` starts it; its parent's end (stdin closed, as when the
-    agent is killed) leaves it serving, so the post-copy still ends cleanly."""
+    agent is killed) leaves it serving, so the post-copy still ends cleanly.  ``early``: with
+    the connection to the source made before (``EarlyConnection``): the relay uses it (the
+    address it is given then leads nowhere; CRIU's page server takes one connection)."""
     source = PageServer({1: [(0x10000, 100), (0x80000, 5)], 7: [(0x20000, 2)]})
+    upstream = EarlyConnection(source.address).take(5) if early else None
+    page_server = ("127.0.0.1", 1) if early else source.address
     with socket.create_server(("127.0.0.1", 0)) as listener:
+        inherited = [upstream.fileno()] if upstream else []
         relay = subprocess.Popen([sys.executable, "-m", "testbed.containers.prepaging", "relay", str(images),
-                                  str(1 << 20), *map(str, source.address), str(listener.fileno())],
-                                 pass_fds=(listener.fileno(),), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+                                  str(1 << 20), *[f"--upstream-fd={fd}" for fd in inherited],
+                                  *map(str, page_server), str(listener.fileno())],
+                                 pass_fds=(listener.fileno(), *inherited), stdin=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
         address = listener.getsockname()
+    if upstream is not None:
+        upstream.close()
     try:
         relay.stdin.write(b"restored\n")
         relay.stdin.close()                                      # the parent is gone

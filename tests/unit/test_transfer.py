@@ -160,3 +160,26 @@ def test_a_layer_arrives_before_its_completion_marker(rsync_daemon, tmp_path):
     assert (stale / LAYER_MARKER).read_text() == "sha256:new"
     assert (stale / "layer-00.tar").read_bytes() == b"new layer" * 1000
     assert sent["bytes"] > 9000
+
+
+def test_an_order_is_seen_before_its_files_and_acted_on_after(tmp_path):
+    seen = []
+
+    def ahead(order):
+        seen.append(("ahead", order["method"], (inbox / "svc" / "m1-final" / "pages.img").exists()))
+
+    def arrival(order):
+        seen.append(("arrival", order["method"], (inbox / "svc" / "m1-final" / "pages.img").exists()))
+        return {}
+
+    inbox = tmp_path / "inbox"
+    server = FileReceiver(("127.0.0.1", 0), inbox, on_arrival=arrival, ahead_of_arrival=ahead)
+    server.serve_in_thread()
+    try:
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "pages.img").write_bytes(b"x" * 1000)
+        DataChannel(server.server_address).push("svc", "m1-final", tmp_path / "out", then={"method": "restore"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("ahead", "restore", False), ("arrival", "restore", True)]
