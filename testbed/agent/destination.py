@@ -112,29 +112,24 @@ class DestinationSide:
         steps = Stopwatch()
         early = self._early_connection(service)
         try:
-            return self._restore(service, migration, slot, base_slot, delta_encoder, lazy_from, prepaging_window,
-                                 lazy_base_slot, steps, early)
+            container = self._take_reserved(service, migration)
+            images_dir = self.inbox / service / slot
+            if base_slot is not None:
+                images_dir = self._apply_delta(service, slot, base_slot, delta_encoder)
+                steps.lap("apply_delta")
+            rw_layer = images_dir / "rootfs-diff.tar"
+            if rw_layer.exists():
+                self.containers.import_rw_layer(container, rw_layer)
+                steps.lap("import_rw_layer")
+            spec = self.deployment.specs[service]
+            lazy_base = self.inbox / service / lazy_base_slot if lazy_base_slot is not None else None
+            upstream = early.take() if early is not None and lazy_from is not None and prepaging_window > 0 else None
+            instance = self.containers.restore(container, images_dir, spec.port, steps, lazy_from=lazy_from,
+                                               prepaging_window=prepaging_window, lazy_base=lazy_base,
+                                               lazy_upstream=upstream)
         finally:
             if early is not None:
                 early.close()           # unless the relay has taken it
-
-    def _restore(self, service, migration, slot, base_slot, delta_encoder, lazy_from, prepaging_window,
-                 lazy_base_slot, steps: Stopwatch, early: EarlyConnection | None) -> dict:
-        container = self._take_reserved(service, migration)
-        images_dir = self.inbox / service / slot
-        if base_slot is not None:
-            images_dir = self._apply_delta(service, slot, base_slot, delta_encoder)
-            steps.lap("apply_delta")
-        rw_layer = images_dir / "rootfs-diff.tar"
-        if rw_layer.exists():
-            self.containers.import_rw_layer(container, rw_layer)
-            steps.lap("import_rw_layer")
-        spec = self.deployment.specs[service]
-        lazy_base = self.inbox / service / lazy_base_slot if lazy_base_slot is not None else None
-        upstream = early.take() if early is not None and lazy_from is not None and prepaging_window > 0 else None
-        instance = self.containers.restore(container, images_dir, spec.port, steps, lazy_from=lazy_from,
-                                           prepaging_window=prepaging_window, lazy_base=lazy_base,
-                                           lazy_upstream=upstream)
         with self._lock:
             self.reserved.pop(service, None)
             self.arrived_by[service] = migration

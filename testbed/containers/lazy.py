@@ -194,7 +194,7 @@ class LazyPagesDaemon:
                     stderr=log)
                 page_server = listener.getsockname()
         if upstream is not None:
-            upstream.close()            # the relay's now, or unused (no relay): the source's CRIU then fails
+            upstream.close()            # the relay has its own copy (without a relay: nobody's, see the caller)
         process = subprocess.Popen(
             ["criu", "lazy-pages", "--page-server", "--address", page_server[0], "--port", str(page_server[1]),
              "--images-dir", str(images), "--work-dir", str(work), "-o", "lazy-pages.log"],
