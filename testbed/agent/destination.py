@@ -47,15 +47,19 @@ class DestinationSide:
         page server now, while the checkpoint is still on its way (see ``EarlyConnection``)."""
         params = order.get("params") or {}
         if order.get("method") == "restore" and params.get("lazy_from") and params.get("prepaging_window", 0) > 0:
+            self._drop_early(params["service"])
             with self._lock:
-                old = self.early.pop(params["service"], None)
                 self.early[params["service"]] = EarlyConnection(params["lazy_from"])
-            if old is not None:
-                old.close()
 
-    def _early_connection(self, service: str) -> EarlyConnection | None:
+    def _take_early(self, service: str) -> EarlyConnection | None:
         with self._lock:
             return self.early.pop(service, None)
+
+    def _drop_early(self, service: str) -> None:
+        """Close a post-copy's early connection that no restore took (its files never came)."""
+        early = self._take_early(service)
+        if early is not None:
+            early.close()
 
     def apply_delta(self, service: str, migration: str, slot: str, base_slot: str,
                     delta_encoder: str = "pages") -> dict:
@@ -78,11 +82,9 @@ class DestinationSide:
         container_spec = ContainerSpec.from_dict(spec)
         with self._lock:
             old = self.reserved.pop(container_spec.service, None)
-            early = self.early.pop(container_spec.service, None)
+        self._drop_early(container_spec.service)
         if old is not None:
             self.containers.remove(old[1].id)
-        if early is not None:           # an earlier post-copy's, whose files never came
-            early.close()
         # State left by an earlier migration of this service that was fenced off from here.
         shutil.rmtree(self.inbox / container_spec.service, ignore_errors=True)
         container = self.containers.reserve(container_spec.service, container_spec.app, container_spec.image,
@@ -110,7 +112,7 @@ class DestinationSide:
         source's page server, for a post-copy, pre-paged with ``prepaging_window``, and
         the pages unchanged since the pre-copy in ``lazy_base_slot`` taken from there)."""
         steps = Stopwatch()
-        early = self._early_connection(service)
+        early = self._take_early(service)
         try:
             container = self._take_reserved(service, migration)
             images_dir = self.inbox / service / slot
@@ -123,7 +125,7 @@ class DestinationSide:
                 steps.lap("import_rw_layer")
             spec = self.deployment.specs[service]
             lazy_base = self.inbox / service / lazy_base_slot if lazy_base_slot is not None else None
-            upstream = early.take() if early is not None and lazy_from is not None and prepaging_window > 0 else None
+            upstream = early.take() if early is not None else None     # ahead_of_arrival: lazy, relayed
             instance = self.containers.restore(container, images_dir, spec.port, steps, lazy_from=lazy_from,
                                                prepaging_window=prepaging_window, lazy_base=lazy_base,
                                                lazy_upstream=upstream)
@@ -157,9 +159,7 @@ class DestinationSide:
         with self._lock:
             entry = self.reserved.pop(service, None)
             arrived = self.arrived_by.get(service) == migration
-            early = self.early.pop(service, None)
-        if early is not None:
-            early.close()
+        self._drop_early(service)
         if entry is not None and entry[0] == migration:
             self.containers.remove(entry[1].id)
         if arrived and service in self.deployment.instances:
