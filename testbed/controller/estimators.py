@@ -127,10 +127,28 @@ class MigrationTimeModel:
         fit = fits.get(server)
         return fit.slope if fit is not None else None
 
+    def checkpoint_seconds(self, server: str, image_bytes: float, compute: float) -> float:
+        return self.psi(server) * image_bytes / compute
+
+    def pre_transfer_seconds(self, full_bytes: float, bandwidth_mbps: float, one_way_s: float) -> float:
+        """The pre-transfer of a full checkpoint (at ``precopy_share`` of the path): nothing
+        learned, so it holds as long as the path."""
+        return transfer_seconds(full_bytes, bandwidth_mbps * self.precopy_share, 2 * one_way_s)
+
+    def longest_pre_migration(self, source: str, image_bytes: float, compute_source: float,
+                              pre_transfers: dict[str, float]) -> float:
+        """The longest T_setup + T_chkpt + T_pre_trans from ``source`` to any destination of
+        ``pre_transfers`` (destination -> ``pre_transfer_seconds`` there), as ``estimate``'s;
+        0 with no destination."""
+        if not pre_transfers:
+            return 0.0
+        return self.checkpoint_seconds(source, image_bytes, compute_source) + max(
+            self.setup(dest) + seconds for dest, seconds in pre_transfers.items())
+
     def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
                  bandwidth_mbps: float, one_way_s: float, compute_source: float, compute_dest: float) -> dict:
-        t_chkpt = self.psi(source) * image_bytes / compute_source
-        t_pre_trans = transfer_seconds(full_bytes, bandwidth_mbps * self.precopy_share, 2 * one_way_s)
+        t_chkpt = self.checkpoint_seconds(source, image_bytes, compute_source)
+        t_pre_trans = self.pre_transfer_seconds(full_bytes, bandwidth_mbps, one_way_s)
         t_trans = transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)
         t_restore = self.rho(dest) * (image_bytes + full_bytes + delta_bytes) / compute_dest
         t_setup = self.setup(dest)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,15 +68,19 @@ class PlacementProblem:
     demand: dict[str, tuple[float, ...]]              # service (or user) -> resources its container needs
     server_capacity: dict[str, tuple[float, ...]]     # server -> resources available
     station_capacity: dict[str, int]                   # base station -> max users
+    _services: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def services(self) -> dict[str, list[str]]:
-        """Per user, the services placed (keys of ``demand``), in the order first seen."""
-        found: dict[str, list[str]] = {u: [] for u in self.users}
-        for option in self.options:
-            keys = found.setdefault(option.user, [])
-            if option.key not in keys:
-                keys.append(option.key)
-        return found
+        """Per user, the services placed (keys of ``demand``), in the order first seen (found
+        once: every step of a solve asks; a problem's options are not changed after it is made)."""
+        if self._services is None:
+            found: dict[str, list[str]] = {u: [] for u in self.users}
+            for option in self.options:
+                keys = found.setdefault(option.user, [])
+                if option.key not in keys:
+                    keys.append(option.key)
+            self._services = found
+        return self._services
 
 
 @dataclass
@@ -460,16 +465,17 @@ def feasible(problem: PlacementProblem, choice: dict[str, Option]) -> bool:
     for user, keys in services.items():
         if len({choice[k].station for k in keys}) != 1:
             return False
-    dims = len(next(iter(problem.server_capacity.values()))) if problem.server_capacity else 0
-    for server, capacity in problem.server_capacity.items():
-        for d in range(dims):
-            used = sum(problem.demand[k][d] for k, o in choice.items() if o.server == server)
-            if used > capacity[d] + 1e-9:
-                return False
-    for station, capacity in problem.station_capacity.items():
-        if sum(1 for user, keys in services.items() if choice[keys[0]].station == station) > capacity:
-            return False
-    return True
+    used: dict[str, list[float]] = {}
+    for key, option in choice.items():
+        if option.server in problem.server_capacity:
+            load = used.setdefault(option.server, [0.0] * len(problem.server_capacity[option.server]))
+            for d, amount in enumerate(problem.demand[key]):
+                load[d] += amount
+    if any(amount > limit + 1e-9 for server, load in used.items()
+           for amount, limit in zip(load, problem.server_capacity[server])):
+        return False
+    users_at = Counter(choice[keys[0]].station for keys in services.values())
+    return all(users_at[station] <= capacity for station, capacity in problem.station_capacity.items())
 
 
 def brute_force(problem: PlacementProblem) -> Solution:

@@ -117,6 +117,7 @@ class SystemState:
     shared_radio: bool = False              # users of a base station share its airtime
     _stations_xy: tuple | None = field(default=None, init=False, repr=False, compare=False)
     _servers_xy: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _links: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _by_user: tuple = field(default=(-1, {}), init=False, repr=False, compare=False)
 
     @classmethod
@@ -184,12 +185,24 @@ class SystemState:
     def paths(self, rssi: float, station: str, servers, rates: RateTable | None = None,
               sharing: int = 1) -> dict[str, PathEstimate]:
         """``path`` to each of ``servers`` (the radio's rate found once)."""
+        together = self.path_arrays(rssi, station, tuple(servers), rates, sharing)
+        return {server: PathEstimate(float(bandwidth), float(rtt), float(compute)) for server, bandwidth, rtt, compute
+                in zip(servers, together.bandwidth_mbps, together.rtt_s, together.compute)}
+
+    def path_arrays(self, rssi: float, station: str, servers: tuple[str, ...], rates: RateTable | None = None,
+                    sharing: int = 1) -> PathEstimate:
+        """``paths`` as one estimate whose fields are arrays in the order of ``servers`` (eq. (4)
+        then weighs every server at once: a city's decision weighs thousands of options)."""
         rate = (rates or self.rates).rate_mbps(rssi)
         if self.shared_radio:
             rate = airtime_share(rate, sharing, self.stations[station].capacity_mbps)
-        return {server: PathEstimate(bandwidth_mbps=min(rate, self.network.bandwidth(station, server)),
-                                     rtt_s=2 * self.network.one_way(station, server),
-                                     compute=self.servers[server].compute) for server in servers}
+        key = (id(self.network), station, servers)
+        if key not in self._links:          # the wired part: fixed for the network's life
+            self._links[key] = (np.array([self.network.bandwidth(station, s) for s in servers], dtype=float),
+                                np.array([2 * self.network.one_way(station, s) for s in servers], dtype=float))
+        bandwidth, rtt = self._links[key]
+        return PathEstimate(bandwidth_mbps=np.minimum(rate, bandwidth), rtt_s=rtt,
+                            compute=np.array([self.servers[s].compute for s in servers], dtype=float))
 
     def predicted_position(self, user: User, at: float) -> Point:
         dt = max(0.0, at - user.t)

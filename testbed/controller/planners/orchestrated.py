@@ -28,7 +28,7 @@ coverage is about to end, or ``replan_s`` later.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field
 
@@ -45,6 +45,17 @@ def _needs(service) -> dict[str, float]:
     """What a service's container takes of each resource of (3c)."""
     return {"cpu": service.cpus, "memory": service.memory_mb,
             "storage": (service.image_bytes + service.full_bytes) / 2**20}
+
+
+class OptionEstimate(NamedTuple):
+    """What one option's value rests on (a tuple: a city's decision weighs thousands of options;
+    a migration's order carries its chosen option's as a dict)."""
+    t_ho: float
+    e2e_change_s: float
+    tasks: float
+    downtime_s: float
+    migration: dict | None
+    rssi: float
 
 
 class OrchestratedParams(Strict):
@@ -94,10 +105,12 @@ class OrchestratedPlanner(Planner):
         self.planned: dict[str, float] = {}     # user -> t' last decided for
         self.moved: set[str] = set()            # users the last decision moved (not left in place)
         self.last_solution: milp.Solution | None = None
-        self.last_estimates: dict = {}
+        self._last_decision: tuple | None = None     # (due, problem): what ``last_estimates`` tells of
+        self._last_record: dict | None = None
         self._estimated_at: tuple | None = None
         self._estimates: dict[tuple, dict] = {}
         self._nearest: dict[tuple, list[str]] = {}
+        self._transfers: dict[tuple, dict[str, float]] = {}
 
     # -- when ---------------------------------------------------------------------------
     def estimate_migration(self, state, service, dest) -> dict:
@@ -117,11 +130,24 @@ class OrchestratedPlanner(Planner):
     def _longest_pre_migration(self, state, service) -> float:
         """The longest pre-migration of ``service`` to any other server (every report asks)."""
         memo = self._memo(state)
-        key = ("longest", service.server, service.image_bytes, service.full_bytes, service.delta_bytes)
+        key = ("longest", service.server, service.image_bytes, service.full_bytes)
         if key not in memo:
-            memo[key] = max((self.estimate_migration(state, service, d)["pre_migration_s"]
-                             for d in state.servers if d != service.server), default=0.0)
+            memo[key] = state.migration_model.longest_pre_migration(
+                service.server, service.image_bytes, state.servers[service.server].compute,
+                self._pre_transfers(state, service.server, service.full_bytes))
         return memo[key]
+
+    def _pre_transfers(self, state, source: str, full_bytes: float) -> dict[str, float]:
+        """Pre-transfer seconds from ``source`` to every other server: nothing learned goes into
+        them, so they are found once per network."""
+        model = state.migration_model
+        key = (id(state.network), source, full_bytes, model.precopy_share)
+        if key not in self._transfers:
+            self._transfers[key] = {
+                dest: model.pre_transfer_seconds(full_bytes, state.network.bandwidth(source, dest),
+                                                 state.network.one_way(source, dest))
+                for dest in state.servers if dest != source}
+        return self._transfers[key]
 
     def _memo(self, state) -> dict:
         """Estimates made since the migration model last learned (then they all start over)."""
@@ -219,19 +245,20 @@ class OrchestratedPlanner(Planner):
                 now_path = state.path(rssi[baseline], baseline, service.server, rates,
                                       self._sharing(state, name, baseline))
                 tasks = self._tasks(user, service)
-                servers = self._servers(state, service, stations)
+                servers = tuple(self._servers(state, service, stations))
+                moves = {server: self.estimate_migration(state, service, server)
+                         for server in servers if server != service.server}
+                migration_s = [moves[server]["migration_s"] if server in moves else None for server in servers]
                 for station in sorted(stations):
-                    paths = state.paths(stations[station], station, servers, rates, self._sharing(state, name, station))
-                    for server in servers:
-                        new_path = paths[server]
-                        change = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, new_path)
-                        mig = self.estimate_migration(state, service, server) if server != service.server else None
-                        handover = state.handover_time_s if station != user.ap else None
-                        dt = downtime(mig["migration_s"] if mig else None, handover)
+                    paths = state.path_arrays(stations[station], station, servers, rates,
+                                              self._sharing(state, name, station))
+                    changes = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, paths).tolist()
+                    handover = state.handover_time_s if station != user.ap else None
+                    for server, change, mig_s in zip(servers, changes, migration_s):
+                        dt = downtime(mig_s, handover)
                         options.append(milp.Option(name, station, server, change * tasks, dt, service.name))
-                        estimates[(service.name, station, server)] = {
-                            "t_ho": t_prime, "e2e_change_s": change, "tasks": tasks, "downtime_s": dt,
-                            "migration": mig, "rssi": stations[station]}
+                        estimates[(service.name, station, server)] = OptionEstimate(
+                            t_prime, change, tasks, dt, moves.get(server), stations[station])
         capacity = {s: self._capacity(state, s, deciding) for s in state.servers}
         staying = Counter(u.ap for u in state.users.values() if u.name not in due)
         here = Counter(state.users[u].ap for u in due)
@@ -311,15 +338,9 @@ class OrchestratedPlanner(Planner):
         problem, estimates = self.problem(state, due)
         solution = milp.solve(problem, solver=self.params.solver)
         self.last_solution = solution
+        self._last_decision, self._last_record = (dict(due), problem), None
         for name, (t_prime, _) in due.items():
             self.planned[name] = t_prime
-        alone = self.per_user_choices(problem) if len(due) > 1 else {}
-        self.last_estimates = {
-            "users": {n: {"t_ho": t, "target": b} for n, (t, b) in due.items()}, "status": solution.status,
-            "objective": solution.objective, "solve_s": solution.seconds, "solver": solution.solver,
-            "options": len(problem.options),
-            "choice": {k: {"user": o.user, "station": o.station, "server": o.server} for k, o in solution.choice.items()},
-            "per_user_differs": bool(alone) and any(alone.get(k) != o for k, o in solution.choice.items())}
         # a user no candidate station covers, or all when nothing fits: the network's own handover,
         # services stay (and the user is not decided again before ``replan_s``)
         unplaced = set(due) if not solution.feasible else set(due) - set(problem.users)
@@ -355,7 +376,7 @@ class OrchestratedPlanner(Planner):
         control = 2 * self._control(state, services)       # the "prepare" order's round trip
         plans = {}
         for key, option in moving.items():
-            mig = estimates[(key, option.station, option.server)]["migration"]
+            mig = estimates[(key, option.station, option.server)].migration
             plans[key] = (mig, (1 + self.params.margin) * mig["pre_migration_s"] + control)
         longest = max(mig["migration_s"] for mig, _ in plans.values())
         start = max(t_prime, state.t + max(lead for _, lead in plans.values()))
@@ -365,8 +386,24 @@ class OrchestratedPlanner(Planner):
             final_at = start + (longest - mig["migration_s"])
             actions.append(Migrate(key, option.server, pre_at=final_at - lead, final_at=final_at,
                                    estimates={"station": option.station, "server": option.server,
-                                              **estimates[(key, option.station, option.server)]}))
+                                              **estimates[(key, option.station, option.server)]._asdict()}))
         return actions, start, longest
+
+    @property
+    def last_estimates(self) -> dict:
+        """The last decision as the run records it, made when asked (a simulated city decides
+        thousands of times and records none of them; the per-user answer costs a solve per user)."""
+        if self._last_record is None and self._last_decision is not None:
+            (due, problem), solution = self._last_decision, self.last_solution
+            alone = self.per_user_choices(problem) if len(due) > 1 else {}
+            self._last_record = {
+                "users": {n: {"t_ho": t, "target": b} for n, (t, b) in due.items()}, "status": solution.status,
+                "objective": solution.objective, "solve_s": solution.seconds, "solver": solution.solver,
+                "options": len(problem.options),
+                "choice": {k: {"user": o.user, "station": o.station, "server": o.server}
+                           for k, o in solution.choice.items()},
+                "per_user_differs": bool(alone) and any(alone.get(k) != o for k, o in solution.choice.items())}
+        return self._last_record or {}
 
     def explain(self) -> dict:
         return self.last_estimates
