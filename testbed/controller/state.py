@@ -239,7 +239,13 @@ class SystemState:
         (x, y), (vx, vy) = user.position, user.velocity
         radius = self.path_loss.distance_for_rssi(self.policy.params.sensitivity_dbm) * (1 + 1e-9)
         reach = radius + math.hypot(vx, vy) * steps[-1]
-        near = sorted(np.flatnonzero(np.hypot(xy[:, 0] - x, xy[:, 1] - y) <= reach).tolist(), key=names.__getitem__)
+        near = np.flatnonzero(np.hypot(xy[:, 0] - x, xy[:, 1] - y) <= reach)
+        # of those, the stations its straight line passes within the radius of (the others it never hears)
+        speed2, end = vx * vx + vy * vy, steps[-1]
+        along = (np.clip(((xy[near, 0] - x) * vx + (xy[near, 1] - y) * vy) / speed2, 0.0, end) if speed2 > 0
+                 else np.zeros(len(near)))
+        closest = np.hypot(xy[near, 0] - (x + vx * along), xy[near, 1] - (y + vy * along))
+        near = sorted(near[closest <= radius * (1 + 1e-6) + 1e-6].tolist(), key=names.__getitem__)
         if not near:
             return None
         d = np.hypot(xy[near, 0] - (x + vx * steps)[:, None], xy[near, 1] - (y + vy * steps)[:, None])
