@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from testbed.rates import RateTable
 
 DEFAULT_RATES = RateTable.named("802.11n", -95.0)
@@ -145,11 +147,24 @@ class MigrationTimeModel:
         return self.checkpoint_seconds(source, image_bytes, compute_source) + max(
             self.setup(dest) + seconds for dest, seconds in pre_transfers.items())
 
+    def final_transfer_seconds(self, delta_bytes: float, bandwidth_mbps: float, one_way_s: float) -> float:
+        return transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)
+
+    def migration_seconds(self, source: str, dests: list[str], image_bytes: float, full_bytes: float,
+                          delta_bytes: float, final_transfers: np.ndarray, compute_source: float,
+                          computes: np.ndarray) -> np.ndarray:
+        """``estimate``'s T_mig to each of ``dests`` at once (``final_transfers``: each one's
+        ``final_transfer_seconds``, ``computes``: each one's C_s'): a decision in a city weighs
+        every service against every server."""
+        restored = image_bytes + full_bytes + delta_bytes
+        rho = np.array([self.rho(dest) for dest in dests], dtype=float)
+        return self.checkpoint_seconds(source, image_bytes, compute_source) + final_transfers + rho * restored / computes
+
     def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
                  bandwidth_mbps: float, one_way_s: float, compute_source: float, compute_dest: float) -> dict:
         t_chkpt = self.checkpoint_seconds(source, image_bytes, compute_source)
         t_pre_trans = self.pre_transfer_seconds(full_bytes, bandwidth_mbps, one_way_s)
-        t_trans = transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)
+        t_trans = self.final_transfer_seconds(delta_bytes, bandwidth_mbps, one_way_s)
         t_restore = self.rho(dest) * (image_bytes + full_bytes + delta_bytes) / compute_dest
         t_setup = self.setup(dest)
         t_pre = t_setup + t_chkpt + t_pre_trans

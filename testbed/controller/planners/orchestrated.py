@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal, NamedTuple
 
+import numpy as np
 from pydantic import Field
 
 from testbed.config import Strict
@@ -54,7 +55,6 @@ class OptionEstimate(NamedTuple):
     e2e_change_s: float
     tasks: float
     downtime_s: float
-    migration: dict | None
     rssi: float
 
 
@@ -136,6 +136,22 @@ class OrchestratedPlanner(Planner):
                 service.server, service.image_bytes, state.servers[service.server].compute,
                 self._pre_transfers(state, service.server, service.full_bytes))
         return memo[key]
+
+    def _migration_seconds(self, state, service, servers: tuple[str, ...]) -> list[float | None]:
+        """T_mig of moving ``service`` to each of ``servers`` (None for its own), as
+        ``estimate_migration``'s, for all at once."""
+        model, source = state.migration_model, service.server
+        key = (id(state.network), "final", source, servers, service.delta_bytes)
+        if key not in self._transfers:
+            self._transfers[key] = np.array([model.final_transfer_seconds(service.delta_bytes,
+                                                                          state.network.bandwidth(source, dest),
+                                                                          state.network.one_way(source, dest))
+                                             for dest in servers], dtype=float)
+        seconds = model.migration_seconds(
+            source, list(servers), service.image_bytes, service.full_bytes, service.delta_bytes,
+            self._transfers[key], state.servers[source].compute,
+            np.array([state.servers[dest].compute for dest in servers], dtype=float)).tolist()
+        return [None if dest == source else t for dest, t in zip(servers, seconds)]
 
     def _pre_transfers(self, state, source: str, full_bytes: float) -> dict[str, float]:
         """Pre-transfer seconds from ``source`` to every other server: nothing learned goes into
@@ -221,9 +237,10 @@ class OrchestratedPlanner(Planner):
         return self.plan(state, {name: (t_prime, target) for name, (t_prime, target, _) in found.items()})
 
     # -- where ----------------------------------------------------------------------------
-    def _candidates(self, state, user, t_prime: float) -> dict[str, float]:
-        """(3d): stations heard above the sensitivity at t' and ``coverage_lookahead_s`` later."""
-        now = state.policy.usable(state.predicted_rssi(user, t_prime))
+    def _candidates(self, state, user, t_prime: float, heard: dict[str, float] | None = None) -> dict[str, float]:
+        """(3d): stations heard above the sensitivity at t' and ``coverage_lookahead_s`` later
+        (``heard``: the RSSI predicted at t', when the caller has it)."""
+        now = state.policy.usable(heard if heard is not None else state.predicted_rssi(user, t_prime))
         later = state.policy.usable(state.predicted_rssi(user, t_prime + self.params.coverage_lookahead_s))
         return {b: rssi for b, rssi in now.items() if b in later}
 
@@ -236,7 +253,7 @@ class OrchestratedPlanner(Planner):
         for name, (t_prime, target) in sorted(due.items()):
             user = state.users[name]
             rssi = state.predicted_rssi(user, t_prime)
-            stations = self._candidates(state, user, t_prime)
+            stations = self._candidates(state, user, t_prime, rssi)
             if not stations:
                 continue
             baseline = user.ap if user.ap in state.policy.usable(rssi) else target
@@ -246,9 +263,7 @@ class OrchestratedPlanner(Planner):
                                       self._sharing(state, name, baseline))
                 tasks = self._tasks(user, service)
                 servers = tuple(self._servers(state, service, stations))
-                moves = {server: self.estimate_migration(state, service, server)
-                         for server in servers if server != service.server}
-                migration_s = [moves[server]["migration_s"] if server in moves else None for server in servers]
+                migration_s = self._migration_seconds(state, service, servers)
                 for station in sorted(stations):
                     paths = state.path_arrays(stations[station], station, servers, rates,
                                               self._sharing(state, name, station))
@@ -258,7 +273,7 @@ class OrchestratedPlanner(Planner):
                         dt = downtime(mig_s, handover)
                         options.append(milp.Option(name, station, server, change * tasks, dt, service.name))
                         estimates[(service.name, station, server)] = OptionEstimate(
-                            t_prime, change, tasks, dt, moves.get(server), stations[station])
+                            t_prime, change, tasks, dt, stations[station])
         capacity = {s: self._capacity(state, s, deciding) for s in state.servers}
         staying = Counter(u.ap for u in state.users.values() if u.name not in due)
         here = Counter(state.users[u].ap for u in due)
@@ -376,7 +391,7 @@ class OrchestratedPlanner(Planner):
         control = 2 * self._control(state, services)       # the "prepare" order's round trip
         plans = {}
         for key, option in moving.items():
-            mig = estimates[(key, option.station, option.server)].migration
+            mig = self.estimate_migration(state, state.services[key], option.server)
             plans[key] = (mig, (1 + self.params.margin) * mig["pre_migration_s"] + control)
         longest = max(mig["migration_s"] for mig, _ in plans.values())
         start = max(t_prime, state.t + max(lead for _, lead in plans.values()))
@@ -386,7 +401,8 @@ class OrchestratedPlanner(Planner):
             final_at = start + (longest - mig["migration_s"])
             actions.append(Migrate(key, option.server, pre_at=final_at - lead, final_at=final_at,
                                    estimates={"station": option.station, "server": option.server,
-                                              **estimates[(key, option.station, option.server)]._asdict()}))
+                                              **estimates[(key, option.station, option.server)]._asdict(),
+                                              "migration": mig}))
         return actions, start, longest
 
     @property
