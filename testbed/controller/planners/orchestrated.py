@@ -199,6 +199,9 @@ class OrchestratedPlanner(Planner):
         services = state.services_of(user.name)
         if not services or user.position is None or user.ap is None or any(s.moving for s in services):
             return None
+        last = self.planned.get(user.name)
+        if last is not None and user.name in self.moved and state.t < last + self.params.replan_s:
+            return None                                 # its move is under way
         lead = self.lead(state, services)
         predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s + slack,
                                            step_s=self.params.prediction_step_s)
@@ -208,9 +211,6 @@ class OrchestratedPlanner(Planner):
         if t_ho - state.t > lead + slack:
             return None                                 # a later report will decide it
         t_prime = max(t_ho, state.t + lead)
-        last = self.planned.get(user.name)
-        if last is not None and user.name in self.moved and state.t < last + self.params.replan_s:
-            return None                                 # its move is under way
         if last is not None and t_prime - last < self.params.replan_s \
                 and user.ap in self._candidates(state, user, t_prime):
             return None                                 # decided lately, and staying still holds
@@ -274,7 +274,7 @@ class OrchestratedPlanner(Planner):
                         options.append(milp.Option(name, station, server, change * tasks, dt, service.name))
                         estimates[(service.name, station, server)] = OptionEstimate(
                             t_prime, change, tasks, dt, stations[station])
-        capacity = {s: self._capacity(state, s, deciding) for s in state.servers}
+        capacity = self._capacities(state, deciding)
         staying = Counter(u.ap for u in state.users.values() if u.name not in due)
         here = Counter(state.users[u].ap for u in due)
         # a station already over its limit keeps the users it has (none more comes): staying stays possible
@@ -312,20 +312,27 @@ class OrchestratedPlanner(Planner):
     def _demand(self, service) -> tuple[float, ...]:
         return tuple(_needs(service)[r] for r in self.params.resources)
 
-    def _capacity(self, state, server: str, deciding: set[str]) -> tuple[float, ...]:
-        """What (3c) leaves the services being decided on ``server``: its resources less those of
-        the services staying.  A server already over its capacity keeps what it runs (the services
-        being decided there may stay; none moves in): the current placement stays feasible."""
-        info = state.servers[server]
-        limit = {"cpu": info.cpus, "memory": info.memory_mb, "storage": info.storage_mb}
-        left = {**limit, "cpu": info.cpus - info.background_cores}
-        held = dict.fromkeys(limit, 0.0)
-        for s in state.services.values():
-            if s.name not in deciding and server in (s.server, s.moving_to):
-                left = {r: left[r] - amount for r, amount in _needs(s).items()}
-            elif s.name in deciding and s.server == server:
-                held = {r: held[r] + amount for r, amount in _needs(s).items()}
-        return tuple(max(0.0, left[r], min(held[r], limit[r])) for r in self.params.resources)
+    def _capacities(self, state, deciding: set[str]) -> dict[str, tuple[float, ...]]:
+        """What (3c) leaves the services being decided on each server: its resources less those
+        of the services staying.  A server already over its capacity keeps what it runs (the
+        services being decided there may stay; none moves in): the current placement stays feasible."""
+        limits = {name: {"cpu": info.cpus, "memory": info.memory_mb, "storage": info.storage_mb}
+                  for name, info in state.servers.items()}
+        left = {name: {**limit, "cpu": limit["cpu"] - state.servers[name].background_cores}
+                for name, limit in limits.items()}
+        held = {name: dict.fromkeys(limit, 0.0) for name, limit in limits.items()}
+        for service in state.services.values():
+            needs = _needs(service)
+            if service.name in deciding:
+                if service.server in held:
+                    for r, amount in needs.items():
+                        held[service.server][r] += amount
+                continue
+            for server in {service.server, service.moving_to} & left.keys():
+                for r, amount in needs.items():
+                    left[server][r] -= amount
+        return {name: tuple(max(0.0, left[name][r], min(held[name][r], limits[name][r])) for r in self.params.resources)
+                for name in state.servers}
 
     def per_user_choices(self, problem: milp.PlacementProblem) -> dict[str, milp.Option]:
         """What solving each user alone (the capacities as they are) would choose: for the record.
