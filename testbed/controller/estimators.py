@@ -142,10 +142,8 @@ class MigrationTimeModel:
         """The longest T_setup + T_chkpt + T_pre_trans from ``source`` to any destination of
         ``pre_transfers`` (destination -> ``pre_transfer_seconds`` there), as ``estimate``'s;
         0 with no destination."""
-        if not pre_transfers:
-            return 0.0
-        return self.checkpoint_seconds(source, image_bytes, compute_source) + max(
-            self.setup(dest) + seconds for dest, seconds in pre_transfers.items())
+        t_chkpt = self.checkpoint_seconds(source, image_bytes, compute_source)
+        return max((self.setup(dest) + t_chkpt + seconds for dest, seconds in pre_transfers.items()), default=0.0)
 
     def final_transfer_seconds(self, delta_bytes: float, bandwidth_mbps: float, one_way_s: float) -> float:
         return transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)

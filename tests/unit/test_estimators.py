@@ -112,3 +112,28 @@ def test_relative_compute_follows_the_granted_share_not_the_drifting_core():
     measured = relative_compute(runs, "edge2", 2.0)
     assert measured["edge2"] == 2.0
     assert measured["edge1"] == pytest.approx(2.0 * 0.5 / 0.98)
+
+
+def test_every_destination_at_once_is_each_one_s_estimate():
+    """migration_seconds and longest_pre_migration (a city's decision weighs every server at once)
+    give what estimate gives one destination at a time, with learned and default fits alike."""
+    import numpy as np
+
+    model = MigrationTimeModel(default_psi=2e-9, default_rho=1e-9, default_setup=0.3, precopy_share=0.5)
+    model.observe_restore("edge2", 0.4, 150e6, 1.5)
+    model.observe_setup("edge3", 0.9)
+    model.observe_checkpoint("edge1", 0.25, 100e6, 1.0)
+    paths = {"edge2": (100.0, 0.05, 1.5), "edge3": (75.0, 0.15, 1.0), "edge4": (1000.0, 0.001, 2.0)}
+    sizes = {"image_bytes": 100e6, "full_bytes": 50e6, "delta_bytes": 1e6}
+    one_by_one = {d: model.estimate("edge1", d, **sizes, bandwidth_mbps=b, one_way_s=w, compute_source=1.0,
+                                    compute_dest=c) for d, (b, w, c) in paths.items()}
+    together = model.migration_seconds(
+        "edge1", list(paths), **sizes, compute_source=1.0,
+        final_transfers=np.array([model.final_transfer_seconds(1e6, b, w) for b, w, _ in paths.values()]),
+        computes=np.array([c for _, _, c in paths.values()]))
+    assert together.tolist() == [one_by_one[d]["migration_s"] for d in paths]
+    assert len(set(together.tolist())) == 3                   # the destinations do differ
+    longest = model.longest_pre_migration(
+        "edge1", 100e6, 1.0, {d: model.pre_transfer_seconds(50e6, b, w) for d, (b, w, _) in paths.items()})
+    assert longest == max(e["pre_migration_s"] for e in one_by_one.values())
+    assert model.longest_pre_migration("edge1", 100e6, 1.0, {}) == 0.0
