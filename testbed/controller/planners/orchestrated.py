@@ -110,7 +110,8 @@ class OrchestratedPlanner(Planner):
         self._estimated_at: tuple | None = None
         self._estimates: dict[tuple, dict] = {}
         self._nearest: dict[tuple, list[str]] = {}
-        self._transfers: dict[tuple, dict[str, float]] = {}
+        self._pre_transfers_to: dict[tuple, dict[str, float]] = {}    # per source and size: fixed per network
+        self._final_transfers_to: dict[tuple, np.ndarray] = {}
 
     # -- when ---------------------------------------------------------------------------
     def estimate_migration(self, state, service, dest) -> dict:
@@ -141,15 +142,15 @@ class OrchestratedPlanner(Planner):
         """T_mig of moving ``service`` to each of ``servers`` (None for its own), as
         ``estimate_migration``'s, for all at once."""
         model, source = state.migration_model, service.server
-        key = (id(state.network), "final", source, servers, service.delta_bytes)
-        if key not in self._transfers:
-            self._transfers[key] = np.array([model.final_transfer_seconds(service.delta_bytes,
+        key = (id(state.network), source, servers, service.delta_bytes)
+        if key not in self._final_transfers_to:
+            self._final_transfers_to[key] = np.array([model.final_transfer_seconds(service.delta_bytes,
                                                                           state.network.bandwidth(source, dest),
                                                                           state.network.one_way(source, dest))
                                              for dest in servers], dtype=float)
         seconds = model.migration_seconds(
             source, list(servers), service.image_bytes, service.full_bytes, service.delta_bytes,
-            self._transfers[key], state.servers[source].compute,
+            self._final_transfers_to[key], state.servers[source].compute,
             np.array([state.servers[dest].compute for dest in servers], dtype=float)).tolist()
         return [None if dest == source else t for dest, t in zip(servers, seconds)]
 
@@ -158,12 +159,12 @@ class OrchestratedPlanner(Planner):
         them, so they are found once per network."""
         model = state.migration_model
         key = (id(state.network), source, full_bytes, model.precopy_share)
-        if key not in self._transfers:
-            self._transfers[key] = {
+        if key not in self._pre_transfers_to:
+            self._pre_transfers_to[key] = {
                 dest: model.pre_transfer_seconds(full_bytes, state.network.bandwidth(source, dest),
                                                  state.network.one_way(source, dest))
                 for dest in state.servers if dest != source}
-        return self._transfers[key]
+        return self._pre_transfers_to[key]
 
     def _memo(self, state) -> dict:
         """Estimates made since the migration model last learned (then they all start over)."""
