@@ -1,7 +1,8 @@
 """CRIU's image files, as far as the testbed reads them (pagemaps, for the delta encoder
 and the post-copy relay; threads' cores, for the pages a restore touches): two magic
 words, then entries of a little-endian u32 length and a protobuf message, whose fields
-are returned by number (scalars as numbers, nested messages as their bytes)."""
+are returned by number (scalars as numbers, nested messages as their bytes, which know
+where in the file they start, so that an error inside one names the file's byte)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,22 @@ def image_entries(path: Path) -> list[dict[int, int | bytes]]:
     return entries
 
 
+class Nested(bytes):
+    """A length-delimited field's bytes and ``offset``, the file's byte where they start."""
+
+    offset: int
+
+    def __new__(cls, data: bytes, offset: int):
+        nested = super().__new__(cls, data)
+        nested.offset = offset
+        return nested
+
+
+def nested_fields(message: Nested, path: Path) -> dict[int, int | bytes]:
+    """The fields of a nested message, errors naming the file's byte."""
+    return _fields(message, path, message.offset)
+
+
 def _fields(message: bytes, path: Path, offset: int) -> dict[int, int | bytes]:
     fields, pos = {}, 0
     while pos < len(message):
@@ -51,7 +68,7 @@ def _fields(message: bytes, path: Path, offset: int) -> dict[int, int | bytes]:
             length, pos = _varint(message, pos, path, offset)
             if pos + length > len(message):
                 raise ValueError(f"{path}: field {number} runs past its entry at byte {offset + pos}")
-            fields[number] = message[pos:pos + length]
+            fields[number] = Nested(message[pos:pos + length], offset + pos)
             pos += length
         else:
             raise ValueError(f"{path}: unsupported protobuf wire type {wire} at byte {offset + pos}")
@@ -80,8 +97,8 @@ def rseq_pages(images: Path) -> set[int]:
     for core in sorted(images.glob("core-*.img")):
         entries = image_entries(core)
         thread = entries[0].get(5) if entries else None
-        rseq = _fields(thread, core, 0).get(15) if isinstance(thread, bytes) else None
-        pointer = _fields(rseq, core, 0).get(1) if isinstance(rseq, bytes) else None
+        rseq = nested_fields(thread, core).get(15) if isinstance(thread, Nested) else None
+        pointer = nested_fields(rseq, core).get(1) if isinstance(rseq, Nested) else None
         if isinstance(pointer, int) and pointer:
             pages.add(pointer - pointer % PAGE)
     return pages

@@ -160,6 +160,15 @@ def test_a_core_image_cut_inside_a_nested_message_is_named(images):
         criu_images.rseq_pages(images)
 
 
+def test_an_error_inside_a_nested_message_names_the_file_s_byte(images):
+    core = varint(1 << 3) + varint(1) + nested(5, varint(1 << 3) + varint(7) + nested(15, varint(1 << 3) + b"\x80"))
+    (images / "core-1.img").write_bytes(struct.pack("<II", 0x54564319, 0x55053847) + struct.pack("<I", len(core)) + core)
+    # magics and length 12, mtype 2, thread_core's key and length 2, its thread id 2, rseq's key and
+    # length 2: the rseq message starts at byte 20, and its pointer's varint stops short at byte 22
+    with pytest.raises(ValueError, match=r"core-1.img: varint runs past its entry at byte 22$"):
+        criu_images.rseq_pages(images)
+
+
 def test_every_page_arrives_ahead_and_the_close_is_passed_on(images):
     # the source splits the first range in two, as two page-pipe buffers would
     source = PageServer({1: [(0x10000, 60), (0x10000 + 60 * PAGE, 40), (0x80000, 5)], 7: [(0x20000, 2)]})
