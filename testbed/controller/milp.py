@@ -262,9 +262,9 @@ def round_relaxation(problem: PlacementProblem, relaxation: _Relaxation) -> dict
         if option.user in split_users:
             by_key.setdefault(option.key, []).append(i)
     cost = relaxation.reduced_costs
-    for user in sorted(split_users, key=lambda u: -max(relaxation.values[i] for k in services[u] for i in by_key[k])):
+    for user in sorted(sorted(split_users), key=lambda u: -max(relaxation.values[i] for k in services[u] for i in by_key[k])):
         keys = services[user]
-        stations = sorted({problem.options[i].station for i in by_key[keys[0]]},
+        stations = sorted(sorted({problem.options[i].station for i in by_key[keys[0]]}),
                           key=lambda b: min(cost[i] for i in by_key[keys[0]] if problem.options[i].station == b))
         for station in stations:
             if seats.get(station, 1) < 1:
