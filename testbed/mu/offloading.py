@@ -153,7 +153,7 @@ class OffloadingClient(threading.Thread):
         self._interrupted_at: float | None = None
         self._interrupt_cause = "radio link down"
         self.rid = 0
-        self.ewma_e2e: float | None = None
+        self.e2e_by_endpoint: dict[tuple[str, int], float] = {}     # EWMA of each endpoint's E2E, s
         self.last_counter: int | None = None
         self.stats = {"ok": 0, "failed": 0}
 
@@ -202,10 +202,15 @@ class OffloadingClient(threading.Thread):
                 pass
             sock.close()
 
-    def _timeout(self) -> float:
-        if self.ewma_e2e is None:
+    def _timeout(self, endpoint) -> float:
+        """How long a task at ``endpoint`` may take: 4 times its E2E so far (a fresh connection
+        adds a handshake's round trip), 2 s where none was measured yet.  Per endpoint: after
+        minutes at an edge server a service moved to the cloud (300 ms away) must not be given
+        up on for taking longer than the edge did."""
+        e2e = self.e2e_by_endpoint.get(tuple(endpoint))
+        if e2e is None:
             return max(self.min_timeout, 2.0)
-        return min(self.max_timeout, max(self.min_timeout, 4 * self.ewma_e2e + 0.2))
+        return min(self.max_timeout, max(self.min_timeout, 4 * e2e + 0.2))
 
     def _record(self, **fields) -> None:
         record = {"user": self.user, "service": self.service, "app": self.app, "ap": self.ap_of(), **fields}
@@ -219,7 +224,8 @@ class OffloadingClient(threading.Thread):
     def _success(self, endpoint, started: float, received: float, header: dict, recovery: bool) -> None:
         self._interrupted_at = None          # a radio outage that came and went between two requests
         e2e = received - started
-        self.ewma_e2e = e2e if self.ewma_e2e is None else 0.8 * self.ewma_e2e + 0.2 * e2e
+        held = self.e2e_by_endpoint.get(tuple(endpoint))
+        self.e2e_by_endpoint[tuple(endpoint)] = e2e if held is None else 0.8 * held + 0.2 * e2e
         proc_ms = float(header.get("proc_ms", 0.0))
         counter = header.get("counter")
         self._record(id=self.rid, endpoint=list(endpoint), sent=started, received=received, ok=True,
@@ -257,10 +263,10 @@ class OffloadingClient(threading.Thread):
     def _steady(self, endpoint) -> bool:
         """One task on the kept-open connection; False if it failed."""
         started = time.time()
-        deadline = time.monotonic() + self._timeout()
+        deadline = time.monotonic() + self._timeout(endpoint)
         try:
             if self._sock is None:
-                sock = socket.create_connection(endpoint, timeout=self._timeout())
+                sock = socket.create_connection(endpoint, timeout=self._timeout(endpoint))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._sock = sock
             sock = self._sock
@@ -305,7 +311,7 @@ class OffloadingClient(threading.Thread):
                     for endpoint in candidates:
                         if endpoint is None or self._upload_under_way(attempts, endpoint, now):
                             continue
-                        attempt = _Attempt(endpoint, self._frame(), time.time(), now + self._timeout())
+                        attempt = _Attempt(endpoint, self._frame(), time.time(), now + self._timeout(endpoint))
                         if attempt.error:
                             self._failure(endpoint, attempt.started, attempt.error, recovery=True)
                             attempt.close()

@@ -124,9 +124,10 @@ def test_recovery_sends_one_copy_at_a_time_and_reaches_a_service_behind_a_slow_l
 class Counter:
     """A tiny service on loopback answering every task with the next count."""
 
-    def __init__(self):
+    def __init__(self, delay: float = 0.0):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint = self.listener.getsockname()
+        self.delay = delay          # seconds before each answer: a server far away
         self.count = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -145,10 +146,19 @@ class Counter:
                     header, _ = protocol.read_frame(conn)
                 except (OSError, protocol.ConnectionClosed, protocol.ProtocolError):
                     return
+                time.sleep(self.delay)
                 self.count += 1
-                conn.sendall(protocol.encode({"id": header["id"], "ok": True, "counter": self.count}, b""))
+                try:
+                    conn.sendall(protocol.encode({"id": header["id"], "ok": True, "counter": self.count}, b""))
+                except OSError:          # a copy of the task the client no longer needs: reset
+                    return
 
     def close(self):
+        """Stop listening now (a bare close waits for the thread blocked in accept)."""
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
 
 
@@ -177,3 +187,32 @@ def test_a_stale_controller_reply_does_not_send_the_client_back(tmp_path):
         client.stop()
         client.join(timeout=5)
         new.close()
+
+
+def test_a_service_moved_far_away_is_reached_though_it_answers_slower_than_the_old_one_timed_out(tmp_path):
+    """Minutes at an edge server (answers in a millisecond: a 0.5 s timeout), then the service
+    moves to the cloud, whose answers take 0.7 s.  Its endpoint's tasks are given the time of an
+    endpoint not yet measured, not the edge's: the outage ends with the first answer, it does
+    not last until the service moves again."""
+    edge, cloud = Counter(), Counter(delay=0.7)
+    client = OffloadingClient("mu", "svc", Workload([b"x"]), tmp_path / "requests.jsonl", min_timeout=0.5)
+    client.set_endpoints(current=edge.endpoint, version=1)
+    client.start()
+    try:
+        deadline = time.monotonic() + 5
+        while edge.count < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert edge.count >= 50
+        moved = time.monotonic()
+        client.set_endpoints(pending=[cloud.endpoint], version=2)
+        edge.close()                                         # the service stops at the edge...
+        client.interrupt("migration")                        # ...and its connection goes with it
+        while client.endpoints()["current"] != tuple(cloud.endpoint) and time.monotonic() < moved + 5:
+            time.sleep(0.01)
+        assert client.endpoints()["current"] == tuple(cloud.endpoint), "the cloud's answers were never awaited"
+        assert time.monotonic() - moved < 1.5
+        assert client.e2e_by_endpoint[tuple(cloud.endpoint)] >= 0.7 > client.e2e_by_endpoint[tuple(edge.endpoint)]
+    finally:
+        client.stop()
+        client.join(timeout=5)
+        cloud.close()
