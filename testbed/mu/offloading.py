@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import protocol
+from testbed.deprecation import renamed
 
 STALLED_UPLOAD_S = 0.1
 
@@ -201,6 +202,15 @@ class OffloadingClient(threading.Thread):
             except OSError:
                 pass
             sock.close()
+
+    @property
+    def ewma_e2e(self) -> float | None:
+        """Deprecated: the E2E average is kept per endpoint now (``e2e_by_endpoint``); this is
+        the current endpoint's."""
+        with self._lock:
+            current = self._current
+        return renamed("OffloadingClient.ewma_e2e", "OffloadingClient.e2e_by_endpoint[endpoint]",
+                       self.e2e_by_endpoint.get(current) if current else None)
 
     def _timeout(self, endpoint) -> float:
         """How long a task at ``endpoint`` may take: 4 times its E2E so far (a fresh connection
