@@ -212,12 +212,12 @@ class OffloadingClient(threading.Thread):
         return renamed("OffloadingClient.ewma_e2e", "OffloadingClient.e2e_by_endpoint[endpoint]",
                        self.e2e_by_endpoint.get(current) if current else None)
 
-    def _timeout(self, endpoint) -> float:
+    def _timeout(self, endpoint: tuple[str, int]) -> float:
         """How long a task at ``endpoint`` may take: 4 times its E2E so far (a fresh connection
         adds a handshake's round trip), 2 s where none was measured yet.  Per endpoint: after
         minutes at an edge server a service moved to the cloud (300 ms away) must not be given
         up on for taking longer than the edge did."""
-        e2e = self.e2e_by_endpoint.get(tuple(endpoint))
+        e2e = self.e2e_by_endpoint.get(endpoint)
         if e2e is None:
             return max(self.min_timeout, 2.0)
         return min(self.max_timeout, max(self.min_timeout, 4 * e2e + 0.2))
@@ -234,8 +234,8 @@ class OffloadingClient(threading.Thread):
     def _success(self, endpoint, started: float, received: float, header: dict, recovery: bool) -> None:
         self._interrupted_at = None          # a radio outage that came and went between two requests
         e2e = received - started
-        held = self.e2e_by_endpoint.get(tuple(endpoint))
-        self.e2e_by_endpoint[tuple(endpoint)] = e2e if held is None else 0.8 * held + 0.2 * e2e
+        held = self.e2e_by_endpoint.get(endpoint)
+        self.e2e_by_endpoint[endpoint] = e2e if held is None else 0.8 * held + 0.2 * e2e
         proc_ms = float(header.get("proc_ms", 0.0))
         counter = header.get("counter")
         self._record(id=self.rid, endpoint=list(endpoint), sent=started, received=received, ok=True,

@@ -235,6 +235,7 @@ def test_the_incumbent_does_not_depend_on_python_s_string_hashing():
     """Ties in the LP (users split 0.5/0.5, stations of equal reduced cost) are broken by name,
     not by the order of a set of names, which changes from process to process: the same
     experiment seed gives the same solver path."""
+    import os
     import subprocess
     import sys
 
@@ -246,7 +247,7 @@ def test_the_incumbent_does_not_depend_on_python_s_string_hashing():
               "    c = milp.round_relaxation(p, r)\n"
               "    print(seed, r.integral, None if c is None else sorted((k, o.station, o.server) for k, o in c.items()))\n")
     outputs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                              env={**__import__("os").environ, "PYTHONHASHSEED": str(h)}).stdout
+                              env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout
                for h in (1, 2, 3)}
     assert len(outputs) == 1
     assert "False" in next(iter(outputs))        # some relaxations are split, so the rounding had ties to break

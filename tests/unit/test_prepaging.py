@@ -130,7 +130,11 @@ def nested(number: int, body: bytes) -> bytes:
 def write_core(images, tid: int, rseq_pointer: int) -> None:
     """A thread's core image: core_entry {mtype = 1, thread_core = 5 {rseq_entry = 15 {rseq_abi_pointer = 1}}}."""
     rseq = varint(1 << 3) + varint(rseq_pointer) + varint(2 << 3) + varint(32)
-    core = varint(1 << 3) + varint(1) + nested(5, varint(1 << 3) + varint(7) + nested(15, rseq))
+    write_core_entry(images, tid, varint(1 << 3) + varint(1) + nested(5, varint(1 << 3) + varint(7) + nested(15, rseq)))
+
+
+def write_core_entry(images, tid: int, core: bytes) -> None:
+    """``core-<tid>.img``: the magics, then ``core`` as its one entry."""
     (images / f"core-{tid}.img").write_bytes(struct.pack("<II", 0x54564319, 0x55053847)
                                              + struct.pack("<I", len(core)) + core)
 
@@ -161,8 +165,8 @@ def test_a_core_image_cut_inside_a_nested_message_is_named(images):
 
 
 def test_an_error_inside_a_nested_message_names_the_file_s_byte(images):
-    core = varint(1 << 3) + varint(1) + nested(5, varint(1 << 3) + varint(7) + nested(15, varint(1 << 3) + b"\x80"))
-    (images / "core-1.img").write_bytes(struct.pack("<II", 0x54564319, 0x55053847) + struct.pack("<I", len(core)) + core)
+    write_core_entry(images, 1, varint(1 << 3) + varint(1)
+                     + nested(5, varint(1 << 3) + varint(7) + nested(15, varint(1 << 3) + b"\x80")))
     # magics and length 12, mtype 2, thread_core's key and length 2, its thread id 2, rseq's key and
     # length 2: the rseq message starts at byte 20, and its pointer's varint stops short at byte 22
     with pytest.raises(ValueError, match=r"core-1.img: varint runs past its entry at byte 22$"):
