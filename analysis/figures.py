@@ -3,7 +3,9 @@
 Every metric is computed per trial (one planner, one scenario, one repetition
 of one run: ``testbed.records.trial_metrics``), never across trials' joined
 timelines, and then aggregated: mean and 95 % Student-t interval across the
-trials.  Several runs given together pool their trials.  Each function writes
+trials.  Several runs given together pool their trials; ``exclude`` leaves
+trials out by their label ``<run>/<scenario>/<planner>/rep<N>`` (glob patterns:
+a trial re-run after a fix supersedes the old one).  Each function writes
 PNG and PDF (figures) or CSV, Markdown and LaTeX (tables), and the numbers it
 plotted as CSV next to the figure, and returns the paths.
 
@@ -23,6 +25,7 @@ plotted as CSV next to the figure, and returns the paths.
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import matplotlib
@@ -46,13 +49,39 @@ plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.rig
                      "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 150, "savefig.bbox": "tight"})
 
 
-def load_runs(run_dirs) -> dict[str, pd.DataFrame]:
-    """The tables of every run, each row marked with its run and trial."""
-    tables = {}
+class UnknownTrial(ValueError):
+    """An ``exclude`` pattern that names no trial of the runs."""
+
+
+def trial_label(run: str, scenario: str, planner: str, repetition: int) -> str:
+    """How a trial is named to ``exclude``: ``<run>/<scenario>/<planner>/rep<N>``."""
+    return f"{run}/{scenario}/{planner}/rep{repetition}"
+
+
+def excluded(label: str, exclude) -> bool:
+    return any(fnmatchcase(label, pattern) for pattern in exclude)
+
+
+def load_runs(run_dirs, exclude=()) -> dict[str, pd.DataFrame]:
+    """The tables of every run, each row marked with its run and trial, without the trials
+    ``exclude`` names (glob patterns over ``trial_label``).  A pattern that names no trial
+    is an error (a typo would otherwise leave the trial in, silently)."""
+    tables, labels = {}, set()
     for table in ("requests", "events", "migrations"):
         frames = [with_trial_columns(load(run, table), run=Path(run).name) for run in run_dirs]
         frames = [f for f in frames if not f.empty]
-        tables[table] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if not frame.empty:
+            trials = {tuple(key): trial_label(*key) for key in frame[TRIAL].drop_duplicates().itertuples(index=False)}
+            labels.update(trials.values())
+            dropped = [key for key, label in trials.items() if excluded(label, exclude)]
+            if dropped:
+                frame = frame[~pd.MultiIndex.from_frame(frame[TRIAL]).isin(dropped)].reset_index(drop=True)
+        tables[table] = frame
+    unmatched = [pattern for pattern in exclude if not any(fnmatchcase(x, pattern) for x in labels)]
+    if unmatched:
+        raise UnknownTrial(f"--exclude {unmatched[0]!r} names no trial of these runs; their trials: "
+                         + ", ".join(sorted(labels)[:12]) + (" ..." if len(labels) > 12 else ""))
     return tables
 
 
@@ -422,8 +451,8 @@ def seed004_plots(migrations: pd.DataFrame, out: Path) -> list[Path]:
     return _save(fig, out, "figure_seed004_migration_time", frame.drop(columns=["trial"]))
 
 
-def make_all(run_dirs, out: Path) -> list[Path]:
-    tables = load_runs(run_dirs)
+def make_all(run_dirs, out: Path, exclude=()) -> list[Path]:
+    tables = load_runs(run_dirs, exclude)
     requests, events, migrations = tables["requests"], tables["events"], tables["migrations"]
     paths = []
     if not requests.empty:

@@ -164,7 +164,7 @@ def seed000(aggregated, claims) -> list[str]:
     return lines + (_table(header, rows) if rows else ["not measured: the runs have no ShareOn trial", ""])
 
 
-def wire_section(run_dirs) -> list[str]:
+def wire_section(run_dirs, exclude=()) -> list[str]:
     """The client's downtime next to the wire's, per trial and service; the path after handovers."""
     from analysis import wire
     from testbed.events import read_events
@@ -173,6 +173,9 @@ def wire_section(run_dirs) -> list[str]:
     for run in run_dirs:
         trials = json.loads((Path(run) / "trials.json").read_text()) if (Path(run) / "trials.json").exists() else []
         for trial in trials:
+            if figures.excluded(figures.trial_label(Path(run).name, trial["scenario"], trial["planner"],
+                                                    trial["repetition"]), exclude):
+                continue
             directory = Path(trial["dir"])
             if not directory.is_dir():
                 directory = Path(run) / "trials" / trial["scenario"] / trial["planner"] / f"rep{trial['repetition']}"
@@ -181,6 +184,7 @@ def wire_section(run_dirs) -> list[str]:
                 user = config.stem[3:]
                 compared = wire.compare_trial(directory, user)
                 label = f"{trial['scenario']}/{trial['planner']}/rep{trial['repetition']}"
+                label = f"{Path(run).name}/{label}" if len(run_dirs) > 1 else label
                 for service in sorted({c["service"] for c in compared}):
                     mine = [c for c in compared if c["service"] == service]
                     agree = sum(c["agree"] for c in mine)
@@ -211,7 +215,7 @@ def wire_section(run_dirs) -> list[str]:
     return lines
 
 
-def _runs_section(run_dirs) -> list[str]:
+def _runs_section(run_dirs, exclude=()) -> list[str]:
     rows = []
     for run in run_dirs:
         status = json.loads((Path(run) / "status.json").read_text()) if (Path(run) / "status.json").exists() else {}
@@ -220,25 +224,29 @@ def _runs_section(run_dirs) -> list[str]:
         trials = json.loads((Path(run) / "trials.json").read_text()) if (Path(run) / "trials.json").exists() else []
         rows.append([Path(run).name, status.get("state", "?"), len(trials), environment.get("link_backend", "?"),
                      environment.get("kernel", "?"), environment.get("docker", "?"), environment.get("criu", "?")])
-    return ["## Runs", ""] + _table(["run", "status", "trials", "link backend", "kernel", "Docker", "CRIU"], rows)
+    lines = ["## Runs", ""] + _table(["run", "status", "trials", "link backend", "kernel", "Docker", "CRIU"], rows)
+    if exclude:
+        lines += ["Trials left out (`--exclude`): " + ", ".join(f"`{pattern}`" for pattern in exclude), ""]
+    return lines
 
 
-def write_report(run_dirs, out: Path) -> list[Path]:
-    """Write report.md and report.html (with the figures inline) into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_report(run_dirs, out: Path, exclude=()) -> list[Path]:
+    """Write report.md and report.html (with the figures inline) into ``out``, without the
+    trials ``exclude`` names (``figures.load_runs``)."""
     claims = yaml.safe_load(CLAIMS.read_text())
-    tables = figures.load_runs(run_dirs)
+    tables = figures.load_runs(run_dirs, exclude)
+    out.mkdir(parents=True, exist_ok=True)
     _, aggregated = figures.metrics(tables) if not tables["requests"].empty else ([], [])
-    figure_paths = figures.make_all(run_dirs, out / "figures")
+    figure_paths = figures.make_all(run_dirs, out / "figures", exclude)
     lines = ["# Reproduction report", "",
              "Each claim of the seeds next to what these runs measured: mean over trials, [95 % interval] "
              "where there are two trials or more.  Paper numbers: analysis/claims.yaml.", ""]
-    lines += _runs_section(run_dirs)
+    lines += _runs_section(run_dirs, exclude)
     lines += seed002(tables, aggregated, claims["seed002"])
     lines += seed001(tables, claims["seed001"])
     lines += seed004(tables, claims["seed004"])
     lines += seed000(aggregated, claims["seed000"])
-    lines += wire_section(run_dirs)
+    lines += wire_section(run_dirs, exclude)
     lines += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figure_paths if p.suffix == ".png"]
     markdown = "\n".join(lines) + "\n"
     (out / "report.md").write_text(markdown)

@@ -18,6 +18,8 @@ net_app = typer.Typer(no_args_is_help=True, help="Build a topology's network on 
 app.add_typer(images_app, name="images")
 app.add_typer(net_app, name="net")
 console = Console()
+EXCLUDE_HELP = ("leave out the trials matching this glob over <run>/<scenario>/<planner>/rep<N> "
+                "(e.g. a trial re-run after a fix); repeatable")
 
 
 @app.callback()
@@ -356,9 +358,10 @@ def worker(scheduler: str = typer.Argument(..., help="the Dask scheduler, tcp://
 
 
 @app.command()
-def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/figures")):
+def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/figures"),
+            exclude: list[str] = typer.Option([], help=EXCLUDE_HELP)):
     """Make the seeds' figures and tables from one or several runs (or a sweep's, from its directory)."""
-    from analysis.figures import make_all
+    from analysis.figures import UnknownTrial, make_all
 
     if len(run_dirs) == 1 and (run_dirs[0] / "sweep.json").exists():
         from analysis.sweep_figures import make_all as sweep_figures
@@ -370,19 +373,29 @@ def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: 
         if not (run_dir / "requests.parquet").exists():
             fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
     out = out or run_dirs[0] / "figures"
-    for path in make_all(run_dirs, out):
+    try:
+        paths = make_all(run_dirs, out, exclude)
+    except UnknownTrial as error:
+        fail(str(error))
+    for path in paths:
         console.print(str(path))
 
 
 @app.command()
-def report(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/report")):
+def report(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/report"),
+           exclude: list[str] = typer.Option([], help=EXCLUDE_HELP)):
     """Each seed's claims next to what the runs measured: report.md and report.html."""
+    from analysis.figures import UnknownTrial
     from analysis.report import write_report
 
     for run_dir in run_dirs:
         if not (run_dir / "requests.parquet").exists():
             fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
-    for path in write_report(run_dirs, out or run_dirs[0] / "report"):
+    try:
+        paths = write_report(run_dirs, out or run_dirs[0] / "report", exclude)
+    except UnknownTrial as error:
+        fail(str(error))
+    for path in paths:
         console.print(str(path))
 
 

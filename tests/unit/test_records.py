@@ -131,6 +131,36 @@ def test_runs_an_hour_apart_keep_their_own_timelines(tmp_path):
     assert any(p.name == "figure_6_timeline.png" for p in paths)
 
 
+def test_an_excluded_trial_leaves_every_table_and_a_pattern_naming_none_is_an_error(tmp_path):
+    """A trial re-run after a fix supersedes the old one: ``exclude`` drops the old run's
+    trial by its label; a mistyped pattern is an error naming it, not a silent no-op."""
+    from analysis.figures import UnknownTrial, load_runs, metrics
+
+    old = trial_log(("s", "random", 1), 1000.0, 3.0) + trial_log(("s", "nearest", 1), 2000.0, 1.0)
+    runs = [write_run(tmp_path / "old", old), write_run(tmp_path / "new", trial_log(("s", "random", 1), 5000.0, 0.5))]
+    _, pooled = metrics(load_runs(runs))
+    assert next(a for a in pooled if a["planner"] == "random")["downtime_total_s"]["n"] == 2
+    tables = load_runs(runs, exclude=["old/*/random/rep1"])
+    assert set(zip(tables["requests"]["run"], tables["requests"]["planner"])) == {("old", "nearest"), ("new", "random")}
+    _, kept = metrics(tables)
+    random = next(a for a in kept if a["planner"] == "random")["downtime_total_s"]
+    assert random["n"] == 1 and random["mean"] == pytest.approx(0.5)
+    with pytest.raises(UnknownTrial, match="old/s/randon/rep1"):
+        load_runs(runs, exclude=["old/s/randon/rep1"])
+
+
+def test_report_with_a_mistyped_exclude_fails_naming_it_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from testbed.cli import app
+
+    run = write_run(tmp_path / "run", trial_log(("s", "nearest", 1), 1000.0, 1.0))
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "report"),
+                                      "--exclude", "run/s/nearst/*"])
+    assert result.exit_code == 2 and "run/s/nearst/*" in result.output and "run/s/nearest/rep1" in result.output
+    assert not (tmp_path / "report").exists()
+
+
 def test_an_outage_the_checkpoint_size_probe_caused_is_counted_apart():
     """Seed 002 counts the downtime of handovers and migrations; the probe of t0 froze the
     service (0.1 s as a rule, 1.4 s once measured here): its outage is ``downtime_probe_s``."""
