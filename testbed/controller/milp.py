@@ -132,7 +132,8 @@ def _rows(problem: PlacementProblem):
 
 
 def solve(problem: PlacementProblem, solver: str = "fast", time_limit: float = 60.0) -> Solution:
-    """The optimal choice (within ``GAP``), or status "infeasible"."""
+    """The optimal choice (within ``GAP``), or status "infeasible", or the solver's word for
+    running out of time (then with the best choice it had, if any: ``feasible`` is False)."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r} ({', '.join(SOLVERS)})")
     started = time.monotonic()
@@ -292,6 +293,7 @@ def round_relaxation(problem: PlacementProblem, relaxation: _Relaxation) -> dict
 
 
 SHORTLIST = 6    # options per service the incumbent's small MIP looks at
+IMPROVE_S = 30.0 # seconds for that MIP; out of time, its best choice is the incumbent
 
 
 def improve(problem: PlacementProblem, relaxation: _Relaxation,
@@ -330,8 +332,8 @@ def improve(problem: PlacementProblem, relaxation: _Relaxation,
     rest_start = {k: o for k, o in (start or {}).items() if o.user not in free} if start else None
     if rest_start is not None and not feasible(rest, rest_start):
         rest_start = None
-    found = _solve_model(rest, "highs", time_limit=30.0, start=rest_start, proof=True)
-    if not found.feasible:
+    found = _solve_model(rest, "highs", time_limit=IMPROVE_S, start=rest_start, proof=True, search=True)
+    if not found.choice:
         return start
     better = {**settled, **found.choice}
     if start is None or sum(o.value for o in better.values()) >= sum(o.value for o in start.values()):
@@ -360,10 +362,11 @@ def without_hopeless_options(problem: PlacementProblem, relaxation: _Relaxation,
 
 
 def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
-                 start: dict[str, Option] | None = None, proof: bool = False) -> Solution:
+                 start: dict[str, Option] | None = None, proof: bool = False, search: bool = False) -> Solution:
     """Branch and bound over every option of ``problem``; ``start``: a feasible choice
     to begin from (HiGHS only); ``proof``: the problem is already reduced around a good
-    start, so HiGHS skips presolve and primal heuristics (most of its time here)."""
+    start, so HiGHS skips presolve and primal heuristics (most of its time here), but for
+    its sub-MIPs (RINS, RENS) when ``search``: they find ``improve`` its incumbent."""
     rows, by_key = _rows(problem)
     if not by_key or any(not idx for idx in by_key.values()) or any(not k for k in problem.services().values()):
         return Solution("infeasible")
@@ -373,15 +376,13 @@ def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
         if start is not None:
             picked = {id(o) for o in start.values()}
             initial = np.array([1.0 if id(o) in picked else 0.0 for o in problem.options])
-        chosen, objective, status = _solve_highs(values, rows, time_limit, initial, proof)
+        chosen, objective, status = _solve_highs(values, rows, time_limit, initial, proof, search)
     elif solver == "cbc":
         chosen, objective, status = _solve_cbc(values, rows, time_limit)
     else:
         raise ValueError(f"unknown solver {solver!r} (highs or cbc)")
-    if status != "optimal":
-        return Solution(status)
     choice = {problem.options[i].key: problem.options[i] for i in chosen}
-    return Solution("optimal", choice, objective)
+    return Solution(status, choice, objective)
 
 
 def _highs_model(values, rows, integer: bool, time_limit: float):
@@ -412,13 +413,16 @@ def _highs_model(values, rows, integer: bool, time_limit: float):
     return h
 
 
-def _solve_highs(values, rows, time_limit, initial=None, proof=False):
+def _solve_highs(values, rows, time_limit, initial=None, proof=False, search=False):
     import highspy
 
     h = _highs_model(values, rows, integer=True, time_limit=time_limit)
     if proof:
         h.setOptionValue("presolve", "off")
         h.setOptionValue("mip_heuristic_effort", 0.0)
+    if proof and not search:
+        for heuristic in ("rins", "rens", "feasibility_jump"):      # they run at effort 0 too
+            h.setOptionValue(f"mip_heuristic_run_{heuristic}", False)
     if initial is not None:
         incumbent = highspy.HighsSolution()
         incumbent.col_value = initial.tolist()
@@ -426,10 +430,13 @@ def _solve_highs(values, rows, time_limit, initial=None, proof=False):
         h.setSolution(incumbent)
     h.run()
     status = h.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        return [], None, "infeasible" if status == highspy.HighsModelStatus.kInfeasible else str(status)
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return [], None, "infeasible"
+    solved = status == highspy.HighsModelStatus.kOptimal
+    if not solved and h.getInfo().primal_solution_status != 2:        # 2: a feasible solution
+        return [], None, str(status)
     x = np.array(h.getSolution().col_value)
-    return [int(i) for i in np.nonzero(x > 0.5)[0]], float(values @ (x > 0.5)), "optimal"
+    return [int(i) for i in np.nonzero(x > 0.5)[0]], float(values @ (x > 0.5)), "optimal" if solved else str(status)
 
 
 def _solve_cbc(values, rows, time_limit):

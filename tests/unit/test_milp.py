@@ -251,3 +251,20 @@ def test_the_incumbent_does_not_depend_on_python_s_string_hashing():
                for h in (1, 2, 3)}
     assert len(outputs) == 1
     assert "False" in next(iter(outputs))        # some relaxations are split, so the rounding had ties to break
+
+
+def test_a_branch_and_bound_out_of_time_keeps_its_best_choice_but_is_not_called_optimal():
+    """``improve``'s small MIP may run out of time on a hard instance: the incumbent it holds
+    then is still a feasible start for the proof (dropping it made the proof start from the
+    rounding, with every option kept); ``solve`` never calls such an answer optimal."""
+    from testbed.controller.milp import _solve_model
+    from testbed.controller.milp_instances import city_instance
+
+    problem = city_instance(200, seed=2)
+    start = round_relaxation(problem, _relaxation(problem))
+    assert start is not None
+    found = _solve_model(problem, "highs", 1e-3, start=start, proof=True, search=True)
+    assert found.status != "optimal" and not found.feasible
+    assert feasible(problem, found.choice)
+    assert found.objective >= sum(o.value for o in start.values()) - 1e-9
+    assert not solve(problem, solver="highs", time_limit=1e-3).feasible
