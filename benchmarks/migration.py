@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/migration.py [--repeats 5] [--services counter,face] [--modes cold,...]
                                              [--option precopy_rounds=3 ...]
+                                             [--env MEC_DETECT_ARENA=0 ...] [--images 3]
                                              [--calibration calibration/default.yaml]
 
 The service ping-pongs between edge1 and edge2 (100 Mbps / 50 ms).  Before each
@@ -15,6 +16,11 @@ and writes them to FILE with where they came from: the planners' starting values
 ``--option KEY=VALUE`` passes a mode option (e.g. ``precopy_share=1.0``,
 ``precopy_rounds=3``) to every migration; the table then shows the user's
 median E2E while the pre-copy crossed the link its requests cross.
+``--env KEY=VALUE`` sets the services' containers' environment (an app's own
+settings); ``--images N``: the client cycles through the app's first N test
+images (default 1: every task the same image, downtimes comparable across
+moves; a model's memory then holds the same numbers after every task, which a
+delta compared page by page does not send).
 """
 
 from __future__ import annotations
@@ -46,16 +52,16 @@ def median(values):
     return round(statistics.median(values), 3) if values else None
 
 
-def bench(stack: Stack, app: str, mode: str, repeats: int, options: dict | None = None) -> dict:
+def bench(stack: Stack, app: str, mode: str, repeats: int, options: dict | None = None, env: dict | None = None,
+          images_used: int = 1) -> dict:
     service = f"{app}-{mode}"
     log = stack.run_dir / "requests-mu.jsonl"
     log.unlink(missing_ok=True)
     manifest = app_manifest(app)
     instance = stack.agents["edge1"].call("deploy", spec={
         "service": service, "app": app, "image": images.image_name(app),
-        "limits": {"cpus": manifest.cpus, "memory_mb": 2048}})
-    # one test image (the first) for every task: downtimes comparable across moves
-    workload = {"images": [str(assets.fetch(f)) for f in manifest.test_images[:1]]}
+        "limits": {"cpus": manifest.cpus, "memory_mb": 2048}, "env": env or {}})
+    workload = {"images": [str(assets.fetch(f)) for f in manifest.test_images[:images_used]]}
     # the app's timeout, as the runner sets it: a model service's task crosses the WAN in
     # slow start once the user has moved, so a shorter one would hide the migration's outage
     user = stack.start_user("mu", [{"service": service, "app": app, "workload": workload,
@@ -137,14 +143,20 @@ def main():
                         help="comma-separated; also postcopy (20-30 s per move of a model service here)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a mode option for every migration (repeatable)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="the services' containers' environment (repeatable)")
+    parser.add_argument("--images", type=int, default=1, help="test images the client cycles through")
     parser.add_argument("--calibration", type=Path, help="write eq. (5)'s fitted constants to this file")
     args = parser.parse_args()
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--option {item!r}: expected KEY=VALUE")
-        options[key] = yaml.safe_load(value)
+    options, env = {}, {}
+    for flag, items, into in (("--option", args.option, options), ("--env", args.env, env)):
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"{flag} {item!r}: expected KEY=VALUE")
+            into[key] = yaml.safe_load(value) if flag == "--option" else value
+    if args.images < 1:
+        parser.error("--images: at least 1")
     run_dir = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     rows, measured = [], []
     with MecNetwork(load_topology(ROOT / "topologies" / "paper.yaml"), workdir=run_dir / "net") as net, \
@@ -152,7 +164,7 @@ def main():
         stack.start_agents()
         for app in args.services.split(","):
             for mode in args.modes.split(","):
-                records, row = bench(stack, app, mode, args.repeats, options)
+                records, row = bench(stack, app, mode, args.repeats, options, env, args.images)
                 rows.append(row)
                 measured += records
                 print(rows[-1], flush=True)
@@ -165,7 +177,8 @@ def main():
         "last_page_s from then until the last page arrived; the downtime is what the client saw meanwhile; "
         "postcopy_lost: moves that failed on CRIU's lazy-pages loop (README), not timed (the service ran on "
         "at the source, the next move started from there).",
-        f"Mode options: {options or 'defaults'}; e2e_during_pre_ms: the user's median E2E while the "
+        f"Mode options: {options or 'defaults'}; container environment: {env or 'as in the image'}; "
+        f"test images cycled: {args.images}; e2e_during_pre_ms: the user's median E2E while the "
         "pre-copy crossed the link its requests cross (e2e_idle_ms: before any migration)."])
     if args.calibration:
         write_calibration(args.calibration, measured, args)

@@ -258,7 +258,7 @@ class Runner:
                 services.append({"service": self.service_name(user, index, use.app), "user": user, "app": use.app,
                                  "image": images.image_name(use.app), "cpus": use.cpus,
                                  "memory_mb": int(use.memory / 2**20), "task_bytes": int(assets.task_bytes(use)),
-                                 "quota": use.quota})
+                                 "quota": use.quota, "env": use.env})
         return ControllerConfig.model_validate({
             "run_dir": trial_dir, "address": address, "node": spec.topology.cloud(), "topology": spec.topology,
             "planner": planner, "seed": spec.seed, "radio": spec.radio, "report_period": spec.report_period,

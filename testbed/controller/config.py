@@ -23,11 +23,12 @@ class Placement(Strict):
     memory_mb: int = Field(gt=0)
     task_bytes: float = Field(default=100.0, ge=0, description="S_u of eq. (4)")
     quota: float = Field(default=0.1, gt=0, le=1, description="CPU share in the app profile (seed 004)")
+    env: dict[str, str] = Field(default={}, description="the container's environment (the experiment's `env`)")
 
     def container(self) -> dict:
         """The ``ContainerSpec`` an agent deploys."""
         return {"service": self.service, "app": self.app, "image": self.image, "port": self.port,
-                "limits": {"cpus": self.cpus, "memory_mb": self.memory_mb}}
+                "limits": {"cpus": self.cpus, "memory_mb": self.memory_mb}, "env": dict(self.env)}
 
 
 class InitialUser(Strict):

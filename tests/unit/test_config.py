@@ -158,6 +158,10 @@ def experiment_with(tmp_path, **fields) -> Path:
      "users.mu.mobility.sped", "unknown field"),
     ({"users": {"mu": {"mobility": {"model": "hover"}, "services": [{"app": "counter"}]}}},
      "users.mu.mobility.model", "unknown mobility model 'hover'"),
+    ({"users": {"mu": {"services": [{"app": "detect", "env": {"MEC DETECT": 1}}]}}}, "users.mu.services.0.env",
+     "'MEC DETECT' is not an environment variable name"),
+    ({"users": {"mu": {"services": [{"app": "detect", "env": {"OMP_NUM_THREADS": 8}}]}}},
+     "users.mu.services.0.env", "OMP_NUM_THREADS is set by the testbed"),
 ])
 def test_extension_parameters_are_validated_by_their_own_classes(tmp_path, fields, field, reason):
     """Planners, migration modes and mobility models each declare their parameters;
@@ -178,3 +182,20 @@ def test_extension_parameters_get_their_declared_defaults(tmp_path):
     assert spec.migration.options() == {"quiesce": 1.0, "delta": "pages", "precopy_rounds": 1, "precopy_share": 1.0,
                                         "min_shrink": 0.2, "postcopy": False, "page_timeout": 600.0,
                                         "prepaging_window_mb": 32.0}
+
+
+def test_a_services_environment_reaches_the_container_it_deploys_and_migrates(tmp_path):
+    """`env` of a service use: validated, made strings, carried by the controller's placement into
+    the container spec an agent deploys and sends to a migration's destination."""
+    from testbed.controller.config import Placement
+    from testbed.migration.base import ContainerSpec
+
+    spec, _ = load_experiment_with_source(experiment_with(
+        tmp_path, users={"mu": {"services": [{"app": "detect", "env": {"MEC_DETECT_ARENA": 0}}]}}))
+    env = spec.users["mu"].services[0].env
+    assert env == {"MEC_DETECT_ARENA": "0"}
+    placement = Placement(service="detect-mu", user="mu", app="detect", image="mec-testbed/detect", cpus=2,
+                          memory_mb=2048, env=env)
+    container = ContainerSpec.from_dict(placement.container())
+    assert container.env == {"MEC_DETECT_ARENA": "0"}
+    assert ContainerSpec.from_dict(container.to_dict()).env == container.env
