@@ -135,6 +135,17 @@ def bench(stack: Stack, app: str, mode: str, repeats: int, options: dict | None 
     }
 
 
+def key_values(parser, flag: str, items: list[str], parse) -> dict:
+    """``KEY=VALUE`` arguments as a dict, each value through ``parse``."""
+    found = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"{flag} {item!r}: expected KEY=VALUE")
+        found[key] = parse(value)
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -148,13 +159,8 @@ def main():
     parser.add_argument("--images", type=int, default=1, help="test images the client cycles through")
     parser.add_argument("--calibration", type=Path, help="write eq. (5)'s fitted constants to this file")
     args = parser.parse_args()
-    options, env = {}, {}
-    for flag, items, into in (("--option", args.option, options), ("--env", args.env, env)):
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                parser.error(f"{flag} {item!r}: expected KEY=VALUE")
-            into[key] = yaml.safe_load(value) if flag == "--option" else value
+    options = key_values(parser, "--option", args.option, yaml.safe_load)
+    env = key_values(parser, "--env", args.env, str)
     if args.images < 1:
         parser.error("--images: at least 1")
     run_dir = Path(tempfile.mkdtemp(prefix="bench-migration-"))

@@ -361,7 +361,7 @@ def worker(scheduler: str = typer.Argument(..., help="the Dask scheduler, tcp://
 def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/figures"),
             exclude: list[str] = typer.Option([], help=EXCLUDE_HELP)):
     """Make the seeds' figures and tables from one or several runs (or a sweep's, from its directory)."""
-    from analysis.figures import UnknownTrial, make_all
+    from analysis.figures import make_all
 
     if len(run_dirs) == 1 and (run_dirs[0] / "sweep.json").exists():
         from analysis.sweep_figures import make_all as sweep_figures
@@ -372,12 +372,7 @@ def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: 
     for run_dir in run_dirs:
         if not (run_dir / "requests.parquet").exists():
             fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
-    out = out or run_dirs[0] / "figures"
-    try:
-        paths = make_all(run_dirs, out, exclude)
-    except UnknownTrial as error:
-        fail(str(error))
-    for path in paths:
+    for path in _selecting_trials(make_all, run_dirs, out or run_dirs[0] / "figures", exclude):
         console.print(str(path))
 
 
@@ -385,18 +380,23 @@ def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: 
 def report(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <first run>/report"),
            exclude: list[str] = typer.Option([], help=EXCLUDE_HELP)):
     """Each seed's claims next to what the runs measured: report.md and report.html."""
-    from analysis.figures import UnknownTrial
     from analysis.report import write_report
 
     for run_dir in run_dirs:
         if not (run_dir / "requests.parquet").exists():
             fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
+    for path in _selecting_trials(write_report, run_dirs, out or run_dirs[0] / "report", exclude):
+        console.print(str(path))
+
+
+def _selecting_trials(make, run_dirs, out, exclude) -> list:
+    """``make(run_dirs, out, exclude)``; an ``--exclude`` that names no trial is the user's error."""
+    from analysis.figures import UnknownTrial
+
     try:
-        paths = write_report(run_dirs, out or run_dirs[0] / "report", exclude)
+        return make(run_dirs, out, exclude)
     except UnknownTrial as error:
         fail(str(error))
-    for path in paths:
-        console.print(str(path))
 
 
 def _print_summary(run_dir: Path):
