@@ -63,25 +63,32 @@ def busy_queries(net, ip, image, client, first_id, repeat) -> list[dict]:
 @pytest.mark.models
 def test_a_server_twice_as_fast_processes_twice_as_fast(env):
     """The same object-detection service (one core asked for) on edge1 (compute 1.0) and
-    edge2 (2.0), kept busy: processing times in a ratio of 2 +- 10 %."""
+    edge2 (2.0), kept busy: processing times in a ratio of 2 +- 10 %.
+
+    The ratio is taken per round (both servers back to back) and its median over the
+    rounds is asserted: a moment of host load (the clients starting, the engine) costs a
+    throttled server more than an unthrottled one, since quota left unused when a period
+    ends is lost, and it should move one round, not the answer."""
     net, stack = env
     image = assets.fetch("street-dog.jpg")
-    ips, times = {}, {"edge1": [], "edge2": []}
-    for server in times:
+    ips = {}
+    for server in ("edge1", "edge2"):
         instance = stack.agents[server].call("deploy", spec={"service": f"detect-{server}", "app": "detect",
                                                              "image": image_name("detect"),
                                                              "limits": {"cpus": 1.0, "memory_mb": 2048}})
         ips[server] = instance["ip"]
         query(net, ips[server], files=[image], client=server, repeat=3)                     # warm-up
-    for round_ in range(4):           # alternating, so that both see the host in the same state
-        for server in times:
+    ratios = []
+    for round_ in range(6):
+        medians = {}
+        for server in ("edge1", "edge2"):
             replies = busy_queries(net, ips[server], image, server, first_id=10 + 5 * round_, repeat=5)
             assert all(r["ok"] for r in replies) and len(replies) == 10
-            times[server] += [r["proc_ms"] for r in replies]
-    for server in times:
+            medians[server] = statistics.median(r["proc_ms"] for r in replies)
+        ratios.append(medians["edge1"] / medians["edge2"])
+    for server in ips:
         stack.agents[server].call("remove", service=f"detect-{server}")
-    medians = {server: statistics.median(values) for server, values in times.items()}
-    assert medians["edge1"] / medians["edge2"] == pytest.approx(2.0, rel=0.10), medians
+    assert statistics.median(ratios) == pytest.approx(2.0, rel=0.10), ratios
 
 
 def test_the_measured_compute_of_each_server_follows_the_topology(env):
