@@ -5,6 +5,7 @@ models ship inside its wheel.  The whole image is read, and strings that look
 like plates (4-10 letters/digits, at least one of each) are kept.
 """
 
+import os
 import re
 
 from mecserve import RequestError, Service, serve
@@ -17,13 +18,33 @@ def plate_text(raw: str) -> str | None:
     return text if PLATE.match(text) else None
 
 
+def _sleeping_thread_pools():
+    """RapidOCR's onnxruntime sessions with threads that sleep between tasks, as detect's: a
+    pool spinning for the next task looks busy between two requests, and a migration's
+    quiesce would wait in vain for an idle moment.  RapidOCR has no option for it, so its
+    session options are wrapped."""
+    from rapidocr_onnxruntime.utils import infer_engine
+
+    make = infer_engine.OrtInferSession._init_sess_opts
+
+    def options(config):
+        made = make(config)
+        made.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        made.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return made
+
+    infer_engine.OrtInferSession._init_sess_opts = staticmethod(options)
+
+
 class Alpr(Service):
     name = "alpr"
 
     def load(self):
         from rapidocr_onnxruntime import RapidOCR
 
-        self.ocr = RapidOCR(det_limit_type="max", det_limit_side_len=640, intra_op_num_threads=2,
+        _sleeping_thread_pools()
+        self.ocr = RapidOCR(det_limit_type="max", det_limit_side_len=640,
+                            intra_op_num_threads=int(os.environ.get("OMP_NUM_THREADS", "2")),
                             inter_op_num_threads=1)
 
     def handle(self, op, header, payload):

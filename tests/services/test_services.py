@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import pytest
 
 from testbed import assets
 from testbed.config import load_topology
+from testbed.containers.freezer import Freezer
+from testbed.containers.server import container_cgroups
 from testbed.images import image_name
 from testbed.net.network import MecNetwork
 from testbed.stack import Stack
@@ -122,6 +126,41 @@ def test_detect_without_its_arena_finds_the_same_and_gives_its_working_memory_ba
             (anonymous_kb(lean["pid"]), anonymous_kb(default["pid"]))
     finally:
         stack.agents["edge1"].call("remove", service="detect-lean")
+
+
+@pytest.mark.parametrize("app", ["alpr", "detect"])
+def test_a_busy_model_service_sleeps_between_two_tasks(env, app):
+    """A migration's quiesce waits for a moment when none of the service's threads works. With
+    two cores (two onnxruntime threads) and its user sending back to back, that moment must come
+    between two tasks: a thread pool that spins for the next task never looked idle, and every
+    checkpoint taken while the user still sent caught the model mid-inference."""
+    net, stack, endpoints = env
+    instance = next(i for agent in stack.agents.values() for i in agent.call("instances_here")
+                    if i["service"] == app)
+    freezer = Freezer(container_cgroups(instance["container_id"]))
+    image = assets.fetch({"alpr": "plate-car.png", "detect": "street-dog.jpg"}[app])
+    client = net.node("mu").popen([sys.executable, "-m", "testbed.query", instance["ip"], "--client",
+                                   f"busy-{app}", "--repeat", "1000", "--timeout", "60", "--file", str(image)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.0)                                 # its tasks under way
+        samples = []
+        for _ in range(400):
+            samples.append(freezer.idle())
+            time.sleep(0.005)
+        waits = []
+        for _ in range(5):
+            started = time.monotonic()
+            found = freezer.wait_idle(1.0)
+            waits.append(time.monotonic() - started if found else None)
+            time.sleep(0.137)                           # a different moment of the next task
+        assert client.poll() is None, "the client ended before the sampling did"
+    finally:
+        client.terminate()
+        client.wait(timeout=30)
+    busy_share = 1 - sum(samples) / len(samples)
+    assert busy_share > 0.5, busy_share                 # it was working most of the time
+    assert all(w is not None and w < 0.5 for w in waits), (waits, busy_share)
 
 
 @pytest.mark.parametrize("app", list(APPS))
