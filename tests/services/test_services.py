@@ -134,7 +134,7 @@ def test_a_busy_model_service_sleeps_between_two_tasks(env, app):
     two cores (two onnxruntime threads) and its user sending back to back, that moment must come
     between two tasks: a thread pool that spins for the next task never looked idle, and every
     checkpoint taken while the user still sent caught the model mid-inference."""
-    net, stack, endpoints = env
+    net, stack, _ = env
     instance = next(i for agent in stack.agents.values() for i in agent.call("instances_here")
                     if i["service"] == app)
     freezer = Freezer(container_cgroups(instance["container_id"]))
