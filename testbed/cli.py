@@ -369,9 +369,6 @@ def figures(run_dirs: list[Path], out: Path = typer.Option(None, help="default: 
         for path in sweep_figures(run_dirs[0], out):
             console.print(str(path))
         return
-    for run_dir in run_dirs:
-        if not (run_dir / "requests.parquet").exists():
-            fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
     for path in _selecting_trials(make_all, run_dirs, out or run_dirs[0] / "figures", exclude):
         console.print(str(path))
 
@@ -382,17 +379,18 @@ def report(run_dirs: list[Path], out: Path = typer.Option(None, help="default: <
     """Each seed's claims next to what the runs measured: report.md and report.html."""
     from analysis.report import write_report
 
-    for run_dir in run_dirs:
-        if not (run_dir / "requests.parquet").exists():
-            fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
     for path in _selecting_trials(write_report, run_dirs, out or run_dirs[0] / "report", exclude):
         console.print(str(path))
 
 
 def _selecting_trials(make, run_dirs, out, exclude) -> list:
-    """``make(run_dirs, out, exclude)``; an ``--exclude`` that names no trial is the user's error."""
+    """``make(run_dirs, out, exclude)`` over finished runs; an ``--exclude`` that names no
+    trial, or a directory that is not a finished run, is the user's error."""
     from analysis.figures import UnknownTrial
 
+    for run_dir in run_dirs:
+        if not (run_dir / "requests.parquet").exists():
+            fail(f"{run_dir}: not a finished run directory (no requests.parquet)")
     try:
         return make(run_dirs, out, exclude)
     except UnknownTrial as error:
