@@ -57,6 +57,12 @@ def transfer_seconds(size: float, bandwidth_mbps: float, rtt_s: float, mss: int 
     return elapsed + (size - sent) / rate + rtt_s / 2
 
 
+def warm_transfer_seconds(size: float, bandwidth_mbps: float, rtt_s: float) -> float:
+    """Time to move ``size`` bytes over a connection whose window a transfer just opened
+    to the path (no handshake, no slow start): line rate, then the last byte's trip."""
+    return size * 8 / (bandwidth_mbps * 1e6) + rtt_s / 2
+
+
 @dataclass
 class RunningFit:
     """k minimising sum (y - k x)^2, kept as sums while points arrive (a simulated city's
@@ -82,7 +88,8 @@ class MigrationTimeModel:
 
     T_chkpt = psi_s S_D / C_s;  T_restore = rho_s' (S_D + S_lambda + S_dlambda) / C_s';
     transfers: ``transfer_seconds`` over the path between the servers (the
-    pre-transfer at ``precopy_share`` of its bandwidth); plus the
+    pre-transfer at ``precopy_share`` of its bandwidth; the final one warm when
+    ``warm_final_transfer``); plus the
     destination's set-up (creating the container that will take the state),
     also learned.
     """
@@ -94,6 +101,7 @@ class MigrationTimeModel:
     restores: dict[str, RunningFit] = field(default_factory=dict)
     setups: dict[str, RunningFit] = field(default_factory=dict)        # per server: the mean
     precopy_share: float = 1.0      # of the path's bandwidth the pre-transfer may take (paced)
+    warm_final_transfer: bool = False   # the delta follows the pre-copy on its open window
     version: int = 0                # counts what was learned: an estimate holds while it stands
 
     @classmethod
@@ -146,6 +154,10 @@ class MigrationTimeModel:
         return max((self.setup(dest) + t_chkpt + seconds for dest, seconds in pre_transfers.items()), default=0.0)
 
     def final_transfer_seconds(self, delta_bytes: float, bandwidth_mbps: float, one_way_s: float) -> float:
+        """The migration phase's transfer: on the window the pre-copy left open when the
+        agents' channel keeps it (``warm_final_transfer``), else on a fresh connection."""
+        if self.warm_final_transfer:
+            return warm_transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)
         return transfer_seconds(delta_bytes, bandwidth_mbps, 2 * one_way_s)
 
     def migration_seconds(self, source: str, dests: list[str], image_bytes: float, full_bytes: float,

@@ -70,6 +70,7 @@ class MigrationMode(ABC):
     name: ClassVar[str]
     carries_state: ClassVar[bool] = True
     lazy_restore: ClassVar[bool] = False        # the destination restores while memory still arrives
+    pre_copies: ClassVar[bool] = False          # sends a checkpoint over the agents' channel before the downtime
     Options: ClassVar[type[MigrationOptions]] = MigrationOptions
 
     def __init_subclass__(cls, **kwargs):

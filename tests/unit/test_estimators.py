@@ -5,7 +5,7 @@ import random
 import pytest
 
 from testbed.controller.estimators import (MigrationTimeModel, PathEstimate, downtime, e2e, e2e_change,
-                                           transfer_seconds, wireless_rate_mbps)
+                                           transfer_seconds, warm_transfer_seconds, wireless_rate_mbps)
 
 
 def test_eq4_by_hand():
@@ -28,6 +28,17 @@ def test_transfer_time_by_hand():
     # a large transfer is dominated by the line rate
     big = transfer_seconds(500e6, 100, 0.1)
     assert 500e6 / 12.5e6 < big < 500e6 / 12.5e6 + 1.5
+
+
+def test_a_warm_final_transfer_skips_the_handshake_and_slow_start():
+    # 1 MB at 100 Mbit/s, RTT 100 ms on a window already open: 0.08 s at line rate + 0.05 s trip
+    assert warm_transfer_seconds(1e6, 100, 0.1) == pytest.approx(0.08 + 0.05)
+    assert transfer_seconds(1e6, 100, 0.1) > 0.5          # fresh: handshake and four slow-start rounds
+    model = MigrationTimeModel(default_psi=2e-9, default_rho=1e-9, default_setup=0.3, warm_final_transfer=True)
+    est = model.estimate("edge1", "edge2", image_bytes=100e6, full_bytes=50e6, delta_bytes=1e6,
+                         bandwidth_mbps=100, one_way_s=0.05, compute_source=1.0, compute_dest=1.0)
+    assert est["transfer_s"] == pytest.approx(0.13)
+    assert est["pre_transfer_s"] == pytest.approx(transfer_seconds(50e6, 100, 0.1))   # the pre-copy opens it
 
 
 def test_eq5_by_hand():

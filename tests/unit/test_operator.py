@@ -28,6 +28,25 @@ def controller(tmp_path):
     controller.db.close()
 
 
+@pytest.mark.parametrize("mode, idle_restart, warm", [
+    ("precopy-delta", False, True), ("precopy-delta", True, False), ("cold", False, False)])
+def test_the_planner_expects_a_warm_final_transfer_only_after_a_pre_copy_on_a_kept_window(
+        tmp_path, mode, idle_restart, warm):
+    spec = load_experiment(ROOT / "experiments" / "default.yaml")
+    topology = spec.topology.model_copy(update={"network": spec.topology.network.model_copy(
+        update={"server_slow_start_after_idle": idle_restart})})
+    config = ControllerConfig.model_validate({
+        "run_dir": tmp_path, "address": "127.0.0.1", "node": "cloud", "topology": topology,
+        "planner": {"name": "orchestrated"}, "radio": spec.radio, "calibration": spec.calibration,
+        "migration": {"mode": mode}, "agents": {server: "127.0.0.1" for server in topology.servers()},
+        "users": {"mu": {"ap": "ap1", "position": [0, 5]}}})
+    controller = Controller(config)
+    try:
+        assert controller.state.migration_model.warm_final_transfer is warm
+    finally:
+        controller.db.close()
+
+
 @pytest.mark.parametrize("order, message", [
     ({"action": "migrate", "service": "counter-mu", "dest": "edge9"}, "unknown server 'edge9'"),
     ({"action": "migrate", "service": "face-mu", "dest": "edge2"}, "unknown service 'face-mu'"),

@@ -70,6 +70,7 @@ class DeltaOptions(PostcopyOptions):
 
 class PrecopyDelta(MigrationMode):
     name = "precopy-delta"
+    pre_copies = True
     Options = DeltaOptions
 
     def restores_lazily(self, options: DeltaOptions) -> bool:
