@@ -60,9 +60,7 @@ class Controller:
         self.planner = planners.build(config.planner.name, seed=config.seed, **config.planner.params)
         self.mode = config.migration.mode
         self.mode_options = config.migration.options()
-        self.state.migration_model.precopy_share = self.mode_options.get("precopy_share", 1.0)
-        self.state.migration_model.warm_final_transfer = (
-            MIGRATION_MODES.get(self.mode).pre_copies and not self.spec.network.server_slow_start_after_idle)
+        self.state.configure_migration(self.mode, self.mode_options, self.spec.network)
         self.agents = {server: RpcClient((address, ports.AGENT_RPC), timeout=600)
                        for server, address in config.agents.items()}
         self.placements = {p.service: p for p in config.services}

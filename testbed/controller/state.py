@@ -145,6 +145,16 @@ class SystemState:
                    handover_time_s=radio.handover_time, report_period_s=report_period, rates=radio.rates(),
                    shared_radio=radio.link_rate == "rssi")
 
+    def configure_migration(self, mode: str, options: dict, network) -> None:
+        """Eq. (5) for how ``mode`` moves a service (``options``: its options): the pre-copy's
+        share of the path, and whether the delta follows on the window the pre-copy opened
+        (the servers' TCP keeps it unless ``network.server_slow_start_after_idle``)."""
+        from testbed.registry import MIGRATION_MODES
+
+        self.migration_model.precopy_share = options.get("precopy_share", 1.0)
+        self.migration_model.warm_final_transfer = (MIGRATION_MODES.get(mode).pre_copies
+                                                    and not network.server_slow_start_after_idle)
+
     def users_on(self, station: str) -> int:
         return sum(1 for u in self.users.values() if u.ap == station)
 

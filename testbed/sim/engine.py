@@ -77,7 +77,7 @@ class Simulation:
                                        calibration=spec.calibration, network=self.network)
         self.planner: Planner = planners.build(planner.name, seed=self.seed, **planner.params)
         self.mode = spec.migration.mode
-        self.state.migration_model.precopy_share = spec.migration.options().get("precopy_share", 1.0)
+        self.state.configure_migration(self.mode, spec.migration.options(), topology.network)
         self.trial = Trial(planner.name, self.seed)
         self._k, self._servers_synced, self._accounted = 0, -1, 0.0
         self.settling = False

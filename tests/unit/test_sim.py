@@ -240,6 +240,8 @@ def test_the_controllers_planners_decide_in_the_simulator(tmp_path):
     cloud, _ = run(tmp_path, "cloud")
     simulation = Simulation(spec, spec.planners[0], calibration.load(spec.sim.calibration))
     assert type(simulation.planner) is NearestPlanner          # the class, not a copy
+    assert spec.migration.mode == "precopy-delta"               # estimated as the controller does
+    assert simulation.state.migration_model.warm_final_transfer
     assert not cloud.migrations and len(cloud.handovers) == len(nearest.handovers)
     summary_nearest, summary_cloud = summarise(nearest, spec.duration), summarise(cloud, spec.duration)
     # the cloud is 150 ms away each way: every request pays 300 ms; the nearest edge is 0-100 ms away
