@@ -15,6 +15,7 @@ import numpy as np
 
 from testbed.config import CalibrationSpec, RadioSpec, TopologySpec, read_yaml
 from testbed.config.experiment import DEFAULT_CALIBRATION
+from testbed.config.topology import NetworkSettings
 from testbed.controller.estimators import DEFAULT_RATES, MigrationTimeModel, PathEstimate
 from testbed.mobility.base import Point
 from testbed.radio import HysteresisHandover, PathLoss, handover_rule
@@ -145,7 +146,7 @@ class SystemState:
                    handover_time_s=radio.handover_time, report_period_s=report_period, rates=radio.rates(),
                    shared_radio=radio.link_rate == "rssi")
 
-    def configure_migration(self, mode: str, options: dict, network) -> None:
+    def configure_migration(self, mode: str, options: dict, network: NetworkSettings) -> None:
         """Eq. (5) for how ``mode`` moves a service (``options``: its options): the pre-copy's
         share of the path, and whether the delta follows on the window the pre-copy opened
         (the servers' TCP keeps it unless ``network.server_slow_start_after_idle``)."""
