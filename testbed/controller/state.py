@@ -20,6 +20,7 @@ from testbed.controller.estimators import DEFAULT_RATES, MigrationTimeModel, Pat
 from testbed.mobility.base import Point
 from testbed.radio import HysteresisHandover, PathLoss, handover_rule
 from testbed.rates import RateTable, airtime_share
+from testbed.registry import MIGRATION_MODES
 
 
 @dataclass
@@ -150,8 +151,6 @@ class SystemState:
         """Eq. (5) for how ``mode`` moves a service (``options``: its options): the pre-copy's
         share of the path, and whether the delta follows on the window the pre-copy opened
         (the servers' TCP keeps it unless ``network.server_slow_start_after_idle``)."""
-        from testbed.registry import MIGRATION_MODES
-
         self.migration_model.precopy_share = options.get("precopy_share", 1.0)
         self.migration_model.warm_final_transfer = (MIGRATION_MODES.get(mode).pre_copies
                                                     and not network.server_slow_start_after_idle)

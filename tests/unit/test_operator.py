@@ -13,15 +13,23 @@ from testbed.rpc import RpcError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def controller_config(tmp_path, planner="nearest", network=None, **fields) -> ControllerConfig:
+    """The default experiment's controller config (``network``: settings to change, ``fields``:
+    more of the config's own)."""
+    spec = load_experiment(ROOT / "experiments" / "default.yaml")
+    topology = spec.topology
+    if network:
+        topology = topology.model_copy(update={"network": topology.network.model_copy(update=network)})
+    return ControllerConfig.model_validate({
+        "run_dir": tmp_path, "address": "127.0.0.1", "node": "cloud", "topology": topology,
+        "planner": {"name": planner}, "radio": spec.radio, "calibration": spec.calibration,
+        "agents": {server: "127.0.0.1" for server in topology.servers()},
+        "users": {"mu": {"ap": "ap1", "position": [0, 5]}}, **fields})
+
+
 @pytest.fixture
 def controller(tmp_path):
-    spec = load_experiment(ROOT / "experiments" / "default.yaml")
-    config = ControllerConfig.model_validate({
-        "run_dir": tmp_path, "address": "127.0.0.1", "node": "cloud", "topology": spec.topology,
-        "planner": {"name": "nearest"}, "radio": spec.radio, "calibration": spec.calibration,
-        "agents": {server: "127.0.0.1" for server in spec.topology.servers()},
-        "users": {"mu": {"ap": "ap1", "position": [0, 5]}}})
-    controller = Controller(config)
+    controller = Controller(controller_config(tmp_path))
     controller.state.services["counter-mu"] = Service("counter-mu", "mu", "counter", "edge1", cpus=1, memory_mb=512)
     controller.endpoints["counter-mu"] = {"endpoint": ["10.0.0.1", 7000], "pending": [], "version": 0}
     yield controller
@@ -32,15 +40,8 @@ def controller(tmp_path):
     ("precopy-delta", False, True), ("precopy-delta", True, False), ("cold", False, False)])
 def test_the_planner_expects_a_warm_final_transfer_only_after_a_pre_copy_on_a_kept_window(
         tmp_path, mode, idle_restart, warm):
-    spec = load_experiment(ROOT / "experiments" / "default.yaml")
-    topology = spec.topology.model_copy(update={"network": spec.topology.network.model_copy(
-        update={"server_slow_start_after_idle": idle_restart})})
-    config = ControllerConfig.model_validate({
-        "run_dir": tmp_path, "address": "127.0.0.1", "node": "cloud", "topology": topology,
-        "planner": {"name": "orchestrated"}, "radio": spec.radio, "calibration": spec.calibration,
-        "migration": {"mode": mode}, "agents": {server: "127.0.0.1" for server in topology.servers()},
-        "users": {"mu": {"ap": "ap1", "position": [0, 5]}}})
-    controller = Controller(config)
+    controller = Controller(controller_config(tmp_path, "orchestrated", migration={"mode": mode},
+                                              network={"server_slow_start_after_idle": idle_restart}))
     try:
         assert controller.state.migration_model.warm_final_transfer is warm
     finally:
