@@ -96,38 +96,55 @@ class Solution:
         return self.status == "optimal"
 
 
+def _groups(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """The indices of each label present, in order (one stable sort instead of a loop)."""
+    order = np.argsort(labels, kind="stable")
+    present, starts = np.unique(labels[order], return_index=True)
+    return {int(label): order[a:b] for label, a, b in zip(present, starts, [*starts[1:], len(labels)])}
+
+
 def _rows(problem: PlacementProblem):
-    """Constraint rows as (indices, coefficients, lower, upper), built in one pass;
-    and the options of each service (empty list: the service has none)."""
+    """Constraint rows as (indices, coefficients, lower, upper), arrays built by grouping the
+    options' labels (a city re-solves thousands of times); and the options of each service
+    (an empty array: the service has none)."""
     services = problem.services()
-    by_key: dict[str, list[int]] = {k: [] for keys in services.values() for k in keys}
-    by_server: dict[str, list[int]] = {s: [] for s in problem.server_capacity}
-    first_at: dict[str, list[int]] = {b: [] for b in problem.station_capacity}   # (3e): one per user
-    agree: dict[tuple[str, str], list[int]] = {}                                  # (key, station)
-    first = {keys[0]: user for user, keys in services.items() if keys}
-    for i, option in enumerate(problem.options):
-        by_key[option.key].append(i)
-        if option.server in by_server:
-            by_server[option.server].append(i)
-        if option.key in first and option.station in first_at:
-            first_at[option.station].append(i)
-        agree.setdefault((option.key, option.station), []).append(i)
-    rows = [(idx, [1.0] * len(idx), 1.0, 1.0) for idx in by_key.values()]            # (3b)
-    for user, keys in services.items():                                               # one b' per user
-        stations = sorted({o.station for k in keys for o in (problem.options[i] for i in by_key[k])})
-        for key in keys[1:]:
-            for station in stations:
-                mine, lead = agree.get((key, station), []), agree.get((keys[0], station), [])
-                rows.append((mine + lead, [1.0] * len(mine) + [-1.0] * len(lead), 0.0, 0.0))
-    for server, capacity in problem.server_capacity.items():                          # (3c)
-        idx = by_server[server]
-        if idx:
-            for d, limit in enumerate(capacity):
-                rows.append((idx, [problem.demand[problem.options[i].key][d] for i in idx], -np.inf, limit))
-    for station, capacity in problem.station_capacity.items():                        # (3e)
-        idx = first_at[station]
-        if idx:
-            rows.append((idx, [1.0] * len(idx), -np.inf, float(capacity)))
+    keys = [k for user_keys in services.values() for k in user_keys]
+    key_at = {k: i for i, k in enumerate(keys)}
+    stations = sorted({o.station for o in problem.options} | set(problem.station_capacity))
+    station_at = {b: i for i, b in enumerate(stations)}
+    servers = list(problem.server_capacity)
+    server_at = {s: i for i, s in enumerate(servers)}
+    n = len(problem.options)
+    key_of = np.fromiter((key_at[o.key] for o in problem.options), np.int64, n)
+    station_of = np.fromiter((station_at[o.station] for o in problem.options), np.int64, n)
+    server_of = np.fromiter((server_at.get(o.server, len(servers)) for o in problem.options), np.int64, n)
+    none = np.zeros(0, dtype=np.int64)
+    of_key = _groups(key_of)
+    by_key = {k: of_key.get(i, none) for i, k in enumerate(keys)}
+    rows = [(idx, np.ones(len(idx)), 1.0, 1.0) for idx in by_key.values()]                # (3b)
+    pairs = _groups(key_of * len(stations) + station_of)                                    # one b' per user
+    for user_keys in services.values():
+        lead = key_at[user_keys[0]] if user_keys else None
+        for key in user_keys[1:]:
+            mine = key_at[key]
+            for b in np.union1d(station_of[by_key[key]], station_of[by_key[user_keys[0]]]):
+                here = pairs.get(mine * len(stations) + int(b), none)
+                theirs = pairs.get(lead * len(stations) + int(b), none)
+                rows.append((np.concatenate([here, theirs]),
+                             np.concatenate([np.ones(len(here)), -np.ones(len(theirs))]), 0.0, 0.0))
+    if keys:                                                                                # (3c)
+        demand = np.array([problem.demand[k] for k in keys], dtype=float)[key_of]
+        for s, idx in _groups(server_of).items():
+            if s < len(servers):
+                server = servers[s]
+                for d, limit in enumerate(problem.server_capacity[server]):
+                    rows.append((idx, demand[idx, d], -np.inf, limit))
+    first = np.zeros(len(keys), dtype=bool)                                                 # (3e): one per user
+    first[[key_at[user_keys[0]] for user_keys in services.values() if user_keys]] = True
+    for b, idx in _groups(np.where(first[key_of], station_of, len(stations))).items():
+        station = stations[b] if b < len(stations) else None
+        if station in problem.station_capacity:
+            rows.append((idx, np.ones(len(idx)), -np.inf, float(problem.station_capacity[station])))
     return rows, by_key
 
 
@@ -220,7 +237,7 @@ def _relaxation(problem: PlacementProblem) -> _Relaxation:
 
     n = len(problem.options)
     rows, by_key = _rows(problem)
-    if not by_key or any(not idx for idx in by_key.values()) or set(problem.services()) - set(problem.users):
+    if not by_key or any(not len(idx) for idx in by_key.values()) or set(problem.services()) - set(problem.users):
         return _Relaxation("infeasible", np.zeros(n), -np.inf, np.zeros(n))
     if any(not keys for keys in problem.services().values()):
         return _Relaxation("infeasible", np.zeros(n), -np.inf, np.zeros(n))
@@ -368,7 +385,7 @@ def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
     start, so HiGHS skips presolve and primal heuristics (most of its time here), but for
     its sub-MIPs (RINS, RENS) when ``search``: they find ``improve`` its incumbent."""
     rows, by_key = _rows(problem)
-    if not by_key or any(not idx for idx in by_key.values()) or any(not k for k in problem.services().values()):
+    if not by_key or any(not len(idx) for idx in by_key.values()) or any(not k for k in problem.services().values()):
         return Solution("infeasible")
     values = np.array([o.value for o in problem.options])
     if solver == "highs":
@@ -401,11 +418,10 @@ def _highs_model(values, rows, integer: bool, time_limit: float):
     if integer:
         h.changeColsIntegrality(n, np.arange(n, dtype=np.int32),
                                 np.array([highspy.HighsVarType.kInteger] * n))
-    starts, indices, coefficients = [], [], []
-    for idx, coeffs, _, _ in rows:
-        starts.append(len(indices))
-        indices.extend(idx)
-        coefficients.extend(coeffs)
+    lengths = np.array([len(idx) for idx, _, _, _ in rows], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+    indices = np.concatenate([idx for idx, _, _, _ in rows]) if len(rows) else np.zeros(0, dtype=np.int64)
+    coefficients = np.concatenate([c for _, c, _, _ in rows]) if len(rows) else np.zeros(0)
     lowers = np.array([-inf if lower == -np.inf else lower for _, _, lower, _ in rows], dtype=np.float64)
     uppers = np.array([upper for _, _, _, upper in rows], dtype=np.float64)
     h.addRows(len(rows), lowers, uppers, len(indices), np.array(starts, dtype=np.int32),
@@ -446,7 +462,7 @@ def _solve_cbc(values, rows, time_limit):
     z = [model.add_variable(f"z{i}", cat="Binary") for i in range(len(values))]
     model += pulp.lpDot(values.tolist(), z)
     for r, (idx, coeffs, lower, upper) in enumerate(rows):
-        expr = pulp.lpDot(coeffs, [z[i] for i in idx])
+        expr = pulp.lpDot(np.asarray(coeffs).tolist(), [z[i] for i in idx])
         if lower == upper:
             model += expr == upper, f"r{r}"
         else:
