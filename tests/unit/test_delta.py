@@ -77,6 +77,18 @@ def test_a_damaged_delta_is_refused_and_the_target_kept(tmp_path):
     assert read_tree(tmp_path / "target") == {"a": b"keep"}
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_delta_cut_short_is_refused_by_name_and_the_target_kept(tmp_path, name):
+    base, new = {"pages-1.img": pages(8, 3)}, {"pages-1.img": pages(6, 3) + pages(2, 9)}
+    write_tree(tmp_path / "base", base), write_tree(tmp_path / "new", new), write_tree(tmp_path / "target", base)
+    delta = tmp_path / "out" / "delta"
+    encoder(name).encode(tmp_path / "new", tmp_path / "base", delta)
+    delta.write_bytes(delta.read_bytes()[:-20])             # the end of the compressed body lost in transit
+    with pytest.raises(DeltaError, match=f"{delta}: its compressed body is damaged"):
+        encoder(name).apply(delta, tmp_path / "target")
+    assert read_tree(tmp_path / "target") == base
+
+
 def test_unknown_encoder_is_named():
     with pytest.raises(ValueError, match="'zstd'"):
         encoder("zstd")

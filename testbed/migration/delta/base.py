@@ -7,7 +7,9 @@ with one ``DeltaEncoder`` subclass that names itself:
 * ``pages``: block matching at page granularity against CRIU's pagemap;
 * ``rsync``: rsync's own delta algorithm in batch mode, exact for any file.
 
-Both compress their output (zlib): literal memory pages compress well.
+Both compress their output with zstd at level 1 (``compress``): it runs at hundreds
+of MB/s, where zlib's level 6 took 0.5 s of the downtime for Openface's 11.5 MB of
+changed pages and sent only 7 % fewer bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
+
+import zstandard
 
 from testbed.containers.criu_images import PAGE  # noqa: F401  (the encoders' page size, CRIU's)
 from testbed.registry import DELTA_ENCODERS
@@ -41,6 +45,21 @@ class DeltaEncoder(ABC):
     @abstractmethod
     def apply(self, delta: Path, target: Path) -> None:
         """Turn directory ``target`` (a copy of the base) into the new checkpoint."""
+
+
+COMPRESSION_LEVEL = 1
+
+
+def compress(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress(data)
+
+
+def decompress(data: bytes, source: Path) -> bytes:
+    """``data`` decompressed, or a DeltaError naming ``source`` (a delta cut short or damaged)."""
+    try:
+        return zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as error:
+        raise DeltaError(f"{source}: its compressed body is damaged ({error})") from None
 
 
 def encoder(name: str) -> DeltaEncoder:

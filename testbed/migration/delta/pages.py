@@ -19,16 +19,15 @@ import mmap
 import os
 import struct
 import time
-import zlib
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from testbed.containers.criu_images import stored_pages
-from testbed.migration.delta.base import PAGE, DeltaEncoder, DeltaError, checkpoint_files
+from testbed.migration.delta.base import PAGE, DeltaEncoder, DeltaError, checkpoint_files, compress, decompress
 
-MAGIC = b"MECDELTA1\n"
+MAGIC = b"MECDELTA2\n"     # 2: the body is zstd, not zlib
 _OP = struct.Struct("!BQQ")     # op, a, b
 OP_COPY, OP_DATA, OP_XOR = 1, 2, 3
 # copy: (base offset, length); data: (length, 0) + bytes;
@@ -198,7 +197,7 @@ class PageDelta(DeltaEncoder):
                 manifest["files"].append(entry)
         header = json.dumps(manifest).encode()
         out.parent.mkdir(parents=True, exist_ok=True)
-        payload = zlib.compress(bytes(body), 6)
+        payload = compress(body)
         with open(out, "wb") as handle:
             handle.write(MAGIC + struct.pack("!Q", len(header)) + header + payload)
         return {"bytes": out.stat().st_size, "raw_bytes": len(header) + len(body), "literal_bytes": literal,
@@ -214,7 +213,7 @@ class PageDelta(DeltaEncoder):
         (hlen,) = struct.unpack_from("!Q", raw, len(MAGIC))
         start = len(MAGIC) + 8
         manifest = json.loads(raw[start:start + hlen])
-        body = zlib.decompress(raw[start + hlen:])
+        body = decompress(raw[start + hlen:], delta)
         # a file rebuilt from another one's pages (CRIU numbered the pages file
         # differently this time) reads a hard link of it: its old inode survives
         # the rewrite of its own name

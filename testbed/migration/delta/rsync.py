@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import time
-import zlib
 from pathlib import Path
 
-from testbed.migration.delta.base import DeltaEncoder, DeltaError
+from testbed.migration.delta.base import DeltaEncoder, DeltaError, compress, decompress
 
 
 class RsyncDelta(DeltaEncoder):
@@ -28,13 +27,13 @@ class RsyncDelta(DeltaEncoder):
             raise DeltaError(f"rsync --only-write-batch failed: {result.stderr.strip()}")
         batch.with_name(batch.name + ".sh").unlink(missing_ok=True)
         raw = batch.read_bytes()
-        out.write_bytes(zlib.compress(raw, 1))
+        out.write_bytes(compress(raw))
         batch.unlink()
         return {"bytes": out.stat().st_size, "raw_bytes": len(raw), "seconds": time.monotonic() - started}
 
     def apply(self, delta: Path, target: Path) -> None:
         batch = delta.with_name(delta.name + ".batch")
-        batch.write_bytes(zlib.decompress(delta.read_bytes()))
+        batch.write_bytes(decompress(delta.read_bytes(), delta))
         try:
             # --ignore-times on both sides: checkpoints taken within a second of each
             # other have equal sizes and mtimes, which rsync would take as unchanged.
