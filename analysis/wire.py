@@ -57,29 +57,53 @@ def attempts(packets: pd.DataFrame, service_port: int = ports.SERVICE) -> pd.Dat
     outbound = packets["dport"] == service_port
     packets = packets.assign(client=packets["sport"].where(outbound, packets["dport"]),
                              server=packets["dst"].where(outbound, packets["src"]))
-    for (client, server), flow in packets.sort_values("t").groupby(["client", "server"], sort=False):
-        request, any_request, last = None, False, float(flow["t"].max())
-        syn = flow[(flow["dport"] == service_port) & flow["flags"].str.contains("S")]
-        # a connection's first request counts from its SYN, as the client counts an attempt
-        # from its connect(); later ones from their first segment
-        opened = float(syn["t"].min()) if len(syn) else None
-        for row in flow.itertuples(index=False):
-            to_service = row.dport == service_port
-            if to_service and row.payload > 0:
-                if request is None:
-                    request = row.t if any_request or opened is None else opened
-                any_request = True
-            elif not to_service and row.payload > 0 and request is not None:
-                rows.append({"endpoint": f"{server}:{service_port}", "sent": request, "received": row.t, "ok": True,
-                             "interface": row.interface, "error": None})
-                request = None
-        if request is not None:               # a request that was never answered on its connection
-            rows.append({"endpoint": f"{server}:{service_port}", "sent": request, "received": last, "ok": False,
-                         "interface": None, "error": "no reply on the wire"})
-        if not any_request and len(syn):       # a connection attempt that carried nothing
-            rows.append({"endpoint": f"{server}:{service_port}", "sent": float(syn["t"].min()), "received": last,
-                         "ok": False, "interface": None, "error": "connection without a request"})
+    for (client, server), flow in packets.sort_values("t", kind="stable").groupby(["client", "server"], sort=False):
+        for connection in _connections(flow, service_port):
+            rows += _connection_attempts(connection, server, service_port)
     return pd.DataFrame(rows).sort_values("sent", kind="stable").reset_index(drop=True)
+
+
+def _connections(flow: pd.DataFrame, service_port: int) -> list[pd.DataFrame]:
+    """A flow's packets split into connections: the kernel reuses a client port (at once for a
+    connection refused, or minutes later), and a SYN after anything but its own retransmissions
+    opens a new connection."""
+    client_syn = (flow["dport"] == service_port) & flow["flags"].str.contains("S") & ~flow["flags"].str.contains("A")
+    starts, seen_other = [], False
+    for position, is_syn in enumerate(client_syn):
+        if is_syn and seen_other:
+            starts.append(position)
+            seen_other = False
+        elif not is_syn:
+            seen_other = True
+    bounds = [0, *starts, len(flow)]
+    return [flow.iloc[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _connection_attempts(flow: pd.DataFrame, server: str, service_port: int) -> list[dict]:
+    """The attempts of one connection (see ``attempts``)."""
+    rows = []
+    request, any_request, last = None, False, float(flow["t"].max())
+    syn = flow[(flow["dport"] == service_port) & flow["flags"].str.contains("S")]
+    # a connection's first request counts from its SYN, as the client counts an attempt
+    # from its connect(); later ones from their first segment
+    opened = float(syn["t"].min()) if len(syn) else None
+    for row in flow.itertuples(index=False):
+        to_service = row.dport == service_port
+        if to_service and row.payload > 0:
+            if request is None:
+                request = row.t if any_request or opened is None else opened
+            any_request = True
+        elif not to_service and row.payload > 0 and request is not None:
+            rows.append({"endpoint": f"{server}:{service_port}", "sent": request, "received": row.t, "ok": True,
+                         "interface": row.interface, "error": None})
+            request = None
+    if request is not None:               # a request that was never answered on its connection
+        rows.append({"endpoint": f"{server}:{service_port}", "sent": request, "received": last, "ok": False,
+                     "interface": None, "error": "no reply on the wire"})
+    if not any_request and len(syn):           # a connection attempt that carried nothing
+        rows.append({"endpoint": f"{server}:{service_port}", "sent": float(syn["t"].min()), "received": last,
+                     "ok": False, "interface": None, "error": "connection without a request"})
+    return rows
 
 
 def compare_trial(trial_dir: Path, user: str) -> list[dict]:

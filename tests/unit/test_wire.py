@@ -1,0 +1,37 @@
+"""The wire's view of task attempts (analysis.wire.attempts), from hand-made packet rows."""
+
+import pandas as pd
+
+from analysis.wire import attempts
+
+CLIENT, SERVER, PORT = "10.1.9.2", "172.16.2.2", 7000
+
+
+def packet(t, flags, payload=0, outbound=True, client_port=40000):
+    if outbound:
+        return {"t": t, "interface": "mu-eth1", "src": CLIENT, "sport": client_port, "dst": SERVER, "dport": PORT,
+                "flags": flags, "payload": payload}
+    return {"t": t, "interface": "mu-eth1", "src": SERVER, "sport": PORT, "dst": CLIENT, "dport": client_port,
+            "flags": flags, "payload": payload}
+
+
+def test_a_reused_client_port_starts_a_new_connection_each_time():
+    packets = pd.DataFrame([
+        packet(1.0, "S"), packet(1.002, "RA", outbound=False),                          # refused
+        packet(1.1, "S"), packet(1.15, "SA", outbound=False), packet(1.2, "PA", 100),   # the same port at once
+        packet(1.3, "PA", 50, outbound=False),
+        packet(100.0, "S"), packet(100.05, "SA", outbound=False), packet(100.1, "PA", 100),  # and minutes later
+        packet(100.2, "PA", 50, outbound=False),
+    ])
+    seen = attempts(packets, PORT)
+    assert seen[["sent", "received", "ok"]].values.tolist() == [[1.0, 1.002, False], [1.1, 1.3, True],
+                                                                [100.0, 100.2, True]]
+    assert seen["error"].tolist()[0] == "connection without a request"
+
+
+def test_a_retransmitted_syn_stays_one_attempt_counted_from_the_first():
+    packets = pd.DataFrame([packet(5.0, "S"), packet(6.0, "S"), packet(6.05, "SA", outbound=False),
+                            packet(6.1, "PA", 100), packet(6.2, "PA", 50, outbound=False),
+                            packet(6.3, "PA", 100), packet(6.4, "PA", 50, outbound=False)])
+    seen = attempts(packets, PORT)
+    assert seen[["sent", "received", "ok"]].values.tolist() == [[5.0, 6.2, True], [6.3, 6.4, True]]
