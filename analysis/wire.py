@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from testbed import ports
@@ -106,6 +107,22 @@ def _connection_attempts(flow: pd.DataFrame, server: str, service_port: int) -> 
     return rows
 
 
+def as_the_client_took_them(seen: pd.DataFrame) -> pd.DataFrame:
+    """The attempts without the answered ones that a later attempt overtook.
+
+    In recovery the client races attempts at every candidate endpoint, takes the
+    first reply and resets the rest unlogged; the wire still sees a reply on an
+    earlier attempt that arrived a moment after the winner's.  Counting that one
+    would end the wire's outage at its start, before the client's winner."""
+    if seen.empty:
+        return seen
+    ordered = seen.sort_values("sent", kind="stable")
+    replies = ordered["received"].where(ordered["ok"].astype(bool), float("inf")).to_numpy()
+    later_first = np.minimum.accumulate(replies[::-1])[::-1]          # the first reply to anything sent after
+    overtaken = ordered["ok"].astype(bool).to_numpy() & (np.append(later_first[1:], np.inf) < replies)
+    return ordered[~overtaken].reset_index(drop=True)
+
+
 def compare_trial(trial_dir: Path, user: str) -> list[dict]:
     """Per service of ``user``: each of the client's outages next to the wire's.
 
@@ -119,7 +136,7 @@ def compare_trial(trial_dir: Path, user: str) -> list[dict]:
     if not pcap.exists() or not log.exists():
         return []
     client = pd.DataFrame(read_jsonl(log))
-    seen = attempts(read_capture(pcap))
+    seen = as_the_client_took_them(attempts(read_capture(pcap)))
     result = []
     for service, rows in client.groupby("service"):
         endpoints = {f"{json.loads(e)[0] if isinstance(e, str) else e[0]}:{ports.SERVICE}"
@@ -179,7 +196,7 @@ def path_after_handovers(trial_dir: Path, user: str, events: list[dict]) -> list
     if not pcap.exists() or not config.exists():
         return []
     interface_ap = {port["interface"]: ap for ap, port in json.loads(config.read_text())["radio_ports"].items()}
-    seen = attempts(read_capture(pcap))
+    seen = as_the_client_took_them(attempts(read_capture(pcap)))
     answered = seen[seen["ok"]]
     result = []
     for event in events:

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from analysis.wire import attempts
+from analysis.wire import as_the_client_took_them, attempts
 
 CLIENT, SERVER, PORT = "10.1.9.2", "172.16.2.2", 7000
 
@@ -35,3 +35,14 @@ def test_a_retransmitted_syn_stays_one_attempt_counted_from_the_first():
                             packet(6.3, "PA", 100), packet(6.4, "PA", 50, outbound=False)])
     seen = attempts(packets, PORT)
     assert seen[["sent", "received", "ok"]].values.tolist() == [[5.0, 6.2, True], [6.3, 6.4, True]]
+
+
+def test_an_answered_attempt_a_later_one_overtook_is_not_the_clients():
+    seen = pd.DataFrame([
+        {"endpoint": "e", "sent": 0.0, "received": 0.1, "ok": False, "interface": None, "error": "refused"},
+        {"endpoint": "e", "sent": 0.614, "received": 0.841, "ok": True, "interface": "i", "error": None},
+        {"endpoint": "e", "sent": 0.698, "received": 0.838, "ok": True, "interface": "i", "error": None},  # won
+        {"endpoint": "e", "sent": 0.721, "received": 0.839, "ok": True, "interface": "i", "error": None},
+        {"endpoint": "e", "sent": 0.9, "received": 1.0, "ok": True, "interface": "i", "error": None},
+    ])
+    assert as_the_client_took_them(seen)["sent"].tolist() == [0.0, 0.698, 0.721, 0.9]
