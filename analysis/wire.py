@@ -117,10 +117,16 @@ def as_the_client_took_them(seen: pd.DataFrame) -> pd.DataFrame:
     if seen.empty:
         return seen
     ordered = seen.sort_values("sent", kind="stable")
-    replies = ordered["received"].where(ordered["ok"].astype(bool), float("inf")).to_numpy()
+    answered = ordered["ok"].astype(bool).to_numpy()
+    replies = np.where(answered, ordered["received"].to_numpy(dtype=float), np.inf)
     later_first = np.minimum.accumulate(replies[::-1])[::-1]          # the first reply to anything sent after
-    overtaken = ordered["ok"].astype(bool).to_numpy() & (np.append(later_first[1:], np.inf) < replies)
+    overtaken = answered & (np.append(later_first[1:], np.inf) < replies)
     return ordered[~overtaken].reset_index(drop=True)
+
+
+def _seen(pcap: Path) -> pd.DataFrame:
+    """The attempts of a capture as the client took them."""
+    return as_the_client_took_them(attempts(read_capture(pcap)))
 
 
 def compare_trial(trial_dir: Path, user: str) -> list[dict]:
@@ -136,7 +142,7 @@ def compare_trial(trial_dir: Path, user: str) -> list[dict]:
     if not pcap.exists() or not log.exists():
         return []
     client = pd.DataFrame(read_jsonl(log))
-    seen = as_the_client_took_them(attempts(read_capture(pcap)))
+    seen = _seen(pcap)
     result = []
     for service, rows in client.groupby("service"):
         endpoints = {f"{json.loads(e)[0] if isinstance(e, str) else e[0]}:{ports.SERVICE}"
@@ -196,7 +202,7 @@ def path_after_handovers(trial_dir: Path, user: str, events: list[dict]) -> list
     if not pcap.exists() or not config.exists():
         return []
     interface_ap = {port["interface"]: ap for ap, port in json.loads(config.read_text())["radio_ports"].items()}
-    seen = as_the_client_took_them(attempts(read_capture(pcap)))
+    seen = _seen(pcap)
     answered = seen[seen["ok"]]
     result = []
     for event in events:

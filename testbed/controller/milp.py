@@ -124,9 +124,8 @@ def _rows(problem: PlacementProblem):
     rows = [(idx, np.ones(len(idx)), 1.0, 1.0) for idx in by_key.values()]                # (3b)
     pairs = _groups(key_of * len(stations) + station_of)                                    # one b' per user
     for user_keys in services.values():
-        lead = key_at[user_keys[0]] if user_keys else None
         for key in user_keys[1:]:
-            mine = key_at[key]
+            mine, lead = key_at[key], key_at[user_keys[0]]
             for b in np.union1d(station_of[by_key[key]], station_of[by_key[user_keys[0]]]):
                 here = pairs.get(mine * len(stations) + int(b), none)
                 theirs = pairs.get(lead * len(stations) + int(b), none)
