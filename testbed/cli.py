@@ -164,6 +164,7 @@ def net_up(topology: Path, set_: list[str] = typer.Option([], "--set", help="KEY
 @app.command()
 def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override"),
         repeat: int = typer.Option(None, help="repetitions of every trial (the file's repeat: otherwise)"),
+        scenario: list[str] = typer.Option([], "--scenario", help="run only this scenario of the file (repeatable)"),
         runs: Path = typer.Option(None, help="where run directories go (default: ./runs)"),
         figures_: bool = typer.Option(True, "--figures/--no-figures", help="make the figures at the end"),
         dashboard_: bool = typer.Option(False, "--dashboard", help="serve the live dashboard while the run goes"),
@@ -177,7 +178,8 @@ def run(experiment: Path, set_: list[str] = typer.Option([], "--set", help="KEY=
     from testbed.runner import Runner
 
     try:
-        spec, source = load_experiment_with_source(experiment, set_ + ([f"repeat={repeat}"] if repeat else []))
+        spec, source = load_experiment_with_source(experiment, set_ + ([f"repeat={repeat}"] if repeat else []),
+                                                   scenarios=scenario)
     except ConfigError as exc:
         fail(str(exc))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),

@@ -347,7 +347,18 @@ def load_experiment(path, overrides: list[str] | None = None) -> ExperimentSpec:
     return load_experiment_with_source(path, overrides)[0]
 
 
-def load_experiment_with_source(path, overrides: list[str] | None = None) -> tuple[ExperimentSpec, dict]:
+def _chosen_scenarios(defined, names: list[str], path: Path) -> dict:
+    """The file's scenarios named on the command line, in the order named."""
+    defined = defined if isinstance(defined, dict) else {}
+    unknown = [name for name in names if name not in defined]
+    if unknown:
+        raise ConfigError(f"--scenario {unknown[0]!r}: {path} defines "
+                          + (", ".join(defined) if defined else "no scenarios"))
+    return {name: defined[name] for name in dict.fromkeys(names)}
+
+
+def load_experiment_with_source(path, overrides: list[str] | None = None,
+                                scenarios: list[str] | None = None) -> tuple[ExperimentSpec, dict]:
     """An experiment file; ``topology`` is a path (relative to the file) or inline.
     Returns the validated spec and the effective input (overrides applied, topology
     inline), which is what a run records: it loads again as an experiment file.
@@ -355,7 +366,8 @@ def load_experiment_with_source(path, overrides: list[str] | None = None) -> tup
     ``--set`` keys apply to the experiment, or to its topology when the first
     segment is a topology field (``links.edge_edge.delay=30ms``).  The file's own
     ``set:`` list is applied the same way, first, so a scenario can change a shared
-    topology without copying it; the command line's keys win."""
+    topology without copying it; the command line's keys win.  ``scenarios``: run only
+    these of the file's scenarios (``--scenario``; the record keeps only them)."""
     path = Path(path)
     data = read_yaml(path)
     own = data.pop("set", [])
@@ -374,6 +386,8 @@ def load_experiment_with_source(path, overrides: list[str] | None = None) -> tup
               for keys, source in ((own, f"{path}: set:"), (list(overrides or []), "--set"))]
     for source, experiment_keys, _ in passes:
         data = apply_overrides(data, experiment_keys, source)
+    if scenarios:
+        data["scenarios"] = _chosen_scenarios(data.get("scenarios"), scenarios, path)
     data = generate_city(data, path.parent, str(path))  # a sim.city becomes the topology and users
     for source, _, topology_keys in passes:
         if topology_keys and isinstance(data.get("topology"), dict):

@@ -199,3 +199,15 @@ def test_a_services_environment_reaches_the_container_it_deploys_and_migrates(tm
     container = ContainerSpec.from_dict(placement.container())
     assert container.env == {"MEC_DETECT_ARENA": "0"}
     assert ContainerSpec.from_dict(container.to_dict()).env == container.env
+
+
+def test_scenarios_named_on_the_command_line_are_the_only_ones_run_and_recorded(tmp_path):
+    path = experiment_with(tmp_path, scenarios={"slow": {"duration": "20s"}, "fast": {"duration": "5s"},
+                                                "far": {"duration": "30s"}})
+    spec, source = load_experiment_with_source(path, scenarios=["far", "slow"])
+    assert list(spec.scenarios) == ["far", "slow"] and list(source["scenarios"]) == ["far", "slow"]
+    assert {name: s.duration for name, s in spec.variants().items()} == {"far": 30, "slow": 20}
+    with pytest.raises(ConfigError, match=r"--scenario 'fats': .* defines far, fast, slow"):
+        load_experiment_with_source(path, scenarios=["fats"])
+    with pytest.raises(ConfigError, match="defines no scenarios"):
+        load_experiment_with_source(experiment_with(tmp_path), scenarios=["slow"])

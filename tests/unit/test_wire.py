@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from analysis.wire import as_the_client_took_them, attempts
+from analysis.wire import as_the_client_took_them, attempts, compare
 
 CLIENT, SERVER, PORT = "10.1.9.2", "172.16.2.2", 7000
 
@@ -46,3 +46,33 @@ def test_an_answered_attempt_a_later_one_overtook_is_not_the_clients():
         {"endpoint": "e", "sent": 0.9, "received": 1.0, "ok": True, "interface": "i", "error": None},
     ])
     assert as_the_client_took_them(seen)["sent"].tolist() == [0.0, 0.698, 0.721, 0.9]
+
+
+def request(sent, received, ok, error=None):
+    return {"service": "counter-mu", "endpoint": [SERVER, PORT], "sent": sent, "received": received, "ok": ok,
+            "error": error, "interface": "mu-eth1"}
+
+
+def test_timeouts_the_wire_saw_answered_late_are_explained_though_the_wire_has_an_outage_of_its_own():
+    # the service moved to the cloud: every reply takes 0.6 s, the client gives up at 0.5 s, for 3 s;
+    # then a migration refuses connections for 0.5 s, which the wire sees too
+    client = [request(0.0, 0.05, True)]
+    client += [request(0.1 + 0.55 * i, 0.6 + 0.55 * i, False, "timeout") for i in range(6)]
+    client += [request(3.5, 3.55, False, "ConnectionRefusedError"), request(4.0, 4.05, True)]
+    endpoint = f"{SERVER}:{PORT}"
+    seen = pd.DataFrame([{"endpoint": endpoint, "sent": r["sent"], "interface": "mu-eth1", "error": None,
+                          "received": r["sent"] + (0.6 if r["error"] == "timeout" else 0.05),
+                          "ok": r["error"] != "ConnectionRefusedError"} for r in client])
+    seen.loc[seen["sent"] == 3.5, "error"] = "connection without a request"
+    (outage,) = compare(pd.DataFrame(client), seen)
+    assert outage["client_s"] > 3.5 and outage["wire_s"] < 1.0
+    assert outage["explained"] and not outage["agree"]
+    assert "gave up on 6 requests after 500 ms" in outage["reason"] and "6 of them answered, 600 ms" in outage["reason"]
+
+
+def test_timeouts_the_wire_saw_no_reply_to_stay_unexplained():
+    client = [request(0.0, 0.05, True), request(0.1, 0.6, False, "timeout"), request(0.7, 0.75, True)]
+    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": r["sent"], "received": r["received"],
+                          "ok": r["ok"], "interface": "mu-eth1", "error": r["error"]} for r in client if r["ok"]])
+    (outage,) = compare(pd.DataFrame(client), seen)
+    assert not outage["explained"] and "no late reply" in outage["reason"]
