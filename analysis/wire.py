@@ -56,9 +56,13 @@ def attempts(packets: pd.DataFrame, service_port: int = ports.SERVICE) -> pd.Dat
         return pd.DataFrame(columns=["endpoint", "sent", "received", "ok", "interface", "error"])
     rows = []
     outbound = packets["dport"] == service_port
-    packets = packets.assign(client=packets["sport"].where(outbound, packets["dport"]),
+    # a flow is one client address and port to one server: the user has an address per base
+    # station, and the kernel may give the same port on two of them
+    packets = packets.assign(address=packets["src"].where(outbound, packets["dst"]),
+                             client=packets["sport"].where(outbound, packets["dport"]),
                              server=packets["dst"].where(outbound, packets["src"]))
-    for (client, server), flow in packets.sort_values("t", kind="stable").groupby(["client", "server"], sort=False):
+    flows = packets.sort_values("t", kind="stable").groupby(["address", "client", "server"], sort=False)
+    for (_, _, server), flow in flows:
         for connection in _connections(flow, service_port):
             rows += _connection_attempts(connection, server, service_port)
     return pd.DataFrame(rows).sort_values("sent", kind="stable").reset_index(drop=True)
@@ -147,6 +151,7 @@ def compare_trial(trial_dir: Path, user: str) -> list[dict]:
 def compare(client: pd.DataFrame, seen: pd.DataFrame) -> list[dict]:
     """``compare_trial`` on the client's request rows and the wire's attempts as the client took them."""
     result = []
+    capture_end = float(seen["received"].max()) if len(seen) else float("-inf")
     for service, rows in client.groupby("service"):
         endpoints = {f"{json.loads(e)[0] if isinstance(e, str) else e[0]}:{ports.SERVICE}"
                      for e in rows["endpoint"].dropna()}
@@ -161,7 +166,14 @@ def compare(client: pd.DataFrame, seen: pd.DataFrame) -> list[dict]:
             reason, explained = None, agree
             radio_down = outage.cause.startswith("interrupted") or "unreachable" in outage.cause.lower() \
                 or "ENETUNREACH" in outage.cause
-            if not agree and radio_down:
+            replies = rows.loc[rows["ok"].astype(bool) & (rows["sent"] >= outage.end - 1e-6), "received"]
+            recovered = float(replies.min()) if len(replies) else outage.end     # the reply that ended it
+            if not agree and capture_end < recovered - AGREE_S:
+                # the trial's last outage: tcpdump stops with the trial, the client a moment later
+                explained = True
+                reason = (f"the capture ended {1e3 * (recovered - capture_end):.0f} ms before the reply "
+                          "that ended the client's outage")
+            elif not agree and radio_down:
                 if match is not None:
                     wire_end = match.end
                 else:

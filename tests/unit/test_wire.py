@@ -7,11 +7,11 @@ from analysis.wire import as_the_client_took_them, attempts, compare
 CLIENT, SERVER, PORT = "10.1.9.2", "172.16.2.2", 7000
 
 
-def packet(t, flags, payload=0, outbound=True, client_port=40000):
+def packet(t, flags, payload=0, outbound=True, client_port=40000, client=CLIENT):
     if outbound:
-        return {"t": t, "interface": "mu-eth1", "src": CLIENT, "sport": client_port, "dst": SERVER, "dport": PORT,
+        return {"t": t, "interface": "mu-eth1", "src": client, "sport": client_port, "dst": SERVER, "dport": PORT,
                 "flags": flags, "payload": payload}
-    return {"t": t, "interface": "mu-eth1", "src": SERVER, "sport": PORT, "dst": CLIENT, "dport": client_port,
+    return {"t": t, "interface": "mu-eth1", "src": SERVER, "sport": PORT, "dst": client, "dport": client_port,
             "flags": flags, "payload": payload}
 
 
@@ -27,6 +27,16 @@ def test_a_reused_client_port_starts_a_new_connection_each_time():
     assert seen[["sent", "received", "ok"]].values.tolist() == [[1.0, 1.002, False], [1.1, 1.3, True],
                                                                 [100.0, 100.2, True]]
     assert seen["error"].tolist()[0] == "connection without a request"
+
+
+def test_the_same_port_on_another_of_the_users_addresses_is_another_connection():
+    # a SYN that went unanswered from the address at one base station, and a minute later the
+    # same port from the address at the next: two attempts, not one retransmitted SYN
+    packets = pd.DataFrame([packet(0.0, "S", client="10.1.8.2"),
+                            packet(60.0, "S"), packet(60.05, "SA", outbound=False), packet(60.1, "PA", 100),
+                            packet(60.3, "PA", 50, outbound=False)])
+    seen = attempts(packets, PORT)
+    assert seen[["sent", "received", "ok"]].values.tolist() == [[0.0, 0.0, False], [60.0, 60.3, True]]
 
 
 def test_a_retransmitted_syn_stays_one_attempt_counted_from_the_first():
@@ -76,3 +86,15 @@ def test_timeouts_the_wire_saw_no_reply_to_stay_unexplained():
                           "ok": r["ok"], "interface": "mu-eth1", "error": r["error"]} for r in client if r["ok"]])
     (outage,) = compare(pd.DataFrame(client), seen)
     assert not outage["explained"] and "no late reply" in outage["reason"]
+
+
+def test_an_outage_the_capture_did_not_see_end_is_explained_by_the_captures_end():
+    client = [request(0.0, 0.05, True), request(0.1, 0.15, False, "ConnectionRefusedError"),
+              request(1.6, 2.0, True)]
+    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": 0.0, "received": 0.05, "ok": True,
+                          "interface": "mu-eth1", "error": None},
+                         {"endpoint": f"{SERVER}:{PORT}", "sent": 0.1, "received": 1.55, "ok": False,
+                          "interface": None, "error": "no reply on the wire"}])
+    (outage,) = compare(pd.DataFrame(client), seen)
+    assert outage["explained"]
+    assert outage["reason"] == "the capture ended 450 ms before the reply that ended the client's outage"
