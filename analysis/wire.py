@@ -168,11 +168,22 @@ def compare(client: pd.DataFrame, seen: pd.DataFrame) -> list[dict]:
                 or "ENETUNREACH" in outage.cause
             replies = rows.loc[rows["ok"].astype(bool) & (rows["sent"] >= outage.end - 1e-6), "received"]
             recovered = float(replies.min()) if len(replies) else outage.end     # the reply that ended it
-            if not agree and capture_end < recovered - AGREE_S:
+            ending = wire[wire["ok"].astype(bool) & ((wire["received"] - recovered).abs() <= AGREE_S)]
+            if not agree and not len(replies):
+                explained = True
+                reason = "the trial ended during it: no reply ended it, in the client's log or on the wire"
+            elif not agree and capture_end < recovered - AGREE_S:
                 # the trial's last outage: tcpdump stops with the trial, the client a moment later
                 explained = True
                 reason = (f"the capture ended {1e3 * (recovered - capture_end):.0f} ms before the reply "
                           "that ended the client's outage")
+            elif not agree and len(ending) and float(ending["sent"].min()) - outage.end > AGREE_S:
+                # the client's connect began as the radio came back; its first SYN never reached the
+                # capture, and TCP sent it again after its initial timeout (1 s)
+                explained = True
+                reason = (f"the wire first saw the request that ended it "
+                          f"{1e3 * (float(ending['sent'].min()) - outage.end):.0f} ms after the client sent it "
+                          "(TCP resent a SYN the capture had not seen)")
             elif not agree and radio_down:
                 if match is not None:
                     wire_end = match.end

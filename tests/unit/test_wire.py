@@ -98,3 +98,30 @@ def test_an_outage_the_capture_did_not_see_end_is_explained_by_the_captures_end(
     (outage,) = compare(pd.DataFrame(client), seen)
     assert outage["explained"]
     assert outage["reason"] == "the capture ended 450 ms before the reply that ended the client's outage"
+
+
+def test_an_outage_no_reply_ended_is_explained_by_the_trials_end():
+    client = [request(0.0, 0.05, True), request(0.1, 0.15, False, "ConnectionRefusedError"),
+              request(1.3, 1.35, False, "ConnectionRefusedError")]
+    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": 0.0, "received": 0.05, "ok": True,
+                          "interface": "mu-eth1", "error": None},
+                         {"endpoint": f"{SERVER}:{PORT}", "sent": 0.1, "received": 1.45, "ok": False,
+                          "interface": None, "error": "no reply on the wire"}])
+    (outage,) = compare(pd.DataFrame(client), seen)
+    assert outage["explained"] and outage["reason"].startswith("the trial ended during it")
+
+
+def test_a_request_the_wire_first_saw_a_second_late_is_explained_by_tcps_resent_syn():
+    # the radio comes back at 0.5 s; the client's connect starts then, its SYN is lost, TCP resends
+    # it at 1.5 s and the reply comes at 2.0 s
+    client = [request(0.0, 0.05, True), request(0.1, 0.1, False, "interrupted: radio link down"),
+              request(0.5, 2.0, True)]
+    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": 0.0, "received": 0.05, "ok": True,
+                          "interface": "mu-eth1", "error": None},
+                         {"endpoint": f"{SERVER}:{PORT}", "sent": 0.08, "received": 1.4, "ok": False,
+                          "interface": None, "error": "no reply on the wire"},
+                         {"endpoint": f"{SERVER}:{PORT}", "sent": 1.5, "received": 2.0, "ok": True,
+                          "interface": "mu-eth2", "error": None}])
+    (outage,) = compare(pd.DataFrame(client), seen)
+    assert not outage["agree"] and outage["explained"]
+    assert outage["reason"].startswith("the wire first saw the request that ended it 1000 ms after")
