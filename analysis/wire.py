@@ -163,64 +163,61 @@ def compare(client: pd.DataFrame, seen: pd.DataFrame) -> list[dict]:
             match = max(overlapping, key=lambda o: min(o.end, outage.end) - max(o.start, outage.start), default=None)
             difference = None if match is None else (match.seconds - outage.seconds)
             agree = difference is not None and abs(difference) <= AGREE_S
-            reason, explained = None, agree
-            radio_down = outage.cause.startswith("interrupted") or "unreachable" in outage.cause.lower() \
-                or "ENETUNREACH" in outage.cause
-            replies = rows.loc[rows["ok"].astype(bool) & (rows["sent"] >= outage.end - 1e-6), "received"]
-            recovered = float(replies.min()) if len(replies) else outage.end     # the reply that ended it
-            ending = wire[wire["ok"].astype(bool) & ((wire["received"] - recovered).abs() <= AGREE_S)]
-            if not agree and not len(replies):
-                explained = True
-                reason = "the trial ended during it: no reply ended it, in the client's log or on the wire"
-            elif not agree and capture_end < recovered - AGREE_S:
-                # the trial's last outage: tcpdump stops with the trial, the client a moment later
-                explained = True
-                reason = (f"the capture ended {1e3 * (recovered - capture_end):.0f} ms before the reply "
-                          "that ended the client's outage")
-            elif not agree and len(ending) and float(ending["sent"].min()) - outage.end > AGREE_S:
-                # the client's connect began as the radio came back; its first SYN never reached the
-                # capture, and TCP sent it again after its initial timeout (1 s)
-                explained = True
-                reason = (f"the wire first saw the request that ended it "
-                          f"{1e3 * (float(ending['sent'].min()) - outage.end):.0f} ms after the client sent it "
-                          "(TCP resent a SYN the capture had not seen)")
-            elif not agree and radio_down:
-                if match is not None:
-                    wire_end = match.end
-                else:
-                    after = wire[wire["sent"] >= outage.start - AGREE_S]["sent"]
-                    wire_end = float(after.min()) if len(after) else None
-                ends = None if wire_end is None else wire_end - outage.end
-                seen_as = "a request in flight then" if match is not None and match.start < outage.start else \
-                    "the first attempt that crossed it"
-                explained = ends is not None and abs(ends) <= AGREE_S
-                if ends is None and (wire.empty or float(wire["received"].max()) < outage.end):
-                    explained = True
-                    seen_as = "nothing: the capture had ended"
-                reason = (f"the client counts from the radio going down ({outage.cause}), "
-                          f"the wire from {seen_as}; the ends differ by "
-                          f"{'-' if ends is None else f'{1e3 * ends:.1f}'} ms")
-            elif not agree and len(gave_up := _timed_out(rows, outage)):
-                # the client gave up on replies the wire saw arrive later (a queue on the way, or a
-                # service moved farther than the client's timeout reaches); what the wire counts
-                # as an outage here, if anything, is a shorter one inside
-                late = _answered_late(gave_up, wire)
-                explained = len(late) > 0
-                waited = float((gave_up["received"] - gave_up["sent"]).median())
-                reason = (f"the client gave up on {len(gave_up)} requests after {1e3 * waited:.0f} ms; "
-                          + (f"the wire saw {len(late)} of them answered, {1e3 * float(late.median()):.0f} ms "
-                             "after the request (median)" if explained else "the wire saw no late reply")
-                          + ("" if match is None else f"; the wire's own outage is {match.seconds:.3f} s"))
-            elif match is None:
-                reason = "the wire saw no outage here"
-            elif not agree:
-                reason = "unexplained"
+            explained, reason = (True, None) if agree else _why_not(outage, match, rows, wire, capture_end)
             result.append({"service": service, "client_start": outage.start, "client_s": outage.seconds,
                            "wire_start": None if match is None else match.start,
                            "wire_s": None if match is None else match.seconds,
                            "difference_s": difference, "agree": agree, "explained": explained,
                            "reason": reason})
     return result
+
+
+def _why_not(outage, match, rows: pd.DataFrame, wire: pd.DataFrame, capture_end: float) -> tuple[bool, str]:
+    """Whether an outage the wire does not agree on is explained, and the reason."""
+    replies = rows.loc[rows["ok"].astype(bool) & (rows["sent"] >= outage.end - 1e-6), "received"]
+    if not len(replies):
+        return True, "the trial ended during it: no reply ended it, in the client's log or on the wire"
+    recovered = float(replies.min())                                      # the reply that ended it
+    if capture_end < recovered - AGREE_S:
+        # the trial's last outage: tcpdump stops with the trial, the client a moment later
+        return True, (f"the capture ended {1e3 * (recovered - capture_end):.0f} ms before the reply "
+                      "that ended the client's outage")
+    ending = wire[wire["ok"].astype(bool) & ((wire["received"] - recovered).abs() <= AGREE_S)]
+    if len(ending) and float(ending["sent"].min()) - outage.end > AGREE_S:
+        # the client's connect began as the radio came back; its first SYN never reached the
+        # capture, and TCP sent it again after its initial timeout (1 s)
+        return True, (f"the wire first saw the request that ended it "
+                      f"{1e3 * (float(ending['sent'].min()) - outage.end):.0f} ms after the client sent it "
+                      "(TCP resent a SYN the capture had not seen)")
+    if outage.cause.startswith("interrupted") or "unreachable" in outage.cause.lower() \
+            or "ENETUNREACH" in outage.cause:                            # the radio went down
+        if match is not None:
+            wire_end = match.end
+        else:
+            after = wire[wire["sent"] >= outage.start - AGREE_S]["sent"]
+            wire_end = float(after.min()) if len(after) else None
+        ends = None if wire_end is None else wire_end - outage.end
+        seen_as = "a request in flight then" if match is not None and match.start < outage.start else \
+            "the first attempt that crossed it"
+        explained = ends is not None and abs(ends) <= AGREE_S
+        if ends is None and (wire.empty or float(wire["received"].max()) < outage.end):
+            explained = True
+            seen_as = "nothing: the capture had ended"
+        return explained, (f"the client counts from the radio going down ({outage.cause}), "
+                           f"the wire from {seen_as}; the ends differ by "
+                           f"{'-' if ends is None else f'{1e3 * ends:.1f}'} ms")
+    gave_up = _timed_out(rows, outage)
+    if len(gave_up):
+        # the client gave up on replies the wire saw arrive later (a queue on the way, or a
+        # service moved farther than the client's timeout reaches); what the wire counts
+        # as an outage here, if anything, is a shorter one inside
+        late = _answered_late(gave_up, wire)
+        waited = float((gave_up["received"] - gave_up["sent"]).median())
+        return len(late) > 0, (f"the client gave up on {len(gave_up)} requests after {1e3 * waited:.0f} ms; "
+                               + (f"the wire saw {len(late)} of them answered, {1e3 * float(late.median()):.0f} "
+                                  "ms after the request (median)" if len(late) else "the wire saw no late reply")
+                               + ("" if match is None else f"; the wire's own outage is {match.seconds:.3f} s"))
+    return False, "the wire saw no outage here" if match is None else "unexplained"
 
 
 def _timed_out(rows: pd.DataFrame, outage) -> pd.DataFrame:

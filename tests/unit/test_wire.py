@@ -63,6 +63,12 @@ def request(sent, received, ok, error=None):
             "error": error, "interface": "mu-eth1"}
 
 
+def seen_as(sent, received, ok, interface="mu-eth1", error=None):
+    """One attempt as the wire saw it."""
+    return {"endpoint": f"{SERVER}:{PORT}", "sent": sent, "received": received, "ok": ok,
+            "interface": interface if ok else None, "error": error}
+
+
 def test_timeouts_the_wire_saw_answered_late_are_explained_though_the_wire_has_an_outage_of_its_own():
     # the service moved to the cloud: every reply takes 0.6 s, the client gives up at 0.5 s, for 3 s;
     # then a migration refuses connections for 0.5 s, which the wire sees too
@@ -82,8 +88,7 @@ def test_timeouts_the_wire_saw_answered_late_are_explained_though_the_wire_has_a
 
 def test_timeouts_the_wire_saw_no_reply_to_stay_unexplained():
     client = [request(0.0, 0.05, True), request(0.1, 0.6, False, "timeout"), request(0.7, 0.75, True)]
-    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": r["sent"], "received": r["received"],
-                          "ok": r["ok"], "interface": "mu-eth1", "error": r["error"]} for r in client if r["ok"]])
+    seen = pd.DataFrame([seen_as(r["sent"], r["received"], True) for r in client if r["ok"]])
     (outage,) = compare(pd.DataFrame(client), seen)
     assert not outage["explained"] and "no late reply" in outage["reason"]
 
@@ -91,10 +96,7 @@ def test_timeouts_the_wire_saw_no_reply_to_stay_unexplained():
 def test_an_outage_the_capture_did_not_see_end_is_explained_by_the_captures_end():
     client = [request(0.0, 0.05, True), request(0.1, 0.15, False, "ConnectionRefusedError"),
               request(1.6, 2.0, True)]
-    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": 0.0, "received": 0.05, "ok": True,
-                          "interface": "mu-eth1", "error": None},
-                         {"endpoint": f"{SERVER}:{PORT}", "sent": 0.1, "received": 1.55, "ok": False,
-                          "interface": None, "error": "no reply on the wire"}])
+    seen = pd.DataFrame([seen_as(0.0, 0.05, True), seen_as(0.1, 1.55, False, error="no reply on the wire")])
     (outage,) = compare(pd.DataFrame(client), seen)
     assert outage["explained"]
     assert outage["reason"] == "the capture ended 450 ms before the reply that ended the client's outage"
@@ -103,10 +105,7 @@ def test_an_outage_the_capture_did_not_see_end_is_explained_by_the_captures_end(
 def test_an_outage_no_reply_ended_is_explained_by_the_trials_end():
     client = [request(0.0, 0.05, True), request(0.1, 0.15, False, "ConnectionRefusedError"),
               request(1.3, 1.35, False, "ConnectionRefusedError")]
-    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": 0.0, "received": 0.05, "ok": True,
-                          "interface": "mu-eth1", "error": None},
-                         {"endpoint": f"{SERVER}:{PORT}", "sent": 0.1, "received": 1.45, "ok": False,
-                          "interface": None, "error": "no reply on the wire"}])
+    seen = pd.DataFrame([seen_as(0.0, 0.05, True), seen_as(0.1, 1.45, False, error="no reply on the wire")])
     (outage,) = compare(pd.DataFrame(client), seen)
     assert outage["explained"] and outage["reason"].startswith("the trial ended during it")
 
@@ -116,12 +115,8 @@ def test_a_request_the_wire_first_saw_a_second_late_is_explained_by_tcps_resent_
     # it at 1.5 s and the reply comes at 2.0 s
     client = [request(0.0, 0.05, True), request(0.1, 0.1, False, "interrupted: radio link down"),
               request(0.5, 2.0, True)]
-    seen = pd.DataFrame([{"endpoint": f"{SERVER}:{PORT}", "sent": 0.0, "received": 0.05, "ok": True,
-                          "interface": "mu-eth1", "error": None},
-                         {"endpoint": f"{SERVER}:{PORT}", "sent": 0.08, "received": 1.4, "ok": False,
-                          "interface": None, "error": "no reply on the wire"},
-                         {"endpoint": f"{SERVER}:{PORT}", "sent": 1.5, "received": 2.0, "ok": True,
-                          "interface": "mu-eth2", "error": None}])
+    seen = pd.DataFrame([seen_as(0.0, 0.05, True), seen_as(0.08, 1.4, False, error="no reply on the wire"),
+                         seen_as(1.5, 2.0, True, interface="mu-eth2")])
     (outage,) = compare(pd.DataFrame(client), seen)
     assert not outage["agree"] and outage["explained"]
     assert outage["reason"].startswith("the wire first saw the request that ended it 1000 ms after")
