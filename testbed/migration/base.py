@@ -187,12 +187,11 @@ class Migration:
 
     def send(self, phase: str, slot: str, root: Path, files: list[Path] | None = None,
              counter: str = "before_downtime", pace: float | None = None, then: dict | None = None) -> dict:
-        """Push state to the destination while the service runs (timed as ``phase``, bytes
-        counted under ``counter``; ``pace``: bytes/s, see ``pace()``; ``then``: an order carried
-        out on arrival).  The destination puts it on disk before it replies (``settle``)."""
+        """Push state to the destination (timed as ``phase``, bytes counted under ``counter``;
+        ``pace``: bytes/s, see ``pace()``; ``then``: an order carried out on arrival)."""
         with self.phase(phase):
             sent = self.source.channel(self.dest).push(self.spec.service, f"{self.id}-{slot}", root, files,
-                                                      then=then, pace_bytes_per_s=pace, settle=True)
+                                                      then=then, pace_bytes_per_s=pace)
         self.count(counter, sent["bytes"])
         return sent
 

@@ -17,7 +17,6 @@ directory to another's: every byte crosses the links between the two servers.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -33,9 +32,6 @@ _LEN = struct.Struct("!I")
 SO_MAX_PACING_RATE = getattr(socket, "SO_MAX_PACING_RATE", 47)    # Linux; 47 on every architecture but a few
 UNPACED = 2**64 - 1
 CHUNK = 1 << 20
-SYNC_FILE_RANGE_WRITE = 2
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 
 
 class TransferError(RuntimeError):
@@ -80,19 +76,16 @@ class DataChannel:
         return sock, False
 
     def push(self, service: str, slot: str, root: Path, files: list[Path] | None = None,
-             then: dict | None = None, clear: bool = True, pace_bytes_per_s: float | None = None,
-             settle: bool = False) -> dict:
+             then: dict | None = None, clear: bool = True, pace_bytes_per_s: float | None = None) -> dict:
         """Send ``files`` (default: all under ``root``) into the receiver's
         ``incoming/<service>/<slot>/``; return bytes, seconds and the receiver's reply.
         ``pace_bytes_per_s``: the kernel paces this push's packets at that rate (TCP pacing,
-        ``SO_MAX_PACING_RATE``), leaving the rest of the path to other traffic.
-        ``settle``: the receiver has the files on disk, not only in its page cache, before
-        it replies (state sent while the service runs, that a later delta reshapes)."""
+        ``SO_MAX_PACING_RATE``), leaving the rest of the path to other traffic."""
         root = Path(root)
         files = files if files is not None else sorted(p for p in root.rglob("*") if p.is_file())
         entries = [{"path": str(Path(f).relative_to(root)), "size": Path(f).stat().st_size} for f in files]
         manifest = json.dumps({"service": service, "slot": slot, "clear": clear, "files": entries,
-                               "then": then, "settle": settle}).encode()
+                               "then": then}).encode()
         total = sum(e["size"] for e in entries)
         for attempt in (1, 2):
             sock, reused = self._take()
@@ -165,15 +158,8 @@ class _Receive(socketserver.BaseRequestHandler):
     def _store(self, sock, manifest: dict) -> None:
         """Write the push's files; if that fails (bad name, disk full), read the rest of the
         push anyway and then raise: the stream stays in frame, so the sender gets the reply
-        with the real error instead of a broken pipe.
-
-        A push to ``settle`` is written back to disk as it arrives and synced before the
-        reply.  A delta applied to it later reshapes its files with ``fallocate``, which on
-        ext4 first writes back every dirty page after the point it shifts: left dirty, the
-        pre-copied checkpoint (65-140 MB for a model service) was written back then, in the
-        migration's downtime (0.3-0.5 s)."""
+        with the real error instead of a broken pipe."""
         failure: Exception | None = None
-        settle = bool(manifest.get("settle"))
         target: Path | None = None
         try:
             target = self.inbox / _safe(manifest["service"]) / _safe(manifest["slot"])
@@ -201,7 +187,6 @@ class _Receive(socketserver.BaseRequestHandler):
                     except OSError as exc:
                         failure = exc
                 remaining = int(entry["size"])
-                written = 0
                 try:
                     while remaining:
                         chunk = sock.recv(min(remaining, CHUNK))
@@ -211,15 +196,13 @@ class _Receive(socketserver.BaseRequestHandler):
                         if handle is not None:
                             try:
                                 handle.write(chunk)
-                                if settle:
-                                    written = _write_back(handle, written)
                             except OSError as exc:
                                 failure = exc
                                 _close(handle)
                                 handle = None
                 finally:
                     if handle is not None:
-                        closed = _close(handle, sync=settle)    # a full disk may show only at the flush
+                        closed = _close(handle)         # a full disk may show only at the flush
                         failure = failure or closed
         except (OSError, TransferError):
             # the stream broke (sender gone, path cut): what came of this push is not state, and
@@ -233,22 +216,8 @@ class _Receive(socketserver.BaseRequestHandler):
             raise failure
 
 
-def _write_back(handle, since: int) -> int:
-    """Start writing back what ``handle`` holds past ``since`` once a CHUNK has gathered
-    (not waiting for it); the offset the next call starts from."""
-    handle.flush()
-    end = handle.tell()
-    if end - since >= CHUNK:
-        _libc.sync_file_range(handle.fileno(), since, end - since, SYNC_FILE_RANGE_WRITE)
-        return end
-    return since
-
-
-def _close(handle, sync: bool = False) -> OSError | None:
+def _close(handle) -> OSError | None:
     try:
-        if sync:
-            handle.flush()
-            os.fdatasync(handle.fileno())
         handle.close()
     except OSError as exc:
         return exc

@@ -3,9 +3,6 @@ with its real error, and the kept-open connection still carries the next push.""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from testbed.migration.transfer import DataChannel, FileReceiver, TransferError
@@ -186,41 +183,3 @@ def test_an_order_is_seen_before_its_files_and_acted_on_after(tmp_path):
         server.shutdown()
         server.server_close()
     assert seen == [("ahead", "restore", False), ("arrival", "restore", True)]
-
-
-def _file_system(path) -> str:
-    """The type of the file system ``path`` is on (the longest mount point above it)."""
-    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
-    return max((m for m in mounts if str(path).startswith(m[1].rstrip("/") + "/")), key=lambda m: len(m[1]))[2]
-
-
-def _dirty_kb(path) -> int:
-    """kB of ``path`` in the page cache that the kernel has yet to write back: its pages
-    mapped and touched here, then /proc/self/smaps counts the dirty ones (PG_dirty)."""
-    import mmap
-    import re
-
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        sum(mapped[i] for i in range(0, len(mapped), mmap.PAGESIZE))
-        mappings = re.split(r"^(?=[0-9a-f]+-[0-9a-f]+ )", Path("/proc/self/smaps").read_text(), flags=re.M)
-        block = next(m for m in mappings if m.split("\n", 1)[0].endswith(str(path)))
-        return sum(int(kb) for kb in re.findall(r"^(?:Shared|Private)_Dirty:\s+(\d+) kB", block, re.M))
-
-
-def test_a_settled_push_is_on_disk_when_the_receiver_replies(receiver, tmp_path):
-    """State pushed while the service runs is written back before the reply (``settle``):
-    a delta later reshapes it with fallocate, which would otherwise write it back in the
-    downtime.  A push not settled is left dirty in the page cache (the probe sees dirt)."""
-    server, inbox = receiver
-    if _file_system(inbox) in ("tmpfs", "ramfs"):
-        pytest.skip(f"{inbox} is in memory ({_file_system(inbox)}): nothing is written back")
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "pages.img").write_bytes(os.urandom(6 << 20))
-    channel = DataChannel(server.server_address)
-    channel.push("svc", "plain", out)
-    channel.push("svc", "settled", out, settle=True)
-    channel.close()
-    assert _dirty_kb(inbox / "svc" / "plain" / "pages.img") > 1024
-    assert _dirty_kb(inbox / "svc" / "settled" / "pages.img") == 0
-    assert (inbox / "svc" / "settled" / "pages.img").read_bytes() == (out / "pages.img").read_bytes()
