@@ -36,7 +36,7 @@ def host_options(max_networks: int = typer.Option(
 
 
 def fail(message: str, code: int = 2):
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)    # one line, however long its paths
     raise typer.Exit(code)
 
 
@@ -444,7 +444,7 @@ def main():
     try:
         app()
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

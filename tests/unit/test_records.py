@@ -161,6 +161,19 @@ def test_report_with_a_mistyped_exclude_fails_naming_it_and_writes_nothing(tmp_p
     assert not (tmp_path / "report").exists()
 
 
+def test_an_error_is_one_line_however_long_its_paths():
+    """The CLI does not wrap an error at the console's width: a path or phrase in it stays
+    one string for whoever greps the output (a sweep's "holds another sweep" was split)."""
+    import typer
+
+    from testbed.cli import console, fail
+
+    message = "/tmp/" + "d" * 120 + "/sweep: holds another sweep (its experiment, grid, repeat differ)"
+    with console.capture() as captured, pytest.raises(typer.Exit):
+        fail(message)
+    assert message in captured.get()
+
+
 def test_an_outage_the_checkpoint_size_probe_caused_is_counted_apart():
     """Seed 002 counts the downtime of handovers and migrations; the probe of t0 froze the
     service (0.1 s as a rule, 1.4 s once measured here): its outage is ``downtime_probe_s``."""
