@@ -35,8 +35,13 @@ def host_options(max_networks: int = typer.Option(
         os.environ[MAX_NETWORKS_ENV] = str(max_networks)
 
 
+def print_error(message) -> None:
+    """An error on one line, however long its paths (not wrapped at the console's width)."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2):
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)    # one line, however long its paths
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -444,7 +449,7 @@ def main():
     try:
         app()
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         sys.exit(2)
 
 
