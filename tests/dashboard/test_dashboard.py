@@ -216,7 +216,7 @@ def test_a_live_run_is_watched_and_steered_from_the_browser(tmp_path, browser, n
     run record logs both orders as decisions."""
     runs, port = tmp_path / "runs", free_port()
     run = subprocess.Popen([str(ROOT / ".venv" / "bin" / "testbed"), "run", str(DEFAULT), "--runs", str(runs),
-                            "--no-figures", "--set", "planners=[nearest]", "--set", "duration=35s", "--dashboard",
+                            "--no-figures", "--set", "planners=[nearest]", "--set", "duration=45s", "--dashboard",
                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, "COLUMNS": "400"}, start_new_session=True)
     output, announced = [], threading.Event()
@@ -259,6 +259,11 @@ def test_a_live_run_is_watched_and_steered_from_the_browser(tmp_path, browser, n
         browser.find_element("id", "manual-on").click()
         assert wait_for(lambda: "accepted" in page_state(browser)["reply"], 10), page_state(browser)["reply"]
         manual_reply = page_state(browser)["reply"]
+        # an order the controller refuses, sent while the trial surely runs (the valid one can end late)
+        bad = browser.execute_script(f"""
+            return fetch('/api/control', {{method: 'POST', body: JSON.stringify({{action: 'migrate', service: 'counter-mu',
+                dest: 'edge9'}}), headers: {{'X-Token': '{token}'}}}}).then((r) => r.json().then((b) => [r.status, b.error]))""")
+        assert bad[0] == 400 and "unknown server 'edge9'" in bad[1]
         from selenium.webdriver.support.ui import Select
 
         Select(browser.find_element("id", "c-service")).select_by_visible_text("counter-mu")
@@ -273,10 +278,6 @@ def test_a_live_run_is_watched_and_steered_from_the_browser(tmp_path, browser, n
         edge3 = json.loads(json.dumps(browser.execute_script("return window.dashboard.info.nodes.edge3.position")))
         assert placed["services"]["counter-mu"][1] == pytest.approx(edge3[0], abs=7)
         browser.save_screenshot(str(run_dir / "dashboard-live-3.png"))
-        bad = browser.execute_script(f"""
-            return fetch('/api/control', {{method: 'POST', body: JSON.stringify({{action: 'migrate', service: 'counter-mu',
-                dest: 'edge9'}}), headers: {{'X-Token': '{token}'}}}}).then((r) => r.json().then((b) => [r.status, b.error]))""")
-        assert bad[0] == 400 and "unknown server 'edge9'" in bad[1]
         operator = logged("controller.operator")
         assert [o["action"] for o in operator] == ["manual", "migrate"]
         assert done[0]["decision"] == operator[1]["decision"]
