@@ -6,10 +6,12 @@ that a second network running beside it is left alone; ``network=ALL`` cleans ev
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from testbed.containers.clean import (clean_containers, clean_server_cgroups, containers_by_network,
                                      testbed_containers)
+from testbed.containers.server import engine_restore_copies
 from testbed.deprecation import module_getattr
 from testbed.net.clean import CleanReport, clean_network, testbed_namespaces, testbed_root_interfaces
 from testbed.net.namespaces import ALL, MAX_NETWORKS, RUN_STATE, current_network, name_prefix, network_of, owner_file
@@ -29,6 +31,9 @@ def clean(network: int | str | None = None) -> CleanReport:
         owner_file(number).unlink(missing_ok=True)
     if network == ALL:
         (RUN_STATE / "network.pid").unlink(missing_ok=True)      # the single lock of older versions
+        for copy in engine_restore_copies():      # a restore removes its own; these are killed runs'
+            shutil.rmtree(copy, ignore_errors=True)
+            report.engine_copies += 1
     return report
 
 

@@ -25,13 +25,15 @@ class CleanReport:
     containers: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)        # killed runs marked incomplete
+    engine_copies: int = 0                                # checkpoint copies the engine left in its /tmp
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"removed {len(self.namespaces)} namespaces, {self.processes} processes, "
                 f"{len(self.interfaces)} interfaces, {len(self.containers)} containers, "
                 f"{len(self.cgroups)} server cgroups" + (f"; marked {len(self.runs)} killed runs incomplete"
-                                                         if self.runs else ""))
+                                                         if self.runs else "")
+                + (f"; removed {self.engine_copies} checkpoint copies the engine left" if self.engine_copies else ""))
 
 
 def _mine(name: str, network: int | str) -> bool:

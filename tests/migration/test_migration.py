@@ -13,7 +13,8 @@ import docker
 import pytest
 
 from testbed import assets
-from testbed.containers.server import LINK_AT_BYTES, SERVER_LABEL, SERVICE_LABEL, server_state_dir
+from testbed.containers.server import (LINK_AT_BYTES, SERVER_LABEL, SERVICE_LABEL, engine_restore_copies,
+                                      server_state_dir)
 from testbed.records import counter_breaks, outages, read_jsonl
 
 from conftest import COUNTER, Session, agents_on_paper_network, model_session, outcome, served
@@ -138,8 +139,10 @@ def test_stateless_restarts_from_zero_and_says_so(env):
 def test_a_restore_from_linked_images_leaves_docker_a_container_it_fully_manages(env):
     """The engine restores from links to the images (no copy through containerd's content
     store); afterwards Docker sees the container as its own: running with the restored PID,
-    its logs readable, checkpointed again (moved back), stopped; no image left behind."""
+    its logs readable, checkpointed again (moved back), stopped; no image left behind, nor the
+    engine's unpacked copy of the checkpoint (containerd leaves it in its /tmp)."""
     client = docker.from_env()
+    copies = set(engine_restore_copies())
     session = Session(env, "svc", "edge1", ap="ap2")
     time.sleep(1.0)
     there = session.migrate("edge2", "precopy-delta")
@@ -161,6 +164,7 @@ def test_a_restore_from_linked_images_leaves_docker_a_container_it_fully_manages
     engine_copy = [p for p in slot.rglob("*") if p.is_file() and not p.is_symlink()]
     assert engine_copy and all(p.stat().st_size < LINK_AT_BYTES for p in engine_copy)
     assert not [p for p in slot.rglob("*") if p.is_symlink() and p.exists()], "the images were left behind"
+    assert set(engine_restore_copies()) == copies
     returned.stop(timeout=2)
     returned.reload()
     assert returned.status == "exited"
@@ -335,7 +339,9 @@ def test_full_checkpoint_transfer_slows_down_on_the_cloud_path(env):
 
 
 def test_failed_restore_resumes_at_the_source_with_its_counter(env):
-    """The destination's copy of the pre-migration state is damaged: CRIU cannot restore."""
+    """The destination's copy of the pre-migration state is damaged: CRIU cannot restore (and
+    the engine's copy of the checkpoint is removed all the same)."""
+    copies = set(engine_restore_copies())
     session = Session(env, "svc", "edge1", ap="ap1")
     time.sleep(1.0)
     source = env.agents["edge1"]
@@ -348,6 +354,7 @@ def test_failed_restore_resumes_at_the_source_with_its_counter(env):
     rows = session.finish()
     assert record["ok"] is False and record["fallback"] is True
     assert record["error"]
+    assert set(engine_restore_copies()) == copies
     assert record["new_endpoint"][0] == rows[0]["endpoint"][0]       # back where it was
     assert counter_breaks(rows) == []
     assert served(rows)[-1]["counter"] > 50
