@@ -28,8 +28,8 @@ def management_socket(server: str) -> str:
 class Agent:
     # What other processes may call (controller, peer agents, the runner); anything else is refused.
     REMOTE = ("ping", "deploy", "remove", "instances_here", "resources", "migrate", "probe_checkpoints",
-              "prepare", "start_fresh", "abort", "install_layer", "has_layer", "benchmark_cpu", "load",
-              "migrations_under_way")
+              "prepare", "start_fresh", "abort", "install_layer", "has_layer", "benchmark_cpu",
+              "benchmark_cpu_at", "load", "migrations_under_way")
 
     def __init__(self, config: AgentConfig, docker_client=None):
         self.config = config
@@ -87,6 +87,16 @@ class Agent:
                   "configured_compute": self.config.compute, "speed": self.config.speed}
         self.events.emit("server.benchmark", **result)
         return result
+
+    def benchmark_cpu_at(self, slots: list[tuple[float, float]]) -> list[dict]:
+        """``benchmark_cpu`` at given times: for each (wall time, seconds) slot, wait until
+        it starts, then run.  Each result says when its loop ran (``start``, ``end``), so
+        that the caller, who gave every server its own slots, can check none overlapped."""
+        results = []
+        for at, seconds in slots:
+            time.sleep(max(0.0, at - time.time()))
+            results.append(self.benchmark_cpu(seconds))
+        return results
 
     def load(self, share: float, duration: float) -> dict:
         """Background load: busy loops using ``share`` of this server's cores for ``duration`` s

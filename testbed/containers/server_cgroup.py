@@ -146,13 +146,15 @@ class ServerCgroup:
     def benchmark(self, seconds: float, cores: float) -> dict:
         """A CPU-bound loop given ``cores`` of this server (its sysbench, as seed 002 measures
         C_s): operations per wall second, the share of a core the kernel granted it
-        (CPU time over wall time) and operations per CPU second (the host core's speed)."""
+        (CPU time over wall time), operations per CPU second (the host core's speed) and
+        when the loop ran (``start``, ``end``: wall time)."""
         process = self.run("benchmark", [sys.executable, "-c", BENCHMARK, str(seconds)], cores,
                            stdout=subprocess.PIPE, text=True)
         out, _ = process.communicate(timeout=seconds + 30)
         self._remove_child("benchmark")
-        count, cpu_s, wall_s = (float(word) for word in out.split())
-        return {"ops_per_s": count / wall_s, "cpu_share": cpu_s / wall_s, "ops_per_cpu_s": count / max(cpu_s, 1e-9)}
+        count, cpu_s, wall_s, began = (float(word) for word in out.split())
+        return {"ops_per_s": count / wall_s, "cpu_share": cpu_s / wall_s, "ops_per_cpu_s": count / max(cpu_s, 1e-9),
+                "start": began, "end": began + wall_s}
 
     def burn(self, share_cores: float) -> list[subprocess.Popen]:
         """Background load: busy loops using ``share_cores`` host cores of this server."""
@@ -173,13 +175,13 @@ class ServerCgroup:
 
 BENCHMARK = """
 import sys, time
-start, cpu_start = time.perf_counter(), time.process_time()
+began, start, cpu_start = time.time(), time.perf_counter(), time.process_time()
 deadline = start + float(sys.argv[1])
 count = 0
 while time.perf_counter() < deadline:
     for _ in range(1000):
         count += 1
-print(count, time.process_time() - cpu_start, time.perf_counter() - start)
+print(count, time.process_time() - cpu_start, time.perf_counter() - start, repr(began))
 """
 
 

@@ -125,6 +125,21 @@ def test_relative_compute_follows_the_granted_share_not_the_drifting_core():
     assert measured["edge1"] == pytest.approx(2.0 * 0.5 / 0.98)
 
 
+def test_benchmark_runs_in_slots_are_checked_for_overlap():
+    """The servers' benchmark runs are given slots; a run that started before another ended
+    (by 0.02 s, even one nested in a long one) is an overlap, touching ends are not."""
+    from testbed.controller.controller import longest_overlap
+
+    def run(start, end):
+        return {"start": start, "end": end}
+
+    apart = {"cloud": [run(0.0, 0.17), run(1.0, 1.17)], "edge1": [run(0.17, 0.34), run(1.3, 1.47)]}
+    assert longest_overlap(apart) == 0.0
+    assert longest_overlap({**apart, "edge2": [run(0.32, 0.49)]}) == pytest.approx(0.02)
+    assert longest_overlap({"cloud": [run(0.0, 2.0)], "edge1": [run(0.5, 0.6), run(1.2, 1.25)]}) == pytest.approx(0.1)
+    assert longest_overlap({}) == 0.0
+
+
 def test_every_destination_at_once_is_each_one_s_estimate():
     """migration_seconds and longest_pre_migration (a city's decision weighs every server at once)
     give what estimate gives one destination at a time, with learned and default fits alike."""
