@@ -414,17 +414,21 @@ class ServerContainers:
             self._lazy_daemons[container.id] = daemon
             (images_dir / LAZY_MARKER).write_text(f"{daemon.socket}\n")
             steps.lap("lazy_pages_daemon")
-        nonces: set[str] = set()       # of the checkpoints handed to the engine, whose copies it leaves
+        handed: set[str] = set()       # the checkpoints given to the engine, whose copies it leaves
         try:
             try:
-                self._start_from(container, _engine_checkpoint(images_dir, checkpoints, True, nonces))
+                with_links = _engine_checkpoint(images_dir, checkpoints, linked=True)
+                handed.add(with_links)
+                self._start_from(container, with_links)
                 steps.notes["restore_path"] = "linked"
             except ContainerError as linked_error:
                 if self.is_running(container.id) or lazy_from is not None:    # a page server serves once
                     raise
                 steps.lap("docker_restore_linked_failed")
                 try:
-                    self._start_from(container, _engine_checkpoint(images_dir, checkpoints, False, nonces))
+                    copied = _engine_checkpoint(images_dir, checkpoints, linked=False)
+                    handed.add(copied)
+                    self._start_from(container, copied)
                 except ContainerError as error:
                     raise ContainerError(f"{error} (with links to the images: {linked_error})") from error
                 steps.notes["restore_path"] = "copied"
@@ -437,7 +441,7 @@ class ServerContainers:
             raise
         finally:
             shutil.rmtree(images_dir, ignore_errors=True)
-            for copy in engine_restore_copies(nonces):     # restored (or failed): done with
+            for copy in engine_restore_copies(handed):     # restored (or failed): done with
                 shutil.rmtree(copy, ignore_errors=True)
             steps.lap("engine_copy_removed")
         instance = self.instance(container, port)
@@ -527,15 +531,14 @@ def _docker_message(response) -> str:
         return response.text
 
 
-def _engine_checkpoint(images: Path, checkpoints: Path, linked: bool, nonces: set[str]) -> str:
+def _engine_checkpoint(images: Path, checkpoints: Path, linked: bool) -> str:
     """A checkpoint directory in ``checkpoints`` for the engine to restore from: hard
     links to (or copies of) ``images``' files, or with ``linked`` symbolic links to its
-    large ones; returns its name and adds its nonce to ``nonces``.  The symbolic links
+    large ones; returns its name.  The symbolic links
     are relative and climb to ``/`` first: CRIU opens them from containerd's unpacked
     copy of the checkpoint (under ``/tmp``) once it has entered the container's mount
     namespace, where an absolute link would be looked up inside the container's root."""
     name = _new_checkpoint(checkpoints)
-    nonces.add((checkpoints / name / NONCE_FILE).read_text())
 
     def place(source, target):
         if linked and os.path.getsize(source) >= LINK_AT_BYTES:
@@ -561,18 +564,18 @@ NONCE_FILE = "mec-testbed-restore.nonce"
 def _new_checkpoint(checkpoints: Path) -> str:
     """A fresh checkpoint directory.  Docker 20.10 uploads a checkpoint to containerd's
     content store, where the identical upload of a recent one may linger until GC
-    ("content ... already exists", moby#42900): a nonce file makes each unique, and
-    finds containerd's copy of it again (``engine_restore_copies``)."""
-    name = f"restore-{uuid.uuid4().hex[:8]}"
+    ("content ... already exists", moby#42900): a nonce file, holding the name, makes
+    each unique and finds containerd's copy of it again (``engine_restore_copies``)."""
+    name = f"restore-{uuid.uuid4().hex}"
     (checkpoints / name).mkdir(parents=True)
-    (checkpoints / name / NONCE_FILE).write_text(uuid.uuid4().hex)
+    (checkpoints / name / NONCE_FILE).write_text(name)
     return name
 
 
-def engine_restore_copies(nonces: set[str] | None = None) -> list[Path]:
+def engine_restore_copies(names: set[str] | None = None) -> list[Path]:
     """containerd's unpacked copies (``/tmp/ctrd-checkpoint*`` as the engine sees its
     ``/tmp``) of checkpoints the testbed restored from, which containerd never removes
-    (containerd#10166): a few hundred kB per migration.  ``nonces``: only those restores'
+    (containerd#10166): a few hundred kB per migration.  ``names``: only those checkpoints'
     (another network's restore may be reading its copy); None: every one of the testbed's."""
     try:
         tmp = Path(f"/proc/{engine_pid()}/root/tmp")
@@ -584,6 +587,6 @@ def engine_restore_copies(nonces: set[str] | None = None) -> list[Path]:
             nonce = (copy / NONCE_FILE).read_text()
         except OSError:                  # not a checkpoint of ours (or gone meanwhile)
             continue
-        if nonces is None or nonce in nonces:
+        if names is None or nonce in names:
             found.append(copy)
     return found

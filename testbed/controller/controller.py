@@ -38,6 +38,7 @@ from testbed.rpc import RpcClient, RpcError
 BENCHMARK_LEAD_S = 1.0     # from sending the benchmark slots to the first: every order has arrived
 BENCHMARK_GAP_S = 0.15     # between one server's run and the next's (its process starts)
 
+
 def management_socket() -> str:
     """The controller's Unix socket for the runner and the dashboard, in its network's state."""
     return str(network_state() / "controller.sock")
@@ -112,11 +113,7 @@ class Controller:
         overlap = longest_overlap(runs)
         if overlap > 0:
             self.events.emit("controller.compute_rerun", reason="benchmark runs overlapped", overlap_s=round(overlap, 4))
-            runs = {name: [] for name in names}
-            for _ in range(rounds):
-                for name in names:
-                    runs[name].append(self.agents[name].call("benchmark_cpu", seconds=seconds / rounds,
-                                                             timeout=60 + seconds))
+            runs = self._benchmark_in_turn(names, seconds / rounds, rounds)
         reference = max(self.state.servers, key=lambda name: (self.state.servers[name].compute, name))
         for name, measured in relative_compute(runs, reference, self.state.servers[reference].compute).items():
             server = self.state.servers[name]
@@ -124,6 +121,14 @@ class Controller:
                              ops_per_s=statistics.median(run["ops_per_s"] for run in runs[name]),
                              cpu_share=statistics.median(run["cpu_share"] for run in runs[name]))
             server.compute = measured
+
+    def _benchmark_in_turn(self, names: list[str], seconds: float, rounds: int) -> dict[str, list[dict]]:
+        """Each server's ``rounds`` runs, round by round, an order (and its round trip) per run."""
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        for _ in range(rounds):
+            for name in names:
+                runs[name].append(self.agents[name].call("benchmark_cpu", seconds=seconds, timeout=60 + seconds))
+        return runs
 
     def _benchmark_in_slots(self, names: list[str], seconds: float, rounds: int) -> dict[str, list[dict]]:
         """Each server's ``rounds`` runs in slots of their own, round by round, the first once
