@@ -142,18 +142,27 @@ class HysteresisHandover:
         ``rssi[k, j]`` is station ``stations[j]``'s at ``times[k]`` (-inf where not heard; the
         serving station may be missing).  Columns in name order, as ``best`` breaks ties.
         Stateless, so all times at once."""
-        sensitivity = self.params.sensitivity_dbm
-        usable = rssi >= sensitivity
-        best = np.argmax(np.where(usable, rssi, -np.inf), axis=1)
-        best_rssi = rssi[np.arange(len(times)), best]
         own = stations.index(serving) if serving in stations else -1
-        own_rssi = rssi[:, own] if own >= 0 else np.full(len(times), -np.inf)
-        moves = usable.any(axis=1) & (best != own) & (
-            (own_rssi < sensitivity) | (best_rssi >= own_rssi + self.params.hysteresis_db))
+        moves, best = self.moves(rssi[None], np.array([own]))
         if not moves.any():
             return None
-        k = int(np.argmax(moves))
-        return float(times[k]), stations[best[k]]
+        k = int(np.argmax(moves[0]))
+        return float(times[k]), stations[best[0, k]]
+
+    def moves(self, rssi: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For many users at once: ``rssi[u, k, j]`` is user u's from its column j at time k
+        (-inf where not heard), ``own[u]`` its serving station's column (-1: none of them).
+        Returns whether the rule moves u at k, and to which column (the strongest usable, the
+        first of equals)."""
+        sensitivity = self.params.sensitivity_dbm
+        usable = rssi >= sensitivity
+        best = np.argmax(np.where(usable, rssi, -np.inf), axis=2)
+        best_rssi = np.take_along_axis(rssi, best[:, :, None], axis=2)[:, :, 0]
+        own_rssi = np.where(own[:, None] >= 0,
+                            np.take_along_axis(rssi, np.maximum(own, 0)[:, None, None], axis=2)[:, :, 0], -np.inf)
+        moves = usable.any(axis=2) & (best != own[:, None]) & (
+            (own_rssi < sensitivity) | (best_rssi >= own_rssi + self.params.hysteresis_db))
+        return moves, best
 
     def action(self, serving: str | None, rssi: dict[str, float], t: float,
                user_decides: bool = True) -> tuple[str, str | None] | None:

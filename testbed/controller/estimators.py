@@ -103,6 +103,7 @@ class MigrationTimeModel:
     precopy_share: float = 1.0      # of the path's bandwidth the pre-transfer may take (paced)
     warm_final_transfer: bool = False   # the delta follows the pre-copy on its open window
     version: int = 0                # counts what was learned: an estimate holds while it stands
+    _learned_now: tuple = field(default=(-1, {}), init=False, repr=False, compare=False)  # (version, per server)
 
     @classmethod
     def from_calibration(cls, calibration) -> "MigrationTimeModel":
@@ -150,8 +151,11 @@ class MigrationTimeModel:
         """The longest T_setup + T_chkpt + T_pre_trans from ``source`` to any destination of
         ``pre_transfers`` (destination -> ``pre_transfer_seconds`` there), as ``estimate``'s;
         0 with no destination."""
+        if not pre_transfers:
+            return 0.0
         t_chkpt = self.checkpoint_seconds(source, image_bytes, compute_source)
-        return max((self.setup(dest) + t_chkpt + seconds for dest, seconds in pre_transfers.items()), default=0.0)
+        seconds = np.fromiter(pre_transfers.values(), float, len(pre_transfers))
+        return float(np.max(self._each(self.setup, tuple(pre_transfers)) + t_chkpt + seconds))
 
     def final_transfer_seconds(self, delta_bytes: float, bandwidth_mbps: float, one_way_s: float) -> float:
         """The migration phase's transfer: on the window the pre-copy left open when the
@@ -167,8 +171,19 @@ class MigrationTimeModel:
         ``final_transfer_seconds``, ``computes``: each one's C_s'): a decision in a city weighs
         every service against every server."""
         restored = image_bytes + full_bytes + delta_bytes
-        rho = np.array([self.rho(dest) for dest in dests], dtype=float)
-        return self.checkpoint_seconds(source, image_bytes, compute_source) + final_transfers + rho * restored / computes
+        return self.checkpoint_seconds(source, image_bytes, compute_source) + final_transfers \
+            + self._each(self.rho, tuple(dests)) * restored / computes
+
+    def _each(self, learned, servers: tuple[str, ...]) -> np.ndarray:
+        """``learned`` (``rho`` or ``setup``) of each of ``servers``, kept while nothing new is
+        learned (a city asks for every server at every decision)."""
+        if self._learned_now[0] != self.version:
+            self._learned_now = (self.version, {})
+        key = (learned.__name__, servers)
+        found = self._learned_now[1].get(key)
+        if found is None:
+            found = self._learned_now[1][key] = np.array([learned(server) for server in servers], dtype=float)
+        return found
 
     def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
                  bandwidth_mbps: float, one_way_s: float, compute_source: float, compute_dest: float) -> dict:
@@ -184,8 +199,11 @@ class MigrationTimeModel:
                 "total_s": t_pre + t_mig}
 
 
-def downtime(migration_s: float | None, handover_s: float | None) -> float:
-    """DT = max(T_mig, T_ho), either may be absent (nothing moves: 0)."""
+def downtime(migration_s: float | np.ndarray | None, handover_s: float | None) -> float | np.ndarray:
+    """DT = max(T_mig, T_ho), either may be absent (nothing moves: 0); T_mig may be an array
+    (one per server: a decision weighs them all)."""
+    if isinstance(migration_s, np.ndarray):
+        return np.maximum(migration_s, handover_s or 0.0)
     return max(migration_s or 0.0, handover_s or 0.0)
 
 

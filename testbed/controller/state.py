@@ -118,6 +118,7 @@ class SystemState:
     rates: RateTable = DEFAULT_RATES        # the radio's rate by RSSI (eq. 4's B_ub)
     shared_radio: bool = False              # users of a base station share its airtime
     _stations_xy: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _names_sorted: tuple = field(default=(None, None), init=False, repr=False, compare=False)
     _servers_xy: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _links: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _by_user: tuple = field(default=(-1, {}), init=False, repr=False, compare=False)
@@ -262,3 +263,63 @@ class SystemState:
         rssi = np.where(d <= radius, self.path_loss.mean_rssi_at(d), -np.inf)
         return handover_rule(self.policy.params).first_decision(user.ap, [names[i] for i in near], rssi,
                                                                  user.t + steps)
+
+    def predict_handovers(self, users: list[User], horizons_s: list[float],
+                          step_s: float = 0.1) -> list[tuple[float, str] | None]:
+        """``predict_handover`` of each of ``users`` over its own horizon, all in one pass (a
+        city's controller asks for hundreds at every report).  The hysteresis rule only: A3's
+        time to trigger keeps state, so it is asked user by user."""
+        if self.policy.params.handover_rule == "a3" or len(users) < 2:
+            return [self.predict_handover(u, h, step_s) for u, h in zip(users, horizons_s)]
+        found: list[tuple[float, str] | None] = [None] * len(users)
+        asked = [i for i, u in enumerate(users) if u.position is not None and u.ap is not None and horizons_s[i] >= 0]
+        if not asked:
+            return found
+        names, xy = self._station_array()
+        order = self._name_order()
+        horizons = np.array([horizons_s[i] for i in asked], dtype=float)
+        steps = np.arange(max(0, int(horizons.max() / step_s) + 2)) * step_s
+        in_horizon = steps[None, :] <= horizons[:, None]                        # (users, steps)
+        pos = np.array([users[i].position for i in asked], dtype=float)
+        vel = np.array([users[i].velocity for i in asked], dtype=float)
+        t0 = np.array([users[i].t for i in asked], dtype=float)
+        radius = self.path_loss.distance_for_rssi(self.policy.params.sensitivity_dbm) * (1 + 1e-9)
+        # the stations each user's straight line passes within the radius of, in name order
+        end = np.where(in_horizon.any(axis=1), steps[np.maximum(in_horizon.sum(axis=1) - 1, 0)], 0.0)
+        rel = xy[None, :, :] - pos[:, None, :]                                   # (users, stations, 2)
+        speed2 = (vel ** 2).sum(axis=1)
+        along = np.where(speed2[:, None] > 0, np.clip((rel * vel[:, None, :]).sum(axis=2)
+                                                      / np.where(speed2 > 0, speed2, 1.0)[:, None], 0.0, end[:, None]),
+                         0.0)
+        closest = np.hypot(rel[:, :, 0] - vel[:, None, 0] * along, rel[:, :, 1] - vel[:, None, 1] * along)
+        passes = (closest <= radius * (1 + 1e-6) + 1e-6)[:, order]             # (users, stations by name)
+        width = int(passes.sum(axis=1).max())
+        if width == 0:
+            return found
+        columns = np.argsort(~passes, axis=1, kind="stable")[:, :width]          # each user's stations, by name
+        valid = np.take_along_axis(passes, columns, axis=1)
+        station = order[columns]                                                 # (users, width): indices into names
+        at_x = pos[:, 0, None] + vel[:, 0, None] * steps[None, :]                # (users, steps)
+        at_y = pos[:, 1, None] + vel[:, 1, None] * steps[None, :]
+        d = np.hypot(xy[station, 0][:, None, :] - at_x[:, :, None], xy[station, 1][:, None, :] - at_y[:, :, None])
+        rssi = np.where((d <= radius) & valid[:, None, :], self.path_loss.mean_rssi_at(d), -np.inf)
+        index = {n: i for i, n in enumerate(names)}
+        own = np.array([index.get(users[i].ap, -1) for i in asked])
+        mine = (station == own[:, None]) & valid
+        own_column = np.where(mine.any(axis=1), np.argmax(mine, axis=1), -1)
+        moves, best = handover_rule(self.policy.params).moves(rssi, own_column)
+        moves &= in_horizon
+        first = np.argmax(moves, axis=1)
+        rows = np.flatnonzero(moves.any(axis=1))
+        times = (t0[rows] + steps[first[rows]]).tolist()
+        targets = station[rows, best[rows, first[rows]]].tolist()
+        for row, t, target in zip(rows.tolist(), times, targets):
+            found[asked[row]] = (t, names[target])
+        return found
+
+    def _name_order(self) -> np.ndarray:
+        """The stations' indices in ``_station_array`` sorted by name (``best`` breaks ties by it)."""
+        names, _ = self._station_array()
+        if self._names_sorted[0] is not names:
+            self._names_sorted = (names, np.array(sorted(range(len(names)), key=names.__getitem__), dtype=np.int64))
+        return self._names_sorted[1]

@@ -239,6 +239,7 @@ def test_the_prediction_over_all_steps_at_once_agrees_with_the_rule_step_by_step
                                   f"radio.handover_rule={rule}", "radio.time_to_trigger=0.3s"])
     state = SystemState.build(spec.topology, spec.radio, 1.0, t=100.0, network=GraphNetwork(spec.topology))
     names, draw, outcomes = sorted(state.stations), random.Random(7), {"move": 0, "stay": 0}
+    users, horizons, answers = [], [], []
     for case in range(150):
         x, y, vx, vy = draw.uniform(0, 1e4), draw.uniform(0, 1e4), draw.uniform(-20, 20), draw.uniform(-20, 20)
         heard = state.policy.usable(state.predicted_rssi(User("u", None, position=(x, y), t=100.0), 100.0))
@@ -250,4 +251,10 @@ def test_the_prediction_over_all_steps_at_once_agrees_with_the_rule_step_by_step
         if expected:
             assert found[1] == expected[1] and found[0] == pytest.approx(expected[0], abs=1e-9)
         outcomes["move" if expected else "stay"] += 1
+        users.append(user), horizons.append(horizon), answers.append(found)
     assert min(outcomes.values()) >= 20          # both answers were put to the test
+    # all users in one pass (a city's report), with a user standing still and one not placed
+    users += [User("still", names[3], position=(5e3, 5e3), velocity=(0.0, 0.0), t=100.0), User("off", None)]
+    horizons += [20.0, 20.0]
+    answers += [state.predict_handover(users[-2], 20.0), None]
+    assert state.predict_handovers(users, horizons) == answers

@@ -28,6 +28,7 @@ coverage is about to end, or ``replan_s`` later.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import repeat
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -49,13 +50,30 @@ def _needs(service) -> dict[str, float]:
 
 
 class OptionEstimate(NamedTuple):
-    """What one option's value rests on (a tuple: a city's decision weighs thousands of options;
-    a migration's order carries its chosen option's as a dict)."""
+    """What one option's value rests on (a migration's order carries its chosen option's as a dict)."""
     t_ho: float
     e2e_change_s: float
     tasks: float
     downtime_s: float
     rssi: float
+
+
+class OptionEstimates:
+    """Each option's ``OptionEstimate``, by (service, station, server), made when asked: a city's
+    decision weighs thousands of options and orders a few of them."""
+
+    def __init__(self):
+        self._rows: dict[tuple[str, str], tuple] = {}     # (service, station) -> what its servers share
+
+    def add(self, service: str, station: str, servers: dict[str, int], t_prime: float, changes: list[float],
+            tasks: float, downtimes: list[float], rssi: float) -> None:
+        self._rows[(service, station)] = (servers, t_prime, changes, tasks, downtimes, rssi)
+
+    def __getitem__(self, key: tuple[str, str, str]) -> OptionEstimate:
+        service, station, server = key
+        servers, t_prime, changes, tasks, downtimes, rssi = self._rows[(service, station)]
+        at = servers[server]
+        return OptionEstimate(t_prime, changes[at], tasks, downtimes[at], rssi)
 
 
 class OrchestratedParams(Strict):
@@ -180,9 +198,15 @@ class OrchestratedPlanner(Planner):
     def lead(self, state, services) -> float:
         """How long before t' a plan must be made: the longest pre-migration, the orders'
         trips and the reports that may pass before the next decision."""
-        longest = max((self._longest_pre_migration(state, s) for s in services), default=0.0)
-        return ((1 + self.params.margin) * longest + self.params.lead_control_trips * self._control(state, services)
-                + self.params.lead_reports * state.report_period_s)
+        memo = self._memo(state)
+        key = ("lead", id(state.network), state.report_period_s,
+               tuple((s.server, s.image_bytes, s.full_bytes) for s in services))
+        if key not in memo:
+            longest = max((self._longest_pre_migration(state, s) for s in services), default=0.0)
+            memo[key] = ((1 + self.params.margin) * longest
+                         + self.params.lead_control_trips * self._control(state, services)
+                         + self.params.lead_reports * state.report_period_s)
+        return memo[key]
 
     def due(self, state, user, slack: float = 0.0) -> tuple[float, str] | None:
         """(t', target) if ``user`` must be decided now (or within ``slack`` s), else None.
@@ -197,21 +221,34 @@ class OrchestratedPlanner(Planner):
     def _due(self, state, user, slack: float) -> tuple[float, str, bool] | None:
         """``due``, and whether the user is due now (with no slack): the handover prediction for
         ``slack`` finds the same first handover as the one for none when that one is due."""
+        lead = self._open_lead(state, user)
+        if lead is None:
+            return None
+        predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s + slack,
+                                           step_s=self.params.prediction_step_s)
+        return self._due_from(state, user, slack, lead, predicted)
+
+    def _open_lead(self, state, user) -> float | None:
+        """The user's lead, or None when it cannot be due (no service, not placed, a service
+        moving, or its move under way)."""
         services = state.services_of(user.name)
         if not services or user.position is None or user.ap is None or any(s.moving for s in services):
             return None
         last = self.planned.get(user.name)
         if last is not None and user.name in self.moved and state.t < last + self.params.replan_s:
             return None                                 # its move is under way
-        lead = self.lead(state, services)
-        predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s + slack,
-                                           step_s=self.params.prediction_step_s)
+        return self.lead(state, services)
+
+    def _due_from(self, state, user, slack: float, lead: float,
+                  predicted: tuple[float, str] | None) -> tuple[float, str, bool] | None:
+        """``_due`` once the user's handover is predicted."""
         if predicted is None:
             return None
         t_ho, target = predicted
         if t_ho - state.t > lead + slack:
             return None                                 # a later report will decide it
         t_prime = max(t_ho, state.t + lead)
+        last = self.planned.get(user.name)
         if last is not None and t_prime - last < self.params.replan_s \
                 and user.ap in self._candidates(state, user, t_prime):
             return None                                 # decided lately, and staying still holds
@@ -230,9 +267,13 @@ class OrchestratedPlanner(Planner):
         """Reports that arrive together: the same decision as ``on_report`` taking them in turn
         (the first due user's plan takes in every user due by the next report, and leaves none
         of them due again), with one handover prediction per user instead of two."""
-        reporting = {u.name for u in users}
-        found = {u.name: f for u in state.users.values()
-                 if (f := self._due(state, u, state.report_period_s)) is not None}
+        reporting, slack = {u.name for u in users}, state.report_period_s
+        open_ = [(u, lead) for u in state.users.values() if (lead := self._open_lead(state, u)) is not None]
+        predicted = state.predict_handovers([u for u, _ in open_], [lead + state.report_period_s + slack
+                                                                   for _, lead in open_],
+                                            step_s=self.params.prediction_step_s)
+        found = {u.name: f for (u, lead), p in zip(open_, predicted)
+                 if (f := self._due_from(state, u, slack, lead, p)) is not None}
         if not any(now for name, (_, _, now) in found.items() if name in reporting):
             return []
         return self.plan(state, {name: (t_prime, target) for name, (t_prime, target, _) in found.items()})
@@ -250,7 +291,7 @@ class OrchestratedPlanner(Planner):
         station (3d); a user with none is left out (no choice of the others can place it)."""
         rates = self.params.rates(state.rates)
         deciding = {s.name for u in due for s in state.services_of(u)}
-        options, estimates, demand = [], {}, {}
+        options, estimates, demand = [], OptionEstimates(), {}
         for name, (t_prime, target) in sorted(due.items()):
             user = state.users[name]
             rssi = state.predicted_rssi(user, t_prime)
@@ -264,17 +305,18 @@ class OrchestratedPlanner(Planner):
                                       self._sharing(state, name, baseline))
                 tasks = self._tasks(user, service)
                 servers = tuple(self._servers(state, service, stations))
-                migration_s = self._migration_seconds(state, service, servers)
+                at = {server: i for i, server in enumerate(servers)}
+                migration_s = np.array([m or 0.0 for m in self._migration_seconds(state, service, servers)])
                 for station in sorted(stations):
                     paths = state.path_arrays(stations[station], station, servers, rates,
                                               self._sharing(state, name, station))
-                    changes = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, paths).tolist()
+                    changes = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, paths)
                     handover = state.handover_time_s if station != user.ap else None
-                    for server, change, mig_s in zip(servers, changes, migration_s):
-                        dt = downtime(mig_s, handover)
-                        options.append(milp.Option(name, station, server, change * tasks, dt, service.name))
-                        estimates[(service.name, station, server)] = OptionEstimate(
-                            t_prime, change, tasks, dt, stations[station])
+                    downtimes = downtime(migration_s, handover).tolist()
+                    options += map(milp.Option, repeat(name), repeat(station), servers, (changes * tasks).tolist(),
+                                   downtimes, repeat(service.name))
+                    estimates.add(service.name, station, at, t_prime, changes.tolist(), tasks, downtimes,
+                                  stations[station])
         capacity = self._capacities(state, deciding)
         staying = Counter(u.ap for u in state.users.values() if u.name not in due)
         here = Counter(state.users[u].ap for u in due)
