@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from testbed.config import CalibrationSpec, RadioSpec, TopologySpec, read_yaml
 from testbed.config.experiment import DEFAULT_CALIBRATION
@@ -118,7 +119,7 @@ class SystemState:
     rates: RateTable = DEFAULT_RATES        # the radio's rate by RSSI (eq. 4's B_ub)
     shared_radio: bool = False              # users of a base station share its airtime
     _stations_xy: tuple | None = field(default=None, init=False, repr=False, compare=False)
-    _names_sorted: tuple = field(default=(None, None), init=False, repr=False, compare=False)
+    _station_index: tuple = field(default=(None, None, None), init=False, repr=False, compare=False)  # names, rank, tree
     _servers_xy: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _links: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _by_user: tuple = field(default=(-1, {}), init=False, repr=False, compare=False)
@@ -276,7 +277,7 @@ class SystemState:
         if not asked:
             return found
         names, xy = self._station_array()
-        order = self._name_order()
+        rank, tree = self._station_lookup()
         horizons = np.array([horizons_s[i] for i in asked], dtype=float)
         steps = np.arange(max(0, int(horizons.max() / step_s) + 2)) * step_s
         in_horizon = steps[None, :] <= horizons[:, None]                        # (users, steps)
@@ -284,21 +285,30 @@ class SystemState:
         vel = np.array([users[i].velocity for i in asked], dtype=float)
         t0 = np.array([users[i].t for i in asked], dtype=float)
         radius = self.path_loss.distance_for_rssi(self.policy.params.sensitivity_dbm) * (1 + 1e-9)
-        # the stations each user's straight line passes within the radius of, in name order
+        # the stations each user's straight line passes within the radius of, in name order: of
+        # those within reach of where it is (a tree finds them), those its line comes near
         end = np.where(in_horizon.any(axis=1), steps[np.maximum(in_horizon.sum(axis=1) - 1, 0)], 0.0)
-        rel = xy[None, :, :] - pos[:, None, :]                                   # (users, stations, 2)
         speed2 = (vel ** 2).sum(axis=1)
-        along = np.where(speed2[:, None] > 0, np.clip((rel * vel[:, None, :]).sum(axis=2)
-                                                      / np.where(speed2 > 0, speed2, 1.0)[:, None], 0.0, end[:, None]),
-                         0.0)
-        closest = np.hypot(rel[:, :, 0] - vel[:, None, 0] * along, rel[:, :, 1] - vel[:, None, 1] * along)
-        passes = (closest <= radius * (1 + 1e-6) + 1e-6)[:, order]             # (users, stations by name)
-        width = int(passes.sum(axis=1).max())
+        reach = (radius + np.sqrt(speed2) * end) * (1 + 1e-9) + 1e-9
+        near = tree.query_ball_point(pos, reach)
+        user = np.repeat(np.arange(len(asked)), [len(n) for n in near])
+        pair_station = np.fromiter((s for n in near for s in n), np.int64, len(user))
+        rel = xy[pair_station] - pos[user]
+        along = np.clip((rel * vel[user]).sum(axis=1) / np.where(speed2 > 0, speed2, 1.0)[user], 0.0, end[user])
+        along = np.where(speed2[user] > 0, along, 0.0)
+        closest = np.hypot(rel[:, 0] - vel[user, 0] * along, rel[:, 1] - vel[user, 1] * along)
+        kept = closest <= radius * (1 + 1e-6) + 1e-6
+        user, pair_station = user[kept], pair_station[kept]
+        by_name = np.lexsort((rank[pair_station], user))
+        user, pair_station = user[by_name], pair_station[by_name]
+        counts = np.bincount(user, minlength=len(asked))
+        width = int(counts.max()) if len(counts) else 0
         if width == 0:
             return found
-        columns = np.argsort(~passes, axis=1, kind="stable")[:, :width]          # each user's stations, by name
-        valid = np.take_along_axis(passes, columns, axis=1)
-        station = order[columns]                                                 # (users, width): indices into names
+        column = np.arange(len(user)) - np.repeat(np.cumsum(counts) - counts, counts)
+        station = np.zeros((len(asked), width), dtype=np.int64)                 # (users, width): indices into names
+        valid = np.zeros((len(asked), width), dtype=bool)
+        station[user, column], valid[user, column] = pair_station, True
         at_x = pos[:, 0, None] + vel[:, 0, None] * steps[None, :]                # (users, steps)
         at_y = pos[:, 1, None] + vel[:, 1, None] * steps[None, :]
         d = np.hypot(xy[station, 0][:, None, :] - at_x[:, :, None], xy[station, 1][:, None, :] - at_y[:, :, None])
@@ -317,9 +327,12 @@ class SystemState:
             found[asked[row]] = (t, names[target])
         return found
 
-    def _name_order(self) -> np.ndarray:
-        """The stations' indices in ``_station_array`` sorted by name (``best`` breaks ties by it)."""
-        names, _ = self._station_array()
-        if self._names_sorted[0] is not names:
-            self._names_sorted = (names, np.array(sorted(range(len(names)), key=names.__getitem__), dtype=np.int64))
-        return self._names_sorted[1]
+    def _station_lookup(self) -> tuple[np.ndarray, cKDTree]:
+        """Each station's place (in ``_station_array``) in name order, as ``best`` breaks ties,
+        and a tree of their positions."""
+        names, xy = self._station_array()
+        if self._station_index[0] is not names:
+            rank = np.empty(len(names), dtype=np.int64)
+            rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+            self._station_index = (names, rank, cKDTree(xy))
+        return self._station_index[1], self._station_index[2]
