@@ -118,8 +118,13 @@ def test_orchestrated_can_consider_only_the_servers_nearest_its_stations(paper_s
     """``candidate_servers: 1``: the server nearest each candidate station and the service's own;
     the choice of the full problem is among them here, so it is unchanged."""
     due = {"mu": (T0 + 3.0, "ap2")}
-    every, _ = build("orchestrated").problem(make_state(paper_spec, user_x=14.0, radio=COVERAGE), due)
+    every, estimates = build("orchestrated").problem(make_state(paper_spec, user_x=14.0, radio=COVERAGE), due)
     assert {o.server for o in every.options} == {"cloud", "edge1", "edge2", "edge3"}
+    # what each option rests on, read as a dict: one estimate per option, its downtime the option's
+    assert sorted(estimates) == sorted((o.service, o.station, o.server) for o in every.options)
+    assert all(estimates[(o.service, o.station, o.server)].downtime_s == o.downtime
+               and estimates[(o.service, o.station, o.server)].t_ho == T0 + 3.0 for o in every.options)
+    assert estimates.get(("svc", "ap9", "edge1")) is None and len(estimates) == len(every.options)
     state = make_state(paper_spec, user_x=14.0, radio=COVERAGE)
     planner = build("orchestrated", candidate_servers=1)
     nearby, _ = planner.problem(state, due)

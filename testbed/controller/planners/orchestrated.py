@@ -28,6 +28,7 @@ coverage is about to end, or ``replan_s`` later.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from itertools import repeat
 from typing import Literal, NamedTuple
 
@@ -58,9 +59,9 @@ class OptionEstimate(NamedTuple):
     rssi: float
 
 
-class OptionEstimates:
+class OptionEstimates(Mapping):
     """Each option's ``OptionEstimate``, by (service, station, server), made when asked: a city's
-    decision weighs thousands of options and orders a few of them."""
+    decision weighs thousands of options and orders a few of them.  Read as a dict."""
 
     def __init__(self):
         self._rows: dict[tuple[str, str], tuple] = {}     # (service, station) -> what its servers share
@@ -74,6 +75,14 @@ class OptionEstimates:
         servers, t_prime, changes, tasks, downtimes, rssi = self._rows[(service, station)]
         at = servers[server]
         return OptionEstimate(t_prime, changes[at], tasks, downtimes[at], rssi)
+
+    def __iter__(self):
+        for (service, station), (servers, *_) in self._rows.items():
+            for server in servers:
+                yield service, station, server
+
+    def __len__(self) -> int:
+        return sum(len(servers) for servers, *_ in self._rows.values())
 
 
 class OrchestratedParams(Strict):
