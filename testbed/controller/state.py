@@ -243,35 +243,13 @@ class SystemState:
         """When and where the handover rule will move ``user`` within ``horizon_s`` (mean model,
         every ``step_s`` along its straight line; a time to trigger counts from the user's last
         report).  All steps at once, over the stations it could hear on the way."""
-        steps = np.arange(max(0, int(horizon_s / step_s) + 2)) * step_s
-        steps = steps[steps <= horizon_s]
-        if user.position is None or user.ap is None or not len(steps):
-            return None
-        names, xy = self._station_array()
-        (x, y), (vx, vy) = user.position, user.velocity
-        radius = self.path_loss.distance_for_rssi(self.policy.params.sensitivity_dbm) * (1 + 1e-9)
-        reach = radius + math.hypot(vx, vy) * steps[-1]
-        near = np.flatnonzero(np.hypot(xy[:, 0] - x, xy[:, 1] - y) <= reach)
-        # of those, the stations its straight line passes within the radius of (the others it never hears)
-        speed2, end = vx * vx + vy * vy, steps[-1]
-        along = (np.clip(((xy[near, 0] - x) * vx + (xy[near, 1] - y) * vy) / speed2, 0.0, end) if speed2 > 0
-                 else np.zeros(len(near)))
-        closest = np.hypot(xy[near, 0] - (x + vx * along), xy[near, 1] - (y + vy * along))
-        near = sorted(near[closest <= radius * (1 + 1e-6) + 1e-6].tolist(), key=names.__getitem__)
-        if not near:
-            return None
-        d = np.hypot(xy[near, 0] - (x + vx * steps)[:, None], xy[near, 1] - (y + vy * steps)[:, None])
-        rssi = np.where(d <= radius, self.path_loss.mean_rssi_at(d), -np.inf)
-        return handover_rule(self.policy.params).first_decision(user.ap, [names[i] for i in near], rssi,
-                                                                 user.t + steps)
+        return self.predict_handovers([user], [horizon_s], step_s)[0]
 
     def predict_handovers(self, users: list[User], horizons_s: list[float],
                           step_s: float = 0.1) -> list[tuple[float, str] | None]:
         """``predict_handover`` of each of ``users`` over its own horizon, all in one pass (a
-        city's controller asks for hundreds at every report).  The hysteresis rule only: A3's
-        time to trigger keeps state, so it is asked user by user."""
-        if self.policy.params.handover_rule == "a3" or len(users) < 2:
-            return [self.predict_handover(u, h, step_s) for u, h in zip(users, horizons_s)]
+        city's controller asks for hundreds at every report).  A3's time to trigger keeps state:
+        its rule reads each user's steps in turn."""
         found: list[tuple[float, str] | None] = [None] * len(users)
         asked = [i for i, u in enumerate(users) if u.position is not None and u.ap is not None and horizons_s[i] >= 0]
         if not asked:
@@ -313,6 +291,13 @@ class SystemState:
         at_y = pos[:, 1, None] + vel[:, 1, None] * steps[None, :]
         d = np.hypot(xy[station, 0][:, None, :] - at_x[:, :, None], xy[station, 1][:, None, :] - at_y[:, :, None])
         rssi = np.where((d <= radius) & valid[:, None, :], self.path_loss.mean_rssi_at(d), -np.inf)
+        if self.policy.params.handover_rule == "a3":
+            for row, i in enumerate(asked):
+                heard, now = valid[row], in_horizon[row]
+                found[i] = handover_rule(self.policy.params).first_decision(
+                    users[i].ap, [names[j] for j in station[row, heard].tolist()], rssi[row][now][:, heard],
+                    t0[row] + steps[now])
+            return found
         index = {n: i for i, n in enumerate(names)}
         own = np.array([index.get(users[i].ap, -1) for i in asked])
         mine = (station == own[:, None]) & valid

@@ -230,12 +230,16 @@ class OrchestratedPlanner(Planner):
     def _due(self, state, user, slack: float) -> tuple[float, str, bool] | None:
         """``due``, and whether the user is due now (with no slack): the handover prediction for
         ``slack`` finds the same first handover as the one for none when that one is due."""
-        lead = self._open_lead(state, user)
-        if lead is None:
-            return None
-        predicted = state.predict_handover(user, horizon_s=lead + state.report_period_s + slack,
-                                           step_s=self.params.prediction_step_s)
-        return self._due_from(state, user, slack, lead, predicted)
+        return self._due_users(state, [user], slack).get(user.name)
+
+    def _due_users(self, state, users, slack: float) -> dict[str, tuple[float, str, bool]]:
+        """``_due`` of each of ``users`` that is due, their handovers predicted in one pass."""
+        open_ = [(u, lead) for u in users if (lead := self._open_lead(state, u)) is not None]
+        predicted = state.predict_handovers([u for u, _ in open_], [lead + state.report_period_s + slack
+                                                                   for _, lead in open_],
+                                            step_s=self.params.prediction_step_s)
+        return {u.name: f for (u, lead), p in zip(open_, predicted)
+                if (f := self._due_from(state, u, slack, lead, p)) is not None}
 
     def _open_lead(self, state, user) -> float | None:
         """The user's lead, or None when it cannot be due (no service, not placed, a service
@@ -276,13 +280,8 @@ class OrchestratedPlanner(Planner):
         """Reports that arrive together: the same decision as ``on_report`` taking them in turn
         (the first due user's plan takes in every user due by the next report, and leaves none
         of them due again), with one handover prediction per user instead of two."""
-        reporting, slack = {u.name for u in users}, state.report_period_s
-        open_ = [(u, lead) for u in state.users.values() if (lead := self._open_lead(state, u)) is not None]
-        predicted = state.predict_handovers([u for u, _ in open_], [lead + state.report_period_s + slack
-                                                                   for _, lead in open_],
-                                            step_s=self.params.prediction_step_s)
-        found = {u.name: f for (u, lead), p in zip(open_, predicted)
-                 if (f := self._due_from(state, u, slack, lead, p)) is not None}
+        reporting = {u.name for u in users}
+        found = self._due_users(state, list(state.users.values()), state.report_period_s)
         if not any(now for name, (_, _, now) in found.items() if name in reporting):
             return []
         return self.plan(state, {name: (t_prime, target) for name, (t_prime, target, _) in found.items()})
