@@ -31,6 +31,8 @@ the objective):
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import time
 import warnings
 from collections import Counter
@@ -401,11 +403,36 @@ def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
     return Solution(status, choice, objective)
 
 
+_highs_banner_shown = False
+
+
+def _new_highs():
+    """A ``highspy.Highs``.  The first one of a process prints HiGHS's banner to the C
+    stdout before any option can turn output off; that one is made with stdout closed,
+    so a command's output (tables, JSON) stays only its own."""
+    global _highs_banner_shown
+    import highspy
+
+    if _highs_banner_shown:
+        return highspy.Highs()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    _highs_banner_shown = True
+    return h
+
+
 def _highs_model(values, rows, integer: bool, time_limit: float):
     """A HiGHS model minimising -values (HiGHS minimises) over 0 <= z <= 1 and ``rows``."""
     import highspy
 
-    h = highspy.Highs()
+    h = _new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("mip_rel_gap", 0.0)

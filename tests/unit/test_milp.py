@@ -268,3 +268,16 @@ def test_a_branch_and_bound_out_of_time_keeps_its_best_choice_but_is_not_called_
     assert feasible(problem, found.choice)
     assert found.objective >= sum(o.value for o in start.values()) - 1e-9
     assert not solve(problem, solver="highs", time_limit=1e-3).feasible
+
+
+def test_solving_prints_nothing_of_its_own():
+    """HiGHS prints a banner to the C stdout when a process makes its first model; a command
+    whose stdout is a table or JSON must not carry it."""
+    import subprocess
+    import sys
+
+    script = ("from testbed.controller import milp\n"
+              "from tests.unit.test_milp import random_problem\n"
+              "print('found', milp.solve(random_problem(1), solver='highs').status)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == [f"found {brute_force(random_problem(1)).status}"], result.stdout
