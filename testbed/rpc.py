@@ -25,6 +25,18 @@ import threading
 import traceback
 
 
+def close_connection(sock: socket.socket | None) -> None:
+    """Shut a connection down both ways, then close it (None: nothing to do).  The shutdown
+    wakes a thread blocked reading it, which a bare close would leave waiting."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 class RpcError(Exception):
     """The remote method raised, or the call could not be delivered."""
 
@@ -218,9 +230,4 @@ class RpcClient:
     def close(self) -> None:
         with self._lock:
             sock, self._sock = self._sock, None
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        close_connection(sock)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from testbed import protocol
 from testbed.deprecation import renamed
+from testbed.rpc import close_connection
 
 STALLED_UPLOAD_S = 0.1
 
@@ -196,12 +197,7 @@ class OffloadingClient(threading.Thread):
     # -- internals --------------------------------------------------------------------
     def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        close_connection(sock)
 
     @property
     def ewma_e2e(self) -> float | None:
