@@ -16,7 +16,9 @@ first, the migration fails and its record says so (``ok`` False,
 ``postcopy_lost``): the restored copy, which cannot run without the missing
 pages, is removed, and the processes at the source, whole (CRIU had only
 stopped them), run on there.  A source server lost outright takes the pages
-still there with it: the service is lost.
+still there with it: the service is lost.  Should CRIU put every page into the
+checkpoint (seen once, cause unknown), the move was a stop-and-copy and its record
+says so (``postcopy_eager``).
 
 After a pre-copy (``precopy-delta`` with option ``postcopy``, ``lazy_final``
 with a base), both ends hold the pre-copied checkpoint and only the pages that
@@ -76,6 +78,10 @@ def lazy_final(m: Migration, base_slot: str | None = None):
     with m.phase("postcopy_pages"):
         pages = lazy.wait(m.options.page_timeout)
     m.size("lazy_pages", pages["lazy_bytes"])
+    if not pages["lazy_bytes"]:
+        # CRIU's dump log counts no lazy page: the memory went into the checkpoint, so this
+        # move was a stop-and-copy; say so rather than let it pass for a post-copy
+        m.record["postcopy_eager"] = True
     if not pages["ok"]:
         m.record["postcopy_lost"] = True
         raise RuntimeError(f"post-copy of {m.spec.service}: the pages did not all arrive ({pages['error']})")
