@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -404,28 +405,31 @@ def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
 
 
 _highs_banner_shown = False
+_highs_banner_lock = threading.Lock()
 
 
 def _new_highs():
     """A ``highspy.Highs``.  The first one of a process prints HiGHS's banner to the C
     stdout before any option can turn output off; that one is made with stdout closed,
-    so a command's output (tables, JSON) stays only its own."""
+    so a command's output (tables, JSON) stays only its own.  (Locked: two threads
+    swapping stdout at once could leave it closed.)"""
     global _highs_banner_shown
     import highspy
 
-    if _highs_banner_shown:
-        return highspy.Highs()
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            h = highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-    _highs_banner_shown = True
-    return h
+    with _highs_banner_lock:
+        if _highs_banner_shown:
+            return highspy.Highs()
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _highs_banner_shown = True
+        return h
 
 
 def _highs_model(values, rows, integer: bool, time_limit: float):
