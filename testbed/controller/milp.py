@@ -408,35 +408,35 @@ _highs_banner_shown = False
 _highs_banner_lock = threading.Lock()
 
 
-def _new_highs():
-    """A ``highspy.Highs``.  The first one of a process prints HiGHS's banner to the C
-    stdout before any option can turn output off; that one is made with stdout closed,
-    so a command's output (tables, JSON) stays only its own.  (Locked: two threads
-    swapping stdout at once could leave it closed.)"""
+def _hide_highs_banner() -> None:
+    """HiGHS prints its banner to the C stdout when a process makes its first model, before
+    any option can turn output off: make that first one here with stdout closed, so a
+    command's output (tables, JSON) stays only its own.  (Locked: two threads swapping
+    stdout at once could leave it closed.)"""
     global _highs_banner_shown
     import highspy
 
     with _highs_banner_lock:
         if _highs_banner_shown:
-            return highspy.Highs()
+            return
         sys.stdout.flush()
         saved = os.dup(1)
         try:
             with open(os.devnull, "w") as devnull:
                 os.dup2(devnull.fileno(), 1)
-                h = highspy.Highs()
+                highspy.Highs()
         finally:
             os.dup2(saved, 1)
             os.close(saved)
         _highs_banner_shown = True
-        return h
 
 
 def _highs_model(values, rows, integer: bool, time_limit: float):
     """A HiGHS model minimising -values (HiGHS minimises) over 0 <= z <= 1 and ``rows``."""
     import highspy
 
-    h = _new_highs()
+    _hide_highs_banner()
+    h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("mip_rel_gap", 0.0)

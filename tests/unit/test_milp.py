@@ -275,9 +275,11 @@ def test_solving_prints_nothing_of_its_own():
     whose stdout is a table or JSON must not carry it."""
     import subprocess
     import sys
+    from pathlib import Path
 
     script = ("from testbed.controller import milp\n"
               "from tests.unit.test_milp import random_problem\n"
               "print('found', milp.solve(random_problem(1), solver='highs').status)\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
     assert result.stdout.splitlines() == [f"found {brute_force(random_problem(1)).status}"], result.stdout
