@@ -10,6 +10,13 @@ outage, and its endpoint becomes the current one.  So an outage is measured to
 one probe interval, and since the task id does not change, the service counts
 it once (it replays its cached reply to a repeated id).
 
+A task's timeout is measured, per endpoint: 4 times its E2E so far, and on a
+new connection 4 times what tasks on a new connection took there (a 160 kB
+upload slow-starts over the cloud's 300 ms round trip for 2 s, four times a
+task on a warm connection).  Each generation of attempts that times out
+doubles it, as TCP backs off its retransmission timer, until an answer comes:
+a timeout too short for the path can delay recovery once, never forever.
+
 Probes are cheap (a connection attempt), uploads are not: an image task is
 ~160 kB, a few tens of ms on the radio link.  So at most one copy of the task
 is on its way up to an endpoint at a time (one that stalls for
@@ -43,6 +50,7 @@ from testbed.deprecation import renamed
 from testbed.rpc import close_connection
 
 STALLED_UPLOAD_S = 0.1
+MAX_BACKOFF = 6          # doublings of a timeout: 2 s becomes 128 s, past any max_timeout
 
 
 @dataclass
@@ -61,11 +69,13 @@ class Workload:
 class _Attempt:
     """One non-blocking try of a task at one endpoint."""
 
-    def __init__(self, endpoint: tuple[str, int], frame: bytes, started: float, deadline: float):
+    def __init__(self, endpoint: tuple[str, int], frame: bytes, started: float, deadline: float,
+                 backoff: int = 0):
         self.endpoint = endpoint
         self.frame = frame
         self.started = started      # wall clock, for the log
         self.deadline = deadline    # monotonic
+        self.backoff = backoff      # doublings of the endpoint's timeout it was given
         self.buffer = bytearray()
         self.sent = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -156,6 +166,8 @@ class OffloadingClient(threading.Thread):
         self._interrupt_cause = "radio link down"
         self.rid = 0
         self.e2e_by_endpoint: dict[tuple[str, int], float] = {}     # EWMA of each endpoint's E2E, s
+        self.fresh_e2e_by_endpoint: dict[tuple[str, int], float] = {}   # the same, tasks on a new connection
+        self._backoff: dict[tuple[str, int], int] = {}   # doublings of an endpoint's timeout since it answered
         self.last_counter: int | None = None
         self.stats = {"ok": 0, "failed": 0}
 
@@ -208,15 +220,22 @@ class OffloadingClient(threading.Thread):
         return renamed("OffloadingClient.ewma_e2e", "OffloadingClient.e2e_by_endpoint[endpoint]",
                        self.e2e_by_endpoint.get(current) if current else None)
 
-    def _timeout(self, endpoint: tuple[str, int]) -> float:
-        """How long a task at ``endpoint`` may take: 4 times its E2E so far (a fresh connection
-        adds a handshake's round trip), 2 s where none was measured yet.  Per endpoint: after
-        minutes at an edge server a service moved to the cloud (300 ms away) must not be given
-        up on for taking longer than the edge did."""
+    def _timeout(self, endpoint: tuple[str, int], fresh: bool = False) -> float:
+        """How long a task at ``endpoint`` may take: 4 times its E2E so far (``fresh``, on a new
+        connection: 4 times what tasks on a new connection took there, if longer), 2 s where none
+        was measured yet; doubled for each generation of attempts there that timed out since it
+        last answered.  Per endpoint: after minutes at an edge server a service moved to the
+        cloud (300 ms away) must not be given up on for taking longer than the edge did."""
         e2e = self.e2e_by_endpoint.get(endpoint)
-        if e2e is None:
-            return max(self.min_timeout, 2.0)
-        return min(self.max_timeout, max(self.min_timeout, 4 * e2e + 0.2))
+        if fresh and endpoint in self.fresh_e2e_by_endpoint:
+            e2e = max(e2e or 0.0, self.fresh_e2e_by_endpoint[endpoint])
+        base = 2.0 if e2e is None else 4 * e2e + 0.2
+        return min(self.max_timeout, max(self.min_timeout, base) * 2 ** self._backoff.get(endpoint, 0))
+
+    def _timed_out(self, endpoint: tuple[str, int], backoff: int) -> None:
+        """An attempt given ``backoff`` doublings timed out: the next ones get one more (at most
+        as many as reach ``max_timeout``; attempts started before this one learnt nothing new)."""
+        self._backoff[endpoint] = min(max(self._backoff.get(endpoint, 0), backoff + 1), MAX_BACKOFF)
 
     def _record(self, **fields) -> None:
         record = {"user": self.user, "service": self.service, "app": self.app, "ap": self.ap_of(), **fields}
@@ -227,11 +246,14 @@ class OffloadingClient(threading.Thread):
         header = {"id": self.rid, "op": self.workload.op, "client": self.user, **self.workload.extra}
         return protocol.encode(header, self.workload.payload(self.rid))
 
-    def _success(self, endpoint, started: float, received: float, header: dict, recovery: bool) -> None:
+    def _success(self, endpoint, started: float, received: float, header: dict, recovery: bool,
+                 fresh: bool) -> None:
         self._interrupted_at = None          # a radio outage that came and went between two requests
         e2e = received - started
-        held = self.e2e_by_endpoint.get(endpoint)
-        self.e2e_by_endpoint[endpoint] = e2e if held is None else 0.8 * held + 0.2 * e2e
+        for averages in (self.e2e_by_endpoint, self.fresh_e2e_by_endpoint) if fresh else (self.e2e_by_endpoint,):
+            held = averages.get(endpoint)
+            averages[endpoint] = e2e if held is None else 0.8 * held + 0.2 * e2e
+        self._backoff.pop(endpoint, None)
         proc_ms = float(header.get("proc_ms", 0.0))
         counter = header.get("counter")
         self._record(id=self.rid, endpoint=list(endpoint), sent=started, received=received, ok=True,
@@ -269,10 +291,11 @@ class OffloadingClient(threading.Thread):
     def _steady(self, endpoint) -> bool:
         """One task on the kept-open connection; False if it failed."""
         started = time.time()
-        deadline = time.monotonic() + self._timeout(endpoint)
+        fresh, backoff = self._sock is None, self._backoff.get(endpoint, 0)
+        deadline = time.monotonic() + self._timeout(endpoint, fresh)
         try:
-            if self._sock is None:
-                sock = socket.create_connection(endpoint, timeout=self._timeout(endpoint))
+            if fresh:
+                sock = socket.create_connection(endpoint, timeout=self._timeout(endpoint, fresh))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._sock = sock
             sock = self._sock
@@ -294,6 +317,8 @@ class OffloadingClient(threading.Thread):
                               failed_at=interrupted if interrupted >= started else None)
                 return False
             kind = "timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
+            if isinstance(exc, socket.timeout):
+                self._timed_out(endpoint, backoff)
             self._failure(endpoint, started, f"{kind}: {exc}", recovery=False)
             return False
         received = time.time()
@@ -301,7 +326,7 @@ class OffloadingClient(threading.Thread):
             error = header.get("error") or {}
             self._failure(endpoint, started, f"error: {error.get('code')}: {error.get('message')}", False)
             return True  # the service answered: not an outage
-        self._success(endpoint, started, received, header, recovery=False)
+        self._success(endpoint, started, received, header, recovery=False, fresh=fresh)
         return True
 
     def _recover(self) -> None:
@@ -317,7 +342,9 @@ class OffloadingClient(threading.Thread):
                     for endpoint in candidates:
                         if endpoint is None or self._upload_under_way(attempts, endpoint, now):
                             continue
-                        attempt = _Attempt(endpoint, self._frame(), time.time(), now + self._timeout(endpoint))
+                        attempt = _Attempt(endpoint, self._frame(), time.time(),
+                                           now + self._timeout(endpoint, fresh=True),
+                                           self._backoff.get(endpoint, 0))
                         if attempt.error:
                             self._failure(endpoint, attempt.started, attempt.error, recovery=True)
                             attempt.close()
@@ -349,6 +376,7 @@ class OffloadingClient(threading.Thread):
                         attempts.remove(attempt)
                 now = time.monotonic()
                 for attempt in [a for a in attempts if a.deadline <= now]:
+                    self._timed_out(attempt.endpoint, attempt.backoff)
                     self._failure(attempt.endpoint, attempt.started, "timeout", recovery=True)
                     _discard(selector, attempts, attempt)
         finally:
@@ -384,7 +412,7 @@ class OffloadingClient(threading.Thread):
                     if not header.get("ok"):
                         error = header.get("error") or {}
                         raise RuntimeError(f"error: {error.get('code')}: {error.get('message')}")
-                    self._success(attempt.endpoint, attempt.started, time.time(), header, recovery=True)
+                    self._success(attempt.endpoint, attempt.started, time.time(), header, recovery=True, fresh=True)
                     return "won"
                 if header is not None:  # a stale reply: drop that frame and keep reading
                     _, hlen, plen = protocol.PREFIX.unpack_from(attempt.buffer)

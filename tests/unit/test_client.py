@@ -126,11 +126,12 @@ def test_recovery_sends_one_copy_at_a_time_and_reaches_a_service_behind_a_slow_l
 class Counter:
     """A tiny service on loopback answering every task with the next count."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, first_delay: float | None = None):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint = self.listener.getsockname()
         self.delay = delay          # seconds before each answer: a server far away
-        self.count = 0
+        self.first_delay = delay if first_delay is None else first_delay   # before a connection's first:
+        self.count = 0              # a new connection's slow start over a long path
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -143,12 +144,14 @@ class Counter:
 
     def _answer(self, conn):
         with conn:
+            delay = self.first_delay
             while True:
                 try:
                     header, _ = protocol.read_frame(conn)
                 except (OSError, protocol.ConnectionClosed, protocol.ProtocolError):
                     return
-                time.sleep(self.delay)
+                time.sleep(delay)
+                delay = self.delay
                 self.count += 1
                 try:
                     conn.sendall(protocol.encode({"id": header["id"], "ok": True, "counter": self.count}, b""))
@@ -216,6 +219,53 @@ def test_a_service_moved_far_away_is_reached_though_it_answers_slower_than_the_o
         assert client.e2e_by_endpoint[tuple(cloud.endpoint)] >= 0.7 > client.e2e_by_endpoint[tuple(edge.endpoint)]
         with pytest.deprecated_call():                       # the old name: the current endpoint's
             assert client.ewma_e2e == client.e2e_by_endpoint[tuple(cloud.endpoint)]
+    finally:
+        client.stop()
+        client.join(timeout=5)
+        cloud.close()
+
+
+def _recovery(client: OffloadingClient, log) -> tuple[bool, float, list[dict]]:
+    """Drop the client's connection (a handover), wait up to 10 s for the next answer: whether
+    it came, how long that took and the attempts that failed meanwhile."""
+    since, cut = client.stats["ok"], time.monotonic()
+    client.interrupt()
+    while client.stats["ok"] <= since and time.monotonic() < cut + 10:
+        time.sleep(0.005)
+    waited = time.monotonic() - cut
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    return client.stats["ok"] > since, waited, [r for r in rows if not r["ok"] and r["sent"] >= time.time() - waited - 0.05]
+
+
+def test_a_new_connection_slower_than_the_timeout_still_gets_its_answer_and_the_next_one_in_time(tmp_path):
+    """Warm tasks take 0.1 s (a 0.6 s timeout), a task on a new connection 1 s: the cloud's
+    slow start after a handover.  Timeouts fitted to warm tasks alone would give up on every
+    attempt after a handover, for as long as the service stays there.  The first recovery may
+    lose a generation of attempts (then the timeout doubles); the next, knowing what a new
+    connection takes there, loses none."""
+    cloud = Counter(delay=0.1, first_delay=1.0)
+    log = tmp_path / "requests.jsonl"
+    client = OffloadingClient("mu", "svc", Workload([b"x"]), log, min_timeout=0.5)
+    client.set_endpoints(current=cloud.endpoint, version=1)
+    client.start()
+    try:
+        deadline = time.monotonic() + 10
+        while client.stats["ok"] < 12 and time.monotonic() < deadline:     # past its first answer
+            time.sleep(0.01)
+        assert client.stats["ok"] >= 12
+        assert client._timeout(tuple(cloud.endpoint)) < 1.0, "the warm tasks set a timeout below a new connection's"
+        answered, first, failed = _recovery(client, log)
+        assert answered, f"no answer in {first:.1f} s after the connection dropped: " \
+            f"{len(failed)} attempts failed ({sorted({r['error'] for r in failed})})"
+        assert first < 3.5, first
+        for _ in range(5):                                                  # warm tasks again
+            since = client.stats["ok"]
+            while client.stats["ok"] < since + 1:
+                time.sleep(0.01)
+        answered, second, failed = _recovery(client, log)
+        assert answered
+        assert not [r for r in failed if r["error"] == "timeout"], "the second recovery still timed out"
+        assert second < 1.5, second
     finally:
         client.stop()
         client.join(timeout=5)
