@@ -12,8 +12,8 @@ it once (it replays its cached reply to a repeated id).
 
 A task's timeout is measured, per endpoint: 4 times its E2E so far, and on a
 new connection 4 times what tasks on a new connection took there (a 160 kB
-upload slow-starts over the cloud's 300 ms round trip for 2 s, four times a
-task on a warm connection).  Each generation of attempts that times out
+upload slow-starts over the cloud's 300 ms round trip: 1.5-2.4 s, three to
+four times a task on a warm connection).  Each generation of attempts that times out
 doubles it, as TCP backs off its retransmission timer, until an answer comes:
 a timeout too short for the path can delay recovery once, never forever.
 
