@@ -134,6 +134,12 @@ def _unacknowledged(sock: socket.socket) -> int:
         return 0
 
 
+def _average_in(averages: dict, endpoint, e2e: float) -> None:
+    """Fold one E2E into an endpoint's moving average (the first one starts it)."""
+    held = averages.get(endpoint)
+    averages[endpoint] = e2e if held is None else 0.8 * held + 0.2 * e2e
+
+
 def _discard(selector: selectors.BaseSelector, attempts: list[_Attempt], attempt: _Attempt) -> None:
     selector.unregister(attempt.sock)
     attempt.abort()
@@ -250,9 +256,9 @@ class OffloadingClient(threading.Thread):
                  fresh: bool) -> None:
         self._interrupted_at = None          # a radio outage that came and went between two requests
         e2e = received - started
-        for averages in (self.e2e_by_endpoint, self.fresh_e2e_by_endpoint) if fresh else (self.e2e_by_endpoint,):
-            held = averages.get(endpoint)
-            averages[endpoint] = e2e if held is None else 0.8 * held + 0.2 * e2e
+        _average_in(self.e2e_by_endpoint, endpoint, e2e)
+        if fresh:
+            _average_in(self.fresh_e2e_by_endpoint, endpoint, e2e)
         self._backoff.pop(endpoint, None)
         proc_ms = float(header.get("proc_ms", 0.0))
         counter = header.get("counter")
@@ -292,10 +298,11 @@ class OffloadingClient(threading.Thread):
         """One task on the kept-open connection; False if it failed."""
         started = time.time()
         fresh, backoff = self._sock is None, self._backoff.get(endpoint, 0)
-        deadline = time.monotonic() + self._timeout(endpoint, fresh)
+        limit = self._timeout(endpoint, fresh)
+        deadline = time.monotonic() + limit
         try:
             if fresh:
-                sock = socket.create_connection(endpoint, timeout=self._timeout(endpoint, fresh))
+                sock = socket.create_connection(endpoint, timeout=limit)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._sock = sock
             sock = self._sock
