@@ -51,6 +51,8 @@ from testbed.rpc import close_connection
 
 STALLED_UPLOAD_S = 0.1
 MAX_BACKOFF = 6          # doublings of a timeout: 2 s becomes 128 s, past any max_timeout
+UNMEASURED_TIMEOUT_S = 4.0   # an endpoint with no answer yet: longer than a first task on a new
+                             # connection to the cloud (1.5-2.4 s), so a trial does not start on an outage
 
 
 @dataclass
@@ -228,14 +230,15 @@ class OffloadingClient(threading.Thread):
 
     def _timeout(self, endpoint: tuple[str, int], fresh: bool = False) -> float:
         """How long a task at ``endpoint`` may take: 4 times its E2E so far (``fresh``, on a new
-        connection: 4 times what tasks on a new connection took there, if longer), 2 s where none
-        was measured yet; doubled for each generation of attempts there that timed out since it
-        last answered.  Per endpoint: after minutes at an edge server a service moved to the
-        cloud (300 ms away) must not be given up on for taking longer than the edge did."""
+        connection: 4 times what tasks on a new connection took there, if longer),
+        ``UNMEASURED_TIMEOUT_S`` where none was measured yet; doubled for each generation of
+        attempts there that timed out since it last answered.  Per endpoint: after minutes at an
+        edge server a service moved to the cloud (300 ms away) must not be given up on for taking
+        longer than the edge did."""
         e2e = self.e2e_by_endpoint.get(endpoint)
         if fresh and endpoint in self.fresh_e2e_by_endpoint:
             e2e = max(e2e or 0.0, self.fresh_e2e_by_endpoint[endpoint])
-        base = 2.0 if e2e is None else 4 * e2e + 0.2
+        base = UNMEASURED_TIMEOUT_S if e2e is None else 4 * e2e + 0.2
         return min(self.max_timeout, max(self.min_timeout, base) * 2 ** self._backoff.get(endpoint, 0))
 
     def _timed_out(self, endpoint: tuple[str, int], backoff: int) -> None:

@@ -270,3 +270,25 @@ def test_a_new_connection_slower_than_the_timeout_still_gets_its_answer_and_the_
         client.stop()
         client.join(timeout=5)
         cloud.close()
+
+
+def test_a_first_task_at_the_cloud_is_waited_for_not_timed_out(tmp_path):
+    """The trial's first task goes to an endpoint with nothing measured yet, on a new
+    connection: to the cloud an image's upload slow-starts over 300 ms round trips (1.5-2.4 s).
+    Its timeout must outlast that, or the trial starts on an outage of a timed-out task."""
+    cloud = Counter(delay=0.01, first_delay=2.5)
+    log = tmp_path / "requests.jsonl"
+    client = OffloadingClient("mu", "svc", Workload([b"x"]), log, min_timeout=0.5)
+    client.set_endpoints(current=cloud.endpoint, version=1)
+    client.start()
+    try:
+        deadline = time.monotonic() + 10
+        while client.stats["ok"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.stats["ok"] >= 3
+        failed = [json.loads(line) for line in log.read_text().splitlines() if not json.loads(line)["ok"]]
+        assert not failed, f"the first task failed {len(failed)} times ({sorted({r['error'] for r in failed})})"
+    finally:
+        client.stop()
+        client.join(timeout=5)
+        cloud.close()
