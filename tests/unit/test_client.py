@@ -3,6 +3,7 @@ slow shared link (the radio) must be reached, not buried under copies of the tas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -237,58 +238,55 @@ def _recovery(client: OffloadingClient, log) -> tuple[bool, float, list[dict]]:
     return client.stats["ok"] > since, waited, [r for r in rows if not r["ok"] and r["sent"] >= time.time() - waited - 0.05]
 
 
+@contextlib.contextmanager
+def _client_of(service: Counter, log):
+    """A client offloading to ``service`` from the start, stopped (and the service closed) after."""
+    client = OffloadingClient("mu", "svc", Workload([b"x"]), log, min_timeout=0.5)
+    client.set_endpoints(current=service.endpoint, version=1)
+    client.start()
+    try:
+        yield client, service
+    finally:
+        client.stop()
+        client.join(timeout=5)
+        service.close()
+
+
+def _answers(client: OffloadingClient, count: int, within: float) -> bool:
+    """Whether the client has ``count`` answers within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while client.stats["ok"] < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return client.stats["ok"] >= count
+
+
 def test_a_new_connection_slower_than_the_timeout_still_gets_its_answer_and_the_next_one_in_time(tmp_path):
     """Warm tasks take 0.1 s (a 0.6 s timeout), a task on a new connection 1 s: the cloud's
     slow start after a handover.  Timeouts fitted to warm tasks alone would give up on every
     attempt after a handover, for as long as the service stays there.  The first recovery may
     lose a generation of attempts (then the timeout doubles); the next, knowing what a new
     connection takes there, loses none."""
-    cloud = Counter(delay=0.1, first_delay=1.0)
     log = tmp_path / "requests.jsonl"
-    client = OffloadingClient("mu", "svc", Workload([b"x"]), log, min_timeout=0.5)
-    client.set_endpoints(current=cloud.endpoint, version=1)
-    client.start()
-    try:
-        deadline = time.monotonic() + 10
-        while client.stats["ok"] < 12 and time.monotonic() < deadline:     # past its first answer
-            time.sleep(0.01)
-        assert client.stats["ok"] >= 12
+    with _client_of(Counter(delay=0.1, first_delay=1.0), log) as (client, cloud):
+        assert _answers(client, 12, within=10)                              # past its first answer
         assert client._timeout(tuple(cloud.endpoint)) < 1.0, "the warm tasks set a timeout below a new connection's"
         answered, first, failed = _recovery(client, log)
         assert answered, f"no answer in {first:.1f} s after the connection dropped: " \
             f"{len(failed)} attempts failed ({sorted({r['error'] for r in failed})})"
         assert first < 3.5, first
-        for _ in range(5):                                                  # warm tasks again
-            since = client.stats["ok"]
-            while client.stats["ok"] < since + 1:
-                time.sleep(0.01)
+        assert _answers(client, client.stats["ok"] + 5, within=10)          # warm tasks again
         answered, second, failed = _recovery(client, log)
         assert answered
         assert not [r for r in failed if r["error"] == "timeout"], "the second recovery still timed out"
         assert second < 1.5, second
-    finally:
-        client.stop()
-        client.join(timeout=5)
-        cloud.close()
 
 
 def test_a_first_task_at_the_cloud_is_waited_for_not_timed_out(tmp_path):
     """The trial's first task goes to an endpoint with nothing measured yet, on a new
     connection: to the cloud an image's upload slow-starts over 300 ms round trips (1.5-2.4 s).
     Its timeout must outlast that, or the trial starts on an outage of a timed-out task."""
-    cloud = Counter(delay=0.01, first_delay=2.5)
     log = tmp_path / "requests.jsonl"
-    client = OffloadingClient("mu", "svc", Workload([b"x"]), log, min_timeout=0.5)
-    client.set_endpoints(current=cloud.endpoint, version=1)
-    client.start()
-    try:
-        deadline = time.monotonic() + 10
-        while client.stats["ok"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert client.stats["ok"] >= 3
+    with _client_of(Counter(delay=0.01, first_delay=2.5), log) as (client, _):
+        assert _answers(client, 3, within=10)
         failed = [json.loads(line) for line in log.read_text().splitlines() if not json.loads(line)["ok"]]
         assert not failed, f"the first task failed {len(failed)} times ({sorted({r['error'] for r in failed})})"
-    finally:
-        client.stop()
-        client.join(timeout=5)
-        cloud.close()
