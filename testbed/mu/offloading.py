@@ -50,7 +50,7 @@ from testbed.deprecation import renamed
 from testbed.rpc import close_connection
 
 STALLED_UPLOAD_S = 0.1
-MAX_BACKOFF = 6          # doublings of a timeout: 2 s becomes 128 s, past any max_timeout
+MAX_BACKOFF = 6          # doublings of a timeout: 64 times it, past any max_timeout
 UNMEASURED_TIMEOUT_S = 4.0   # an endpoint with no answer yet: longer than a first task on a new
                              # connection to the cloud (1.5-2.4 s), so a trial does not start on an outage
 

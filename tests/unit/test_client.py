@@ -226,16 +226,27 @@ def test_a_service_moved_far_away_is_reached_though_it_answers_slower_than_the_o
         cloud.close()
 
 
+def _answers(client: OffloadingClient, count: int, within: float) -> bool:
+    """Whether the client has ``count`` answers within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while client.stats["ok"] < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return client.stats["ok"] >= count
+
+
 def _recovery(client: OffloadingClient, log) -> tuple[bool, float, list[dict]]:
     """Drop the client's connection (a handover), wait up to 10 s for the next answer: whether
     it came, how long that took and the attempts that failed meanwhile."""
     since, cut = client.stats["ok"], time.monotonic()
     client.interrupt()
-    while client.stats["ok"] <= since and time.monotonic() < cut + 10:
-        time.sleep(0.005)
+    answered = _answers(client, since + 1, within=10)
     waited = time.monotonic() - cut
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    return client.stats["ok"] > since, waited, [r for r in rows if not r["ok"] and r["sent"] >= time.time() - waited - 0.05]
+    return answered, waited, [r for r in _failed(log) if r["sent"] >= time.time() - waited - 0.05]
+
+
+def _failed(log) -> list[dict]:
+    """The failed attempts in a client's request log."""
+    return [row for row in map(json.loads, log.read_text().splitlines()) if not row["ok"]]
 
 
 @contextlib.contextmanager
@@ -250,14 +261,6 @@ def _client_of(service: Counter, log):
         client.stop()
         client.join(timeout=5)
         service.close()
-
-
-def _answers(client: OffloadingClient, count: int, within: float) -> bool:
-    """Whether the client has ``count`` answers within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while client.stats["ok"] < count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return client.stats["ok"] >= count
 
 
 def test_a_new_connection_slower_than_the_timeout_still_gets_its_answer_and_the_next_one_in_time(tmp_path):
@@ -288,5 +291,5 @@ def test_a_first_task_at_the_cloud_is_waited_for_not_timed_out(tmp_path):
     log = tmp_path / "requests.jsonl"
     with _client_of(Counter(delay=0.01, first_delay=2.5), log) as (client, _):
         assert _answers(client, 3, within=10)
-        failed = [json.loads(line) for line in log.read_text().splitlines() if not json.loads(line)["ok"]]
+        failed = _failed(log)
         assert not failed, f"the first task failed {len(failed)} times ({sorted({r['error'] for r in failed})})"
