@@ -24,6 +24,12 @@ from testbed.rates import RateTable, airtime_share
 from testbed.registry import MIGRATION_MODES
 
 
+def final_transfer_is_warm(mode: str, network: NetworkSettings) -> bool:
+    """Does ``mode``'s delta follow its pre-copy on the window that one opened?  Yes when it
+    pre-copies and the servers' TCP keeps an idle window (``server_slow_start_after_idle`` off)."""
+    return MIGRATION_MODES.get(mode).pre_copies and not network.server_slow_start_after_idle
+
+
 @dataclass
 class Server:
     name: str
@@ -154,8 +160,7 @@ class SystemState:
         share of the path, and whether the delta follows on the window the pre-copy opened
         (the servers' TCP keeps it unless ``network.server_slow_start_after_idle``)."""
         self.migration_model.precopy_share = options.get("precopy_share", 1.0)
-        self.migration_model.warm_final_transfer = (MIGRATION_MODES.get(mode).pre_copies
-                                                    and not network.server_slow_start_after_idle)
+        self.migration_model.warm_final_transfer = final_transfer_is_warm(mode, network)
 
     def users_on(self, station: str) -> int:
         return sum(1 for u in self.users.values() if u.ap == station)

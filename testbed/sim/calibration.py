@@ -15,7 +15,8 @@ hand-made records with known parameters:
   (at C = 1), restore (at C = 1), the
   pre-transfer's time against the TCP model of ``transfer_seconds`` over the
   path (``pre_efficiency``), and what the outage the user saw holds beyond
-  checkpoint, delta transfer and restore (``overhead_s``; the agents' downtime
+  checkpoint, delta transfer (on the window the pre-copy opened where the run's
+  mode and servers keep it: ``warm``, as the simulator moves it) and restore (``overhead_s``; the agents' downtime
   phase when no migration stands apart from a handover); sizes of the image,
   the pre-migration checkpoint and the delta;
 * handover: how much longer its radio outage lasted than configured.
@@ -32,11 +33,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from testbed import assets
 from testbed.config import ConfigError, Strict, read_yaml
-from testbed.controller.estimators import transfer_seconds
+from testbed.controller.estimators import transfer_seconds, warm_transfer_seconds
 
 
 class AppCalibration(Strict):
@@ -66,8 +67,19 @@ class MigrationCalibration(Strict):
     image_bytes: float = Field(ge=0)
     full_bytes: float = Field(ge=0, description="the pre-migration checkpoint")
     delta_bytes: float = Field(ge=0)
+    delta_quantiles: list[float] = Field(default=[], description=(
+        "the delta's quantiles at 0, 10, ..., 100 % of the migrations measured: each simulated migration "
+        "draws its delta from them (a service's working memory may or may not be in the final checkpoint, "
+        "so deltas come in two sizes); empty: every delta is delta_bytes"))
     mode: str = "precopy-delta"
     migrations: int = Field(ge=0)
+
+    @field_validator("delta_quantiles")
+    @classmethod
+    def _rising_sizes(cls, quantiles: list[float]) -> list[float]:
+        if len(quantiles) == 1 or any(q < 0 for q in quantiles) or any(b < a for a, b in zip(quantiles, quantiles[1:])):
+            raise ValueError("expected none, or two or more sizes in bytes, each at least the one before")
+        return quantiles
 
 
 class SimCalibration(Strict):
@@ -125,6 +137,12 @@ def _median(values) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
+def _quantiles(values) -> list[float]:
+    """Quantiles at 0, 10, ..., 100 % (none for no value)."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return np.quantile(values, np.linspace(0, 1, 11)).tolist() if values else []
+
+
 MIN_SAMPLES = 20    # requests on servers of one C_s before their own median counts
 
 
@@ -162,8 +180,9 @@ def _overhead(rows: pd.DataFrame) -> dict:
 
 def fit_migrations(migrations: pd.DataFrame) -> dict[str, dict]:
     """Per app from rows with ``app``, ``mode``, ``phases`` and ``sizes`` (as the agents record
-    them), ``compute_source``, ``compute_dest``, ``bandwidth_mbps`` and ``rtt_s`` of the path, and
-    ``seen_s`` (optional): the outage the user saw, or None where it cannot be told apart."""
+    them), ``compute_source``, ``compute_dest``, ``bandwidth_mbps`` and ``rtt_s`` of the path,
+    ``warm`` (optional): the delta followed the pre-copy on its open window, and ``seen_s``
+    (optional): the outage the user saw, or None where it cannot be told apart."""
     result = {}
     for app, rows in migrations.groupby("app"):
         setup, checkpoint, restore, efficiency, overhead, image, full, delta = ([] for _ in range(8))
@@ -182,7 +201,8 @@ def fit_migrations(migrations: pd.DataFrame) -> dict[str, dict]:
                 efficiency.append(seconds["pre_transfer"] / transfer_seconds(full_bytes, row["bandwidth_mbps"],
                                                                              row["rtt_s"]))
             if {"migration", "final_checkpoint", "restore"} <= seconds.keys():
-                moved = transfer_seconds(sizes.get("delta", full_bytes), row["bandwidth_mbps"], row["rtt_s"])
+                final = warm_transfer_seconds if row.get("warm") is True else transfer_seconds
+                moved = final(sizes.get("delta", full_bytes), row["bandwidth_mbps"], row["rtt_s"])
                 overhead.append(seconds["migration"] - seconds["final_checkpoint"] - seconds["restore"] - moved)
                 if row.get("seen_s") is not None and math.isfinite(row["seen_s"]):
                     overhead_seen.append(row["seen_s"] - seconds["final_checkpoint"] - seconds["restore"] - moved)
@@ -194,6 +214,7 @@ def fit_migrations(migrations: pd.DataFrame) -> dict[str, dict]:
                             "overhead_s": _median(overhead_seen) if overhead_seen else _median(overhead),
                             "overhead_from": "user" if overhead_seen else "agent", "image_bytes": _median(image),
                             "full_bytes": _median(full), "delta_bytes": _median(delta),
+                            "delta_quantiles": _quantiles(delta),
                             "mode": str(rows["mode"].iloc[0]), "migrations": int(len(rows))}
     return result
 
@@ -215,6 +236,7 @@ def _trial_keys(frame: pd.DataFrame) -> list[str]:
 def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float], dict[str, float]]:
     """The fit's inputs from one run record (its Parquet tables and effective configuration)."""
     from testbed.config import ExperimentSpec
+    from testbed.controller.state import final_transfer_is_warm
     from testbed.sim.network import GraphNetwork
 
     run_dir = Path(run_dir)
@@ -286,6 +308,7 @@ def tables_of_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[float
                       "sizes": record.get("sizes", {}), "compute_source": compute_of(trial, source),
                       "compute_dest": compute_of(trial, dest), "bandwidth_mbps": network.bandwidth(source, dest),
                       "rtt_s": 2 * network.one_way(source, dest),
+                      "warm": final_transfer_is_warm(record.get("mode"), spec.topology.network),
                       "seen_s": seen(trial, row["service"], record.get("phases", {}).get("migration"))})
     return (pd.DataFrame(rows, columns=["app", "proc_ms", "e2e_ms", "modelled_ms", "rtt_ms", "compute"]),
             pd.DataFrame(moved),

@@ -14,8 +14,9 @@ over a link of C bit/s whose tasks offer rho C, and shares that with each
 migration crossing it), and migrations split what the tasks leave.
 
 What the fluid model does not do, and says so in docs/FIDELITY.md: no
-per-packet TCP (a migration's transfer takes ``transfer_seconds`` over the
-bandwidth its path had when it began), no shadowing (the mean path-loss
+per-packet TCP (a migration's transfers take the estimator's TCP model over the
+bandwidth their path had when they began: the pre-copy a fresh connection's slow
+start, the delta the window it left open, as the agents send them), no shadowing (the mean path-loss
 model), a server's queue as M/M/c (Sakasegawa's approximation) rather than
 processor sharing of real containers.
 """
@@ -71,6 +72,7 @@ class Simulation:
         self.sim = spec.sim
         self.env = simpy.Environment()
         self.rng = np.random.default_rng(self.seed)
+        self.delta_rng = np.random.default_rng([self.seed, 1])   # apart: a migration's draw moves no task's
         topology = spec.topology
         self.network = GraphNetwork(topology)
         self.state = SystemState.build(topology, spec.radio, spec.report_period, t=0.0, seed=self.seed,
@@ -522,13 +524,14 @@ class Simulation:
             share = self.state.migration_model.precopy_share       # the path as it is when the transfer begins
             yield self.env.timeout(calibration.pre_efficiency * transfer_seconds(
                 service.full_bytes, self._migration_mbps(links) * share, rtt))
-            moved_bytes = service.delta_bytes
+            moved_bytes = self._delta_bytes(service, calibration)
         pre = self.env.now - started
         if action.final_at is not None and action.final_at > self.env.now:
             yield self.env.timeout(action.final_at - self.env.now)
         restore = calibration.restore_s / c_dest
-        downtime = max(0.0, checkpoint + transfer_seconds(moved_bytes, self._migration_mbps(links), rtt) + restore
-                       + calibration.overhead_s)
+        transfer = self.state.migration_model.final_transfer_seconds(moved_bytes, self._migration_mbps(links),
+                                                                     rtt / 2)
+        downtime = max(0.0, checkpoint + transfer + restore + calibration.overhead_s)
         self.down_from[s], self.down_until[s] = self.env.now, self.env.now + downtime
         yield self.env.timeout(downtime)
         self.link_migrations[links] -= 1
@@ -545,6 +548,14 @@ class Simulation:
             "mode": self.mode, "trigger": trigger, "decided": decided, "start": started, "pre_migration_s": pre,
             "downtime_s": downtime, "end": self.env.now, "estimated_migration_s": action.estimates.get("migration_s")
             if isinstance(action.estimates.get("migration_s"), float) else None})
+
+    def _delta_bytes(self, service, calibration) -> float:
+        """The delta this migration moves: drawn from the sizes measured (``delta_quantiles``), or
+        the service's as the probe found it."""
+        quantiles = calibration.delta_quantiles
+        if not quantiles:
+            return service.delta_bytes
+        return max(1.0, float(np.interp(self.delta_rng.uniform(), np.linspace(0, 1, len(quantiles)), quantiles)))
 
     # -- load and delay ------------------------------------------------------------------------------------
     def _rate(self, s: int) -> float:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from testbed.config import ConfigError, load_experiment, load_experiment_with_source, load_topology
-from testbed.controller.estimators import transfer_seconds
+from testbed.controller.estimators import transfer_seconds, warm_transfer_seconds
 from testbed.mobility.random_waypoint import RandomWaypoint
 from testbed.mobility.trace import TraceError, TraceReplay
 from testbed.sim import Simulation, calibration, summarise
@@ -170,9 +170,10 @@ def test_the_fit_recovers_known_processing_and_migration_parameters():
         c_src, c_dst = [1.0, 1.5][k % 2], [2.0, 1.0][k % 2]
         bandwidth, rtt, full, delta = [100.0, 75.0][k % 2], [0.1, 0.3][k % 2], 50e6 + k * 1e6, 2e5 + k * 1e4
         checkpoint, restore = 0.8 / c_src, 1.2 / c_dst
-        moved = transfer_seconds(delta, bandwidth, rtt)
+        warm = k % 3 != 0          # most deltas follow the pre-copy on its open window, some on a fresh one
+        moved = (warm_transfer_seconds if warm else transfer_seconds)(delta, bandwidth, rtt)
         rows.append({"app": "face", "mode": "precopy-delta", "compute_source": c_src, "compute_dest": c_dst,
-                     "bandwidth_mbps": bandwidth, "rtt_s": rtt,
+                     "bandwidth_mbps": bandwidth, "rtt_s": rtt, "warm": warm,
                      "sizes": {"image": 9e8, "pre_checkpoint": full, "delta": delta},
                      "phases": {"prepare": {"seconds": 0.5}, "final_checkpoint": {"seconds": checkpoint},
                                 "restore": {"seconds": restore},
@@ -183,6 +184,9 @@ def test_the_fit_recovers_known_processing_and_migration_parameters():
                           "overhead_s": 0.07}.items():
         assert migration[key] == pytest.approx(expected, rel=0.05), key
     assert migration["overhead_from"] == "agent"
+    deltas = [row["sizes"]["delta"] for row in rows]
+    assert migration["delta_quantiles"][0] == min(deltas) and migration["delta_quantiles"][-1] == max(deltas)
+    assert migration["delta_quantiles"][5] == pytest.approx(np.median(deltas))
 
     # the user saw each outage 0.12 s shorter than the agents' downtime phase: the fit takes the user's
     for row in rows[::3]:
@@ -252,6 +256,69 @@ def test_the_controllers_planners_decide_in_the_simulator(tmp_path):
     # every handover costs its user the handover time (0.5 s), on top of any time out of coverage
     downtime = sum(row["downtime_s"] - row["downtime_coverage_s"] for row in cloud.aggregates)
     assert downtime == pytest.approx(0.5 * len(cloud.handovers), rel=0.05)
+
+
+def test_a_delta_follows_its_pre_copy_on_the_open_window_unless_the_servers_restart_it(tmp_path):
+    """As the agents send it: the migration phase's transfer pays no handshake or slow start after a
+    pre-copy, unless the servers' TCP restarts an idle window (then it is a fresh connection's)."""
+    delta = 20e6
+    big = {**CALIBRATION, "migration": {"counter": {**CALIBRATION["migration"]["counter"], "delta_bytes": delta}}}
+    trials = {}
+    for restarts in (False, True):
+        spec = load_experiment(city_file(tmp_path, planners=("nearest",), duration="300s"),
+                               [f"network.server_slow_start_after_idle={str(restarts).lower()}"])
+        simulation = Simulation(spec, spec.planners[0], calibration.load(big))
+        assert simulation.state.migration_model.warm_final_transfer is not restarts
+        trials[restarts] = (simulation, simulation.run())
+    simulation, warm = trials[False]
+    cold = trials[True][1]
+    assert warm.migrations and len(warm.migrations) == len(cold.migrations)
+    network = GraphNetwork(simulation.spec.topology)
+    fixed = big["migration"]["counter"]
+    expected = {"warm": [], "cold": []}
+    for move in warm.migrations:
+        compute = {s: simulation.compute[simulation.server_index[s]] for s in (move["source"], move["dest"])}
+        bandwidth, one_way = network.bandwidth(move["source"], move["dest"]), network.one_way(move["source"],
+                                                                                             move["dest"])
+        rest = fixed["checkpoint_s"] / compute[move["source"]] + fixed["restore_s"] / compute[move["dest"]] \
+            + fixed["overhead_s"]
+        expected["warm"].append(rest + warm_transfer_seconds(delta, bandwidth, 2 * one_way))
+        expected["cold"].append(rest + transfer_seconds(delta, bandwidth, 2 * one_way))
+    # a move alone on its path has all of its bandwidth (the counter's tasks take next to nothing);
+    # moves crossing the same link at once share it and take longer
+    for moves, model in ((warm.migrations, "warm"), (cold.migrations, "cold")):
+        alone = [m["downtime_s"] == pytest.approx(e, rel=0.01) for m, e in zip(moves, expected[model])]
+        assert sum(alone) > len(moves) / 2, model
+        assert all(m["downtime_s"] >= e * 0.99 for m, e in zip(moves, expected[model])), model
+    assert min(expected["cold"][k] - expected["warm"][k] for k in range(len(warm.migrations))) > 0.2
+
+
+def test_each_migration_draws_its_delta_from_the_sizes_measured(tmp_path):
+    """A service's working memory is in the final checkpoint or not: deltas come in two sizes,
+    and each simulated migration draws its own from the calibration's quantiles."""
+    small, large = 0.5e6, 20e6
+    quantiles = [small] * 5 + [large] * 6                   # 40 % small, 50 % large, 10 % between
+    two = {**CALIBRATION, "migration": {"counter": {**CALIBRATION["migration"]["counter"], "delta_bytes": large,
+                                                    "delta_quantiles": quantiles}}}
+    spec = load_experiment(city_file(tmp_path, planners=("nearest",), duration="300s"), [])
+    simulation = Simulation(spec, spec.planners[0], calibration.load(two))
+    moves = simulation.run().migrations
+    network = GraphNetwork(spec.topology)
+    fixed = two["migration"]["counter"]
+    sizes = {"small": 0, "large": 0}
+    for move in moves:
+        bandwidth, one_way = network.bandwidth(move["source"], move["dest"]), network.one_way(move["source"],
+                                                                                             move["dest"])
+        rest = fixed["checkpoint_s"] / simulation.compute[simulation.server_index[move["source"]]] \
+            + fixed["restore_s"] / simulation.compute[simulation.server_index[move["dest"]]] + fixed["overhead_s"]
+        for name, size in (("small", small), ("large", large)):
+            if move["downtime_s"] == pytest.approx(rest + warm_transfer_seconds(size, bandwidth, 2 * one_way),
+                                                   rel=0.01):
+                sizes[name] += 1
+    assert sizes["small"] >= len(moves) / 5 and sizes["large"] >= len(moves) / 5, (sizes, len(moves))
+    with pytest.raises(ConfigError, match="delta_quantiles"):
+        calibration.load({**two, "migration": {"counter": {**two["migration"]["counter"],
+                                                           "delta_quantiles": [large, small]}}})
 
 
 def test_reports_taken_together_decide_as_reports_taken_in_turn(tmp_path, monkeypatch):
