@@ -19,9 +19,10 @@ a timeout too short for the path can delay recovery once, never forever.
 
 Probes are cheap (a connection attempt), uploads are not: an image task is
 ~160 kB, a few tens of ms on the radio link.  So at most one copy of the task
-is on its way up to an endpoint at a time (one that stalls for
-``STALLED_UPLOAD_S`` no longer counts), and copies no longer needed are
-reset, not drained.  Otherwise every probe would upload its copy at once, all
+is on its way up to an endpoint at a time (one that stalls, with no byte
+acknowledged for ``STALLED_UPLOAD_S`` beyond two of its round trips, no longer
+counts: in slow start acknowledgements come once a round trip, 300 ms to the
+cloud), and copies no longer needed are reset, not drained.  Otherwise every probe would upload its copy at once, all
 would share the link, and none would finish before its timeout: the outage
 would never end (congestion collapse).
 
@@ -49,7 +50,7 @@ from testbed import protocol
 from testbed.deprecation import renamed
 from testbed.rpc import close_connection
 
-STALLED_UPLOAD_S = 0.1
+STALLED_UPLOAD_S = 0.1      # beyond two round trips of the attempt's connection
 MAX_BACKOFF = 6          # doublings of a timeout: 64 times it, past any max_timeout
 UNMEASURED_TIMEOUT_S = 4.0   # an endpoint with no answer yet: longer than a first task on a new
                              # connection to the cloud (1.5-2.4 s), so a trial does not start on an outage
@@ -86,6 +87,7 @@ class _Attempt:
         self.connected = False
         self.remaining = len(frame)  # bytes of the frame not yet acknowledged by the service
         self.progressed = 0.0        # monotonic time ``remaining`` last went down
+        self.rtt = 0.0               # the connection's round trip (TCP's estimate once connected)
         code = self.sock.connect_ex(endpoint)
         self.error = None
         if code not in (0, errno.EINPROGRESS):
@@ -113,7 +115,7 @@ class _Attempt:
         remaining = len(self.frame) - self.sent + _unacknowledged(self.sock)
         if remaining < self.remaining:
             self.remaining, self.progressed = remaining, now
-        return remaining > 0 and now - self.progressed < STALLED_UPLOAD_S
+        return remaining > 0 and now - self.progressed < STALLED_UPLOAD_S + 2 * self.rtt
 
     def reply(self) -> dict | None:
         """The reply header once a whole frame has arrived."""
@@ -134,6 +136,15 @@ def _unacknowledged(sock: socket.socket) -> int:
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
     except OSError:
         return 0
+
+
+def _round_trip(sock: socket.socket) -> float:
+    """TCP's smoothed round-trip time of a connected socket, s (TCP_INFO's tcpi_rtt; 0 if unknown)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except OSError:
+        return 0.0
+    return struct.unpack_from("I", info, 68)[0] / 1e6 if len(info) >= 72 else 0.0
 
 
 def _average_in(averages: dict, endpoint, e2e: float) -> None:
@@ -407,6 +418,7 @@ class OffloadingClient(threading.Thread):
                     raise OSError(code, errno.errorcode.get(code, str(code)))
                 attempt.connected = True
                 attempt.progressed = time.monotonic()
+                attempt.rtt = _round_trip(sock)
                 selector.modify(sock, selectors.EVENT_WRITE | selectors.EVENT_READ, attempt)
             if events & selectors.EVENT_WRITE and attempt.sent < len(attempt.frame):
                 attempt.sent += sock.send(attempt.frame[attempt.sent:])

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from testbed import protocol
-from testbed.mu.offloading import OffloadingClient, Workload
+from testbed.mu.offloading import STALLED_UPLOAD_S, OffloadingClient, Workload, _Attempt, _round_trip
 
 IMAGE = bytes(range(256)) * 640          # 160 kB, the size of a test photo
 LINK_BYTES_PER_S = 1_600_000             # 100 ms per task upload when alone on the link
@@ -293,3 +293,25 @@ def test_a_first_task_at_the_cloud_is_waited_for_not_timed_out(tmp_path):
         assert _answers(client, 3, within=10)
         failed = _failed(log)
         assert not failed, f"the first task failed {len(failed)} times ({sorted({r['error'] for r in failed})})"
+
+
+def test_an_upload_awaiting_its_acknowledgements_a_round_trip_away_is_not_stalled():
+    """In slow start a copy's bytes are acknowledged once a round trip (300 ms to the cloud): it is
+    still on its way until two round trips and ``STALLED_UPLOAD_S`` pass without progress, so a
+    second copy does not start beside it and share the radio link."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    attempt = _Attempt(listener.getsockname(), b"x" * 300_000, time.time(), time.monotonic() + 10)
+    try:
+        time.sleep(0.05)                                   # connected (loopback)
+        attempt.connected, attempt.progressed = True, 100.0
+        attempt.rtt = _round_trip(attempt.sock)
+        assert 0 < attempt.rtt < 0.05                      # loopback: TCP measured it on connecting
+        assert attempt.uploading(100.0 + STALLED_UPLOAD_S / 2)
+        assert not attempt.uploading(100.0 + STALLED_UPLOAD_S + 2 * attempt.rtt + 0.01)
+        attempt.rtt = 0.3                                  # the cloud's round trip
+        assert attempt.uploading(100.0 + 0.5)              # awaiting the next acknowledgements
+        assert not attempt.uploading(100.0 + STALLED_UPLOAD_S + 0.6 + 0.01)
+    finally:
+        attempt.close()
+        listener.close()
+    assert _round_trip(socket.socket()) == 0.0             # not connected: nothing measured
