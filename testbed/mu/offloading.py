@@ -22,9 +22,9 @@ Probes are cheap (a connection attempt), uploads are not: an image task is
 is on its way up to an endpoint at a time (one that stalls, with no byte
 acknowledged for ``STALLED_UPLOAD_S`` beyond two of its round trips, no longer
 counts: in slow start acknowledgements come once a round trip, 300 ms to the
-cloud), and copies no longer needed are reset, not drained.  Otherwise every probe would upload its copy at once, all
-would share the link, and none would finish before its timeout: the outage
-would never end (congestion collapse).
+cloud), and copies no longer needed are reset, not drained.  Otherwise every
+probe would upload its copy at once, all would share the link, and none would
+finish before its timeout: the outage would never end (congestion collapse).
 
 Every attempt is one line of the request log::
 

@@ -16,9 +16,10 @@ hand-made records with known parameters:
   pre-transfer's time against the TCP model of ``transfer_seconds`` over the
   path (``pre_efficiency``), and what the outage the user saw holds beyond
   checkpoint, delta transfer (on the window the pre-copy opened where the run's
-  mode and servers keep it: ``warm``, as the simulator moves it) and restore (``overhead_s``; the agents' downtime
-  phase when no migration stands apart from a handover); sizes of the image,
-  the pre-migration checkpoint and the delta;
+  mode and servers keep it: ``warm``, as the simulator moves it) and restore
+  (``overhead_s``; the agents' downtime phase when no migration stands apart
+  from a handover); sizes of the image, the pre-migration checkpoint and the
+  delta, and the delta's quantiles (deltas come in two sizes);
 * handover: how much longer its radio outage lasted than configured.
 """
 
@@ -77,7 +78,8 @@ class MigrationCalibration(Strict):
     @field_validator("delta_quantiles")
     @classmethod
     def _rising_sizes(cls, quantiles: list[float]) -> list[float]:
-        if len(quantiles) == 1 or any(q < 0 for q in quantiles) or any(b < a for a, b in zip(quantiles, quantiles[1:])):
+        falling = any(b < a for a, b in zip(quantiles, quantiles[1:]))
+        if len(quantiles) == 1 or any(q < 0 for q in quantiles) or falling:
             raise ValueError("expected none, or two or more sizes in bytes, each at least the one before")
         return quantiles
 

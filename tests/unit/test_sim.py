@@ -258,6 +258,16 @@ def test_the_controllers_planners_decide_in_the_simulator(tmp_path):
     assert downtime == pytest.approx(0.5 * len(cloud.handovers), rel=0.05)
 
 
+def _downtime_alone(simulation, network, move, delta: float, transfer) -> float:
+    """A simulated migration's downtime when it has its path to itself: checkpoint and restore at
+    the servers' compute, the calibration's overhead, and ``transfer`` of ``delta`` over the path."""
+    fixed = simulation.calibration.migration_of("counter")
+    source, dest = move["source"], move["dest"]
+    return fixed.checkpoint_s / simulation.compute[simulation.server_index[source]] \
+        + fixed.restore_s / simulation.compute[simulation.server_index[dest]] + fixed.overhead_s \
+        + transfer(delta, network.bandwidth(source, dest), 2 * network.one_way(source, dest))
+
+
 def test_a_delta_follows_its_pre_copy_on_the_open_window_unless_the_servers_restart_it(tmp_path):
     """As the agents send it: the migration phase's transfer pays no handshake or slow start after a
     pre-copy, unless the servers' TCP restarts an idle window (then it is a fresh connection's)."""
@@ -274,16 +284,8 @@ def test_a_delta_follows_its_pre_copy_on_the_open_window_unless_the_servers_rest
     cold = trials[True][1]
     assert warm.migrations and len(warm.migrations) == len(cold.migrations)
     network = GraphNetwork(simulation.spec.topology)
-    fixed = big["migration"]["counter"]
-    expected = {"warm": [], "cold": []}
-    for move in warm.migrations:
-        compute = {s: simulation.compute[simulation.server_index[s]] for s in (move["source"], move["dest"])}
-        bandwidth, one_way = network.bandwidth(move["source"], move["dest"]), network.one_way(move["source"],
-                                                                                             move["dest"])
-        rest = fixed["checkpoint_s"] / compute[move["source"]] + fixed["restore_s"] / compute[move["dest"]] \
-            + fixed["overhead_s"]
-        expected["warm"].append(rest + warm_transfer_seconds(delta, bandwidth, 2 * one_way))
-        expected["cold"].append(rest + transfer_seconds(delta, bandwidth, 2 * one_way))
+    expected = {model: [_downtime_alone(simulation, network, move, delta, transfer) for move in warm.migrations]
+                for model, transfer in (("warm", warm_transfer_seconds), ("cold", transfer_seconds))}
     # a move alone on its path has all of its bandwidth (the counter's tasks take next to nothing);
     # moves crossing the same link at once share it and take longer
     for moves, model in ((warm.migrations, "warm"), (cold.migrations, "cold")):
@@ -304,17 +306,9 @@ def test_each_migration_draws_its_delta_from_the_sizes_measured(tmp_path):
     simulation = Simulation(spec, spec.planners[0], calibration.load(two))
     moves = simulation.run().migrations
     network = GraphNetwork(spec.topology)
-    fixed = two["migration"]["counter"]
-    sizes = {"small": 0, "large": 0}
-    for move in moves:
-        bandwidth, one_way = network.bandwidth(move["source"], move["dest"]), network.one_way(move["source"],
-                                                                                             move["dest"])
-        rest = fixed["checkpoint_s"] / simulation.compute[simulation.server_index[move["source"]]] \
-            + fixed["restore_s"] / simulation.compute[simulation.server_index[move["dest"]]] + fixed["overhead_s"]
-        for name, size in (("small", small), ("large", large)):
-            if move["downtime_s"] == pytest.approx(rest + warm_transfer_seconds(size, bandwidth, 2 * one_way),
-                                                   rel=0.01):
-                sizes[name] += 1
+    sizes = {name: sum(move["downtime_s"] == pytest.approx(
+        _downtime_alone(simulation, network, move, size, warm_transfer_seconds), rel=0.01) for move in moves)
+        for name, size in (("small", small), ("large", large))}
     assert sizes["small"] >= len(moves) / 5 and sizes["large"] >= len(moves) / 5, (sizes, len(moves))
     with pytest.raises(ConfigError, match="delta_quantiles"):
         calibration.load({**two, "migration": {"counter": {**two["migration"]["counter"],
