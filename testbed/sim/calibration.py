@@ -70,8 +70,8 @@ class MigrationCalibration(Strict):
     delta_bytes: float = Field(ge=0)
     delta_quantiles: list[float] = Field(default=[], description=(
         "the delta's quantiles at 0, 10, ..., 100 % of the migrations measured: each simulated migration "
-        "draws its delta from them (a service's working memory may or may not be in the final checkpoint, "
-        "so deltas come in two sizes); empty: every delta is delta_bytes"))
+        "draws its delta from them (measured here, deltas come in two sizes: a third of them small); "
+        "empty: every delta is delta_bytes"))
     mode: str = "precopy-delta"
     migrations: int = Field(ge=0)
 

@@ -296,8 +296,8 @@ def test_a_delta_follows_its_pre_copy_on_the_open_window_unless_the_servers_rest
 
 
 def test_each_migration_draws_its_delta_from_the_sizes_measured(tmp_path):
-    """A service's working memory is in the final checkpoint or not: deltas come in two sizes,
-    and each simulated migration draws its own from the calibration's quantiles."""
+    """Measured deltas come in two sizes (the same images before both checkpoints, or not: FIDELITY,
+    Yolo's delta); each simulated migration draws its own from the calibration's quantiles."""
     small, large = 0.5e6, 20e6
     quantiles = [small] * 5 + [large] * 6                   # 40 % small, 50 % large, 10 % between
     two = {**CALIBRATION, "migration": {"counter": {**CALIBRATION["migration"]["counter"], "delta_bytes": large,
