@@ -138,13 +138,16 @@ def _unacknowledged(sock: socket.socket) -> int:
         return 0
 
 
+TCPI_RTT = struct.Struct("=8B60xI")   # struct tcp_info: 8 one-byte fields, 15 u32 (60 bytes), then tcpi_rtt (us)
+
+
 def _round_trip(sock: socket.socket) -> float:
     """TCP's smoothed round-trip time of a connected socket, s (TCP_INFO's tcpi_rtt; 0 if unknown)."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     except OSError:
         return 0.0
-    return struct.unpack_from("I", info, 68)[0] / 1e6 if len(info) >= 72 else 0.0
+    return TCPI_RTT.unpack_from(info)[-1] / 1e6 if len(info) >= TCPI_RTT.size else 0.0
 
 
 def _average_in(averages: dict, endpoint, e2e: float) -> None:

@@ -134,14 +134,18 @@ def load(source: str | dict, base: Path | None = None) -> SimCalibration:
         raise ConfigError(format_validation_error(where, exc)) from None
 
 
+def _finite(values) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
 def _median(values) -> float:
-    values = [v for v in values if v is not None and math.isfinite(v)]
+    values = _finite(values)
     return float(statistics.median(values)) if values else 0.0
 
 
 def _quantiles(values) -> list[float]:
     """Quantiles at 0, 10, ..., 100 % (none for no value)."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
+    values = _finite(values)
     return np.quantile(values, np.linspace(0, 1, 11)).tolist() if values else []
 
 

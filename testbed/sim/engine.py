@@ -16,8 +16,8 @@ migration crossing it), and migrations split what the tasks leave.
 What the fluid model does not do, and says so in docs/FIDELITY.md: no
 per-packet TCP (a migration's transfers take the estimator's TCP model over the
 bandwidth their path had when they began: the pre-copy a fresh connection's slow
-start, the delta the window it left open, as the agents send them), no shadowing (the mean path-loss
-model), a server's queue as M/M/c (Sakasegawa's approximation) rather than
+start, the delta the window it left open, as the agents send them), no
+shadowing (the mean path-loss model), a server's queue as M/M/c (Sakasegawa's approximation) rather than
 processor sharing of real containers.
 """
 
@@ -512,7 +512,7 @@ class Simulation:
             yield self.env.timeout(action.pre_at - self.env.now)
         links = self.network.hops(source, dest)
         self.link_migrations[links] += 1
-        rtt = 2 * self.network.one_way(source, dest)
+        one_way = self.network.one_way(source, dest)
         c_source, c_dest = self.compute[self.server_index[source]], self.compute[self.server_index[dest]]
         checkpoint = calibration.checkpoint_s / c_source
         started = self.env.now
@@ -523,14 +523,13 @@ class Simulation:
             yield self.env.timeout(calibration.setup_s + 2 * control + checkpoint)
             share = self.state.migration_model.precopy_share       # the path as it is when the transfer begins
             yield self.env.timeout(calibration.pre_efficiency * transfer_seconds(
-                service.full_bytes, self._migration_mbps(links) * share, rtt))
+                service.full_bytes, self._migration_mbps(links) * share, 2 * one_way))
             moved_bytes = self._delta_bytes(service, calibration)
         pre = self.env.now - started
         if action.final_at is not None and action.final_at > self.env.now:
             yield self.env.timeout(action.final_at - self.env.now)
         restore = calibration.restore_s / c_dest
-        transfer = self.state.migration_model.final_transfer_seconds(moved_bytes, self._migration_mbps(links),
-                                                                     rtt / 2)
+        transfer = self.state.migration_model.final_transfer_seconds(moved_bytes, self._migration_mbps(links), one_way)
         downtime = max(0.0, checkpoint + transfer + restore + calibration.overhead_s)
         self.down_from[s], self.down_until[s] = self.env.now, self.env.now + downtime
         yield self.env.timeout(downtime)

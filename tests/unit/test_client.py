@@ -314,4 +314,5 @@ def test_an_upload_awaiting_its_acknowledgements_a_round_trip_away_is_not_stalle
     finally:
         attempt.close()
         listener.close()
-    assert _round_trip(socket.socket()) == 0.0             # not connected: nothing measured
+    with socket.socket() as unconnected:
+        assert _round_trip(unconnected) == 0.0             # not connected: nothing measured
