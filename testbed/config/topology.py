@@ -97,6 +97,10 @@ class NetworkSettings(Strict):
         "keeps the window its pre-copy opened, and the final transfer does not slow-start again "
         "(0.6 MB on 100 Mbps / 50 ms: 0.37 s -> 0.1 s)"))
     radio_link: str = Field(default="wireless", description="link class of every MU-AP radio link")
+    keep_cores_awake: bool = Field(default=True, description=(
+        "hold the host's cores awake while the network runs (PM QoS cpu_dma_latency 0, testbed.net.awake): "
+        "a core that halts between tasks wakes slowly, so a server whose tasks arrive far apart (the cloud) "
+        "would process 8-17 % slower than its compute says. Off: the host's own idle policy"))
 
     @field_validator("backend")
     @classmethod

@@ -20,6 +20,7 @@ from mininet.net import Mininet
 
 from testbed.config import TopologySpec
 from testbed.net import addressing
+from testbed.net.awake import AwakeCores
 from testbed.net.hostlock import claim_network, release_network
 from testbed.net.links import choose_backend, link_class_for
 from testbed.net.namespaces import CONTAINER_BRIDGE, netns_name, network_state
@@ -56,6 +57,7 @@ class MecNetwork:
         self.radio: dict[tuple[str, str], object] = {}
         self.timings: dict[str, float] = {}
         self._claimed = False
+        self.awake = AwakeCores()
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self):
@@ -75,6 +77,8 @@ class MecNetwork:
         self._claimed = True
         self.plan = addressing.plan(self.spec, self.number)
         self.workdir = self._workdir or network_state(self.number) / "net"
+        if self.spec.network.keep_cores_awake:
+            self.awake.hold()
         try:
             self._build()
             self._address()
@@ -100,6 +104,7 @@ class MecNetwork:
         if self._claimed:
             release_network(self.number)
             self._claimed = False
+        self.awake.release()
         self.timings["stop_s"] = time.monotonic() - t0
 
     # -- build -------------------------------------------------------------
@@ -203,6 +208,7 @@ class MecNetwork:
             "backend_reason": self.backend_reason,
             "tcp_congestion_control": self.spec.network.tcp_congestion_control,
             "server_slow_start_after_idle": self.spec.network.server_slow_start_after_idle,
+            "cores_awake": self.awake.applied(),
             "loopbacks": dict(self.plan.loopbacks),
             "links": [
                 {

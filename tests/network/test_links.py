@@ -102,6 +102,27 @@ def test_servers_keep_their_tcp_window_across_idle_moments_and_the_user_does_not
     assert net.applied()["server_slow_start_after_idle"] is False
 
 
+def test_the_host_cores_are_held_awake_while_a_network_runs_and_let_go_after(network_factory, paper_spec):
+    """``network.keep_cores_awake`` (default true): the host's wake-up latency limit is 0 while
+    the network runs, recorded as held, and back to what it was once the network stops."""
+    from testbed.net.awake import current_latency_us
+
+    before = current_latency_us()
+    if before is None:
+        pytest.skip("this kernel has no /dev/cpu_dma_latency (PM QoS) to read")
+    if before == 0:
+        pytest.skip("another process on this host already holds the cores awake")
+    net = network_factory(paper_spec)
+    assert current_latency_us() == 0
+    assert net.applied()["cores_awake"]["held"] is True
+    net.stop()
+    assert current_latency_us() == before
+    off = network_factory(paper_spec.model_copy(update={"network": paper_spec.network.model_copy(
+        update={"keep_cores_awake": False})}))
+    assert current_latency_us() == before
+    assert (off.applied()["cores_awake"]["held"], off.applied()["cores_awake"]["reason"]) == (False, None)
+
+
 KILLED_RUN = """
 import sys, time
 from testbed.config import load_topology
