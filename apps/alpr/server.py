@@ -8,7 +8,7 @@ like plates (4-10 letters/digits, at least one of each) are kept.
 import os
 import re
 
-from mecserve import RequestError, Service, serve
+from mecserve import RequestError, Service, serve, sleeping_thread_pools
 
 PLATE = re.compile(r"^(?=.*[A-Z])(?=.*[0-9])[A-Z0-9]{4,10}$")
 
@@ -19,19 +19,15 @@ def plate_text(raw: str) -> str | None:
 
 
 def _sleeping_thread_pools():
-    """RapidOCR's onnxruntime sessions with threads that sleep between tasks, as detect's: a
-    pool spinning for the next task looks busy between two requests, and a migration's
-    quiesce would wait in vain for an idle moment.  RapidOCR has no option for it, so its
-    session options are wrapped."""
+    """RapidOCR's onnxruntime sessions with threads that sleep between tasks, as detect's
+    (``mecserve.sleeping_thread_pools``).  RapidOCR has no option for it, so its session
+    options are wrapped."""
     from rapidocr_onnxruntime.utils import infer_engine
 
     make = infer_engine.OrtInferSession._init_sess_opts
 
     def options(config):
-        made = make(config)
-        made.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        made.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return made
+        return sleeping_thread_pools(make(config))
 
     infer_engine.OrtInferSession._init_sess_opts = staticmethod(options)
 

@@ -183,6 +183,16 @@ def return_freed_memory() -> None:
             print(f"mallopt({parameter}, {value}) refused: freed memory stays in checkpoints", flush=True)
 
 
+def sleeping_thread_pools(options):
+    """onnxruntime ``SessionOptions`` whose idle threads sleep at once instead of spinning for
+    the next task: a spinning pool looks busy between two requests, so a migration's quiesce
+    would never find the service idle while its user is still sending, and would checkpoint
+    it mid-inference.  Returns ``options``."""
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
 def serve(service: Service, port: int | None = None) -> None:
     port = port or int(os.environ.get("MEC_PORT", protocol.DEFAULT_PORT))
     return_freed_memory()

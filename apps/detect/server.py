@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mecserve import RequestError, Service, serve
+from mecserve import RequestError, Service, serve, sleeping_thread_pools
 
 MODELS = Path(os.environ.get("MEC_MODELS", "/srv/mec/assets"))
 SIZE = 512
@@ -44,11 +44,7 @@ class Detect(Service):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
         options.inter_op_num_threads = 1
-        # idle threads sleep at once instead of spinning for the next task: a spinning pool
-        # looks busy between two requests, so a migration's quiesce never finds the service
-        # idle while its user is still sending, and checkpoints it mid-inference
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        sleeping_thread_pools(options)
         if not ARENA:
             import ctypes
 
