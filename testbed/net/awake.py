@@ -44,19 +44,18 @@ class AwakeCores:
         return self._fd is not None
 
     def hold(self) -> "AwakeCores":
-        if self._fd is None:
-            try:
-                fd = os.open(QOS, os.O_WRONLY)
-            except OSError as exc:
-                self.reason = f"{QOS}: {exc.strerror}"
-                return self
-            try:
-                os.write(fd, NO_LATENCY)
-            except OSError as exc:
+        if self._fd is not None:
+            return self
+        fd = None
+        try:
+            fd = os.open(QOS, os.O_WRONLY)
+            os.write(fd, NO_LATENCY)
+        except OSError as exc:
+            if fd is not None:
                 os.close(fd)
-                self.reason = f"{QOS}: {exc.strerror}"
-                return self
-            self._fd, self.reason = fd, None
+            self.reason = f"{QOS}: {exc.strerror}"
+            return self
+        self._fd, self.reason = fd, None
         return self
 
     def release(self) -> None:
