@@ -106,9 +106,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=10, help="tasks per client per round and pattern")
     parser.add_argument("--clients-at", choices=("server", "user"), default="server")
+    parser.add_argument("--set", action="append", default=[], metavar="K=V",
+                        help="a topology setting, e.g. network.per_thread_quota=false")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-compute-"))
-    spec = load_topology(ROOT / "topologies" / "paper.yaml")
+    spec = load_topology(ROOT / "topologies" / "paper.yaml", args.set)
     compute = {name: node.compute for name, node in spec.nodes.items() if name in SERVERS}
     asked = compute["cloud"] / compute["edge1"]
     rows = []
@@ -118,12 +120,15 @@ def main():
             net.attach("mu", "ap1")
             for app in args.apps.split(","):
                 for cpus in (float(c) for c in args.cpus.split(",")):
-                    rows += measure(net, stack, app, cpus, args.rounds, args.requests, args.clients_at, asked)
+                    rows += [{**row, "per_thread_quota": spec.network.per_thread_quota}
+                             for row in measure(net, stack, app, cpus, args.rounds, args.requests, args.clients_at,
+                                                asked)]
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     report("compute", "Processing time against the server's compute (paper topology, edge1 over cloud)", rows,
            [f"compute: {compute}; an emulated server's cores are its cpus x compute / max compute host cores "
-            "(CFS bandwidth, 10 ms periods), and a service gets ceil(cpus x speed) threads."])
+            "(CFS bandwidth, 10 ms periods), and a service gets ceil(cpus x speed) threads; with "
+            "per_thread_quota each of its threads also gets speed x 10 ms a period (a slower clock)."])
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class Stack:
                                  peer_mbps={p: self.net.plan.bottleneck_mbps(server, p) for p in servers if p != server},
                                  run_dir=self.run_dir,
                                  cpus=node.cpus, memory=node.memory, compute=node.compute,
-                                 speed=node.compute / fastest,
+                                 speed=node.compute / fastest, per_thread_quota=spec.network.per_thread_quota,
                                  congestion_control=spec.network.tcp_congestion_control, controller=controller,
                                  **({"monitor_period": monitor_period} if monitor_period else {}))
             path = self.run_dir / f"agent-{server}.json"

@@ -38,7 +38,8 @@ class Agent:
         self.cgroup.create(config.cpus * config.speed, int(config.memory))
         containers = ServerContainers(config.server, config.subnet, client=docker_client,
                                       congestion_control=config.congestion_control, inside=True,
-                                      speed=config.speed, cgroup_parent=self.cgroup.parent,
+                                      speed=config.speed, per_thread_quota=config.per_thread_quota,
+                                      cgroup_parent=self.cgroup.parent,
                                       max_cores=self.cgroup.cores)
         state_dir = containers.state_dir
         # A fresh server: no application layers, no half-received state from a past run.

@@ -22,6 +22,8 @@ class AgentConfig(Strict):
     compute: float = Field(default=1.0, gt=0, description="the server's computational power C_s")
     speed: float = Field(default=1.0, gt=0, le=1, description="compute / the topology's highest compute: the "
                                                               "share of a host core one of its cores gets")
+    per_thread_quota: bool = Field(default=True, description="every thread of a service its own quota "
+                                                              "at speed < 1 (testbed.containers.thread_quota)")
     congestion_control: str = "cubic"
     controller: str | None = Field(default=None, description="address:port to send resource reports to")
     monitor_period: float = Field(default=schema_default("monitor_period"), gt=0)

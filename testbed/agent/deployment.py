@@ -52,7 +52,8 @@ class Deployment:
         container = self.containers.reserve(spec.service, spec.app, spec.image, spec.port, spec.limits, spec.env)
         instance = self.register(spec, self.containers.start(container, spec.port))
         self.events.emit("service.deployed", service=spec.service, app=spec.app, server=self.server,
-                         endpoint=[instance.ip, instance.port])
+                         endpoint=[instance.ip, instance.port],
+                         thread_quota=self.containers.spread_threads(instance.container_id))
         return instance
 
     def remove(self, service: str) -> bool:

@@ -26,6 +26,8 @@ class ResourceMonitor:
         runs under the server's cgroup (services, background load), or the services'
         sum where the server has no cgroup."""
         services = {}
+        for instance in self.deployment.running():     # threads started since have their own quota too
+            self.deployment.containers.spread_threads(instance.container_id)
         with self.deployment.lock:
             meters = list(self.deployment.meters.items())
         for service, meter in meters:

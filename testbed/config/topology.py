@@ -101,6 +101,11 @@ class NetworkSettings(Strict):
         "hold the host's cores awake while the network runs (PM QoS cpu_dma_latency 0, testbed.net.awake): "
         "a core that halts between tasks wakes slowly, so a server whose tasks arrive far apart (the cloud) "
         "would process 8-17 % slower than its compute says. Off: the host's own idle policy"))
+    per_thread_quota: bool = Field(default=True, description=(
+        "on a server slower than the fastest, give every thread of a service its own CPU quota (speed x "
+        "period, testbed.containers.thread_quota): a slower clock per thread, so a service on two threads "
+        "slows as its server's compute says, not only as far as it fills its cores. cgroup v1 only. Off: "
+        "only the container's cores are scaled"))
 
     @field_validator("backend")
     @classmethod

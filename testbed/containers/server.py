@@ -41,6 +41,7 @@ from testbed.containers.cgroups import CgroupError, CgroupMeter, ContainerCgroup
 from testbed.containers.criu import ADDRESSES_FILE, LAZY_MARKER, LAZY_RUNTIME
 from testbed.containers.freezer import Freezer
 from testbed.containers.lazy import LazyCheckpoint, LazyError, LazyPagesDaemon
+from testbed.containers.thread_quota import ThreadQuota
 from testbed.net.namespaces import CONTAINER_BRIDGE, current_network, name_prefix, netns_name
 from testbed.stopwatch import Stopwatch
 
@@ -115,15 +116,20 @@ class ServerContainers:
 
     def __init__(self, server: str, subnet: str, client: docker.DockerClient | None = None,
                  congestion_control: str = "cubic", inside: bool = False, speed: float = 1.0,
-                 cgroup_parent: str | None = None, max_cores: float | None = None):
+                 cgroup_parent: str | None = None, max_cores: float | None = None, per_thread_quota: bool = True):
         """``inside``: this process already runs in the server's namespace (an agent).
         Mininet nodes have their own mount namespace, in which /run/netns is stale,
         so from inside, commands run directly rather than through ``ip -n``.
         ``speed``: the server's compute relative to the fastest (a container's CPU limit
         is scaled by it); ``cgroup_parent``: the server's cgroup (``ServerCgroup.parent``),
-        ``max_cores``: its host cores (no container may ask for more)."""
+        ``max_cores``: its host cores (no container may ask for more); ``per_thread_quota``:
+        below speed 1, every thread of a service its own quota too (``thread_quota``)."""
         self.server = server
         self.speed = speed
+        self.per_thread_quota = per_thread_quota and speed < 1.0
+        self._thread_quotas: dict[str, ThreadQuota] = {}
+        self._gathered: set[str] = set()     # containers being checkpointed: their threads stay together
+        self._quota_lock = threading.Lock()
         self.cgroup_parent = cgroup_parent
         self.max_cores = max_cores
         self.netns = netns_name(server)
@@ -169,6 +175,9 @@ class ServerContainers:
         cores = limits.cpus * self.speed          # the container's share of a host core at this server's speed
         if self.max_cores is not None:
             cores = min(cores, self.max_cores)
+        # a slower clock per thread: as many threads as cores asked for, each slower; else as
+        # many as host cores granted
+        threads = math.ceil((cores / self.speed if self.per_thread_quota else cores) - 1e-9)
         try:
             self._wire(holder, ip)
             return self.client.containers.create(
@@ -178,7 +187,7 @@ class ServerContainers:
                         APP_LABEL: app, IP_LABEL: ip, HOLDER_LABEL: holder.id},
                 # numerical libraries size their thread pools by this: as many threads as the
                 # container has cores, not the host's (extra threads only spin against the quota)
-                environment={"MEC_PORT": str(port), "OMP_NUM_THREADS": str(max(1, math.ceil(cores - 1e-9))),
+                environment={"MEC_PORT": str(port), "OMP_NUM_THREADS": str(max(1, threads)),
                              **(env or {})},
                 cpu_period=CPU_PERIOD_US, cpu_quota=max(1000, int(cores * CPU_PERIOD_US)),
                 mem_limit=f"{limits.memory_mb}m", cgroup_parent=self.cgroup_parent,
@@ -202,6 +211,7 @@ class ServerContainers:
             if time.monotonic() > deadline:
                 raise ContainerError(f"{container.name} did not accept connections in {ready_timeout} s")
             time.sleep(0.05)
+        self.spread_threads(container.id)
         return instance
 
     def _accepts(self, ip: str, port: int) -> bool:
@@ -257,6 +267,9 @@ class ServerContainers:
         with its address and MAC still on the bridge it would answer for the next
         container given that address."""
         self._upper_dirs.pop(container_id, None)
+        with self._quota_lock:
+            self._thread_quotas.pop(container_id, None)
+            self._gathered.discard(container_id)
         daemon = self._lazy_daemons.pop(container_id, None)
         if daemon is not None:
             daemon.stop()
@@ -316,11 +329,18 @@ class ServerContainers:
         container's freezer, frozen beforehand (see ``freeze_when_idle``); it is
         thawed afterwards, whatever happened."""
         steps = steps or Stopwatch()
+        ended = False
         try:
-            return self._checkpoint(instance, target, leave_running, steps)
+            self._gather_threads(instance.container_id, steps)
+            images = self._checkpoint(instance, target, leave_running, steps)
+            ended = not leave_running
+            return images
         finally:
             if frozen is not None:
                 frozen.thaw()
+            if not ended:               # it runs on (a pre-copy, or a checkpoint that failed)
+                self._gathered.discard(instance.container_id)
+                self.spread_threads(instance.container_id)
 
     def _checkpoint(self, instance: Instance, target: Path, leave_running: bool, steps: Stopwatch) -> Path:
         shutil.rmtree(target, ignore_errors=True)
@@ -357,6 +377,7 @@ class ServerContainers:
         then serves; see ``testbed.containers.lazy``.  ``frozen``: as for ``checkpoint``.
         ``base``: a checkpoint the destination holds; only pages changed since then cross."""
         try:
+            self._gather_threads(instance.container_id)
             shutil.rmtree(target, ignore_errors=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             addresses = self._addresses(instance)
@@ -446,7 +467,45 @@ class ServerContainers:
             steps.lap("engine_copy_removed")
         instance = self.instance(container, port)
         steps.lap("inspect")
+        self.spread_threads(container.id)
+        steps.lap("thread_quota")
         return instance
+
+    # -- a slower clock per thread (testbed.containers.thread_quota) --------------------
+    def spread_threads(self, container_id: str) -> dict:
+        """Every thread of the container its own quota at this server's speed (threads
+        created since get theirs now).  Says how many threads have their own quota and how
+        many share the container's, or why none has (speed 1, the setting off, cgroup v2)."""
+        with self._quota_lock:
+            if not self.per_thread_quota:
+                return {"applied": False, "reason": "speed 1" if self.speed >= 1.0 else "per_thread_quota off"}
+            quota = self._thread_quotas.get(container_id)
+            if quota is None:
+                try:
+                    quota = self._thread_quotas[container_id] = ThreadQuota(container_cgroups(container_id),
+                                                                             self.speed, CPU_PERIOD_US)
+                except (CgroupError, OSError) as error:
+                    return {"applied": False, "reason": f"no cgroup: {error}"}
+            if not quota.supported:
+                return {"applied": False, "reason": quota.reason}
+            if container_id in self._gathered:
+                return {"applied": False, "reason": "being checkpointed"}
+            try:
+                quota.spread()
+                return {"applied": True, **quota.threads()}
+            except (CgroupError, OSError) as error:     # the container ended meanwhile
+                return {"applied": False, "reason": str(error)}
+
+    def _gather_threads(self, container_id: str, steps: Stopwatch | None = None) -> None:
+        """Before a checkpoint: the threads back in the container's cgroup, so that CRIU's
+        images name that one only (and a restore at another speed spreads afresh)."""
+        with self._quota_lock:
+            quota = self._thread_quotas.get(container_id)
+            self._gathered.add(container_id)
+            if quota is not None and quota.supported:
+                quota.gather()
+        if steps is not None:
+            steps.lap("threads_gathered")
 
     def _start_from(self, container, checkpoint: str) -> None:
         api = self.client.api
