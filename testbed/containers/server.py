@@ -391,6 +391,10 @@ class ServerContainers:
                 raise ContainerError(f"post-copy of {instance.name}: {error}") from None
             (target / ADDRESSES_FILE).write_text(addresses)
             return lazy
+        except Exception:
+            self._gathered.discard(instance.container_id)       # it runs on: its threads get their quotas back
+            self.spread_threads(instance.container_id)
+            raise
         finally:
             if frozen is not None:
                 frozen.thaw()           # CRIU holds the processes by now
