@@ -60,6 +60,32 @@ def busy_queries(net, ip, image, client, first_id, repeat) -> list[dict]:
     return replies
 
 
+def deploy_detect(net, stack, servers, prefix: str, cpus: float, image) -> dict[str, str]:
+    """Object detection on each of ``servers`` (service ``<prefix>-<server>``), warmed up; their addresses."""
+    ips = {}
+    for server in servers:
+        instance = stack.agents[server].call("deploy", spec={"service": f"{prefix}-{server}", "app": "detect",
+                                                             "image": image_name("detect"),
+                                                             "limits": {"cpus": cpus, "memory_mb": 2048}})
+        ips[server] = instance["ip"]
+        query(net, ips[server], files=[image], client=server, repeat=3)                     # warm-up
+    return ips
+
+
+def busy_ratios(net, ips: dict[str, str], image, slow: str, fast: str, rounds: int = 6) -> list[float]:
+    """Per round, the median processing time on ``slow`` over that on ``fast``, each kept busy
+    in turn (both back to back: the host's drift falls on both)."""
+    ratios = []
+    for round_ in range(rounds):
+        medians = {}
+        for server in (slow, fast):
+            replies = busy_queries(net, ips[server], image, server, first_id=10 + 5 * round_, repeat=5)
+            assert all(r["ok"] for r in replies) and len(replies) == 10
+            medians[server] = statistics.median(r["proc_ms"] for r in replies)
+        ratios.append(medians[slow] / medians[fast])
+    return ratios
+
+
 @pytest.mark.models
 def test_a_server_twice_as_fast_processes_twice_as_fast(env):
     """The same object-detection service (one core asked for) on edge1 (compute 1.0) and
@@ -71,21 +97,8 @@ def test_a_server_twice_as_fast_processes_twice_as_fast(env):
     ends is lost, and it should move one round, not the answer."""
     net, stack = env
     image = assets.fetch("street-dog.jpg")
-    ips = {}
-    for server in ("edge1", "edge2"):
-        instance = stack.agents[server].call("deploy", spec={"service": f"detect-{server}", "app": "detect",
-                                                             "image": image_name("detect"),
-                                                             "limits": {"cpus": 1.0, "memory_mb": 2048}})
-        ips[server] = instance["ip"]
-        query(net, ips[server], files=[image], client=server, repeat=3)                     # warm-up
-    ratios = []
-    for round_ in range(6):
-        medians = {}
-        for server in ("edge1", "edge2"):
-            replies = busy_queries(net, ips[server], image, server, first_id=10 + 5 * round_, repeat=5)
-            assert all(r["ok"] for r in replies) and len(replies) == 10
-            medians[server] = statistics.median(r["proc_ms"] for r in replies)
-        ratios.append(medians["edge1"] / medians["edge2"])
+    ips = deploy_detect(net, stack, ("edge1", "edge2"), "detect", 1.0, image)
+    ratios = busy_ratios(net, ips, image, "edge1", "edge2")
     for server in ips:
         stack.agents[server].call("remove", service=f"detect-{server}")
     assert statistics.median(ratios) == pytest.approx(2.0, rel=0.10), ratios
@@ -119,26 +132,12 @@ def test_every_thread_of_a_service_on_a_slower_server_runs_on_a_slower_clock(env
     get edge1's quota."""
     net, stack = env
     image = assets.fetch("street-dog.jpg")
-    ips = {}
-    for server in ("edge1", "cloud"):
-        instance = stack.agents[server].call("deploy", spec={"service": f"two-{server}", "app": "detect",
-                                                             "image": image_name("detect"),
-                                                             "limits": {"cpus": 2.0, "memory_mb": 2048}})
-        ips[server] = instance["ip"]
-        query(net, ips[server], files=[image], client=server, repeat=3)                     # warm-up
+    ips = deploy_detect(net, stack, ("edge1", "cloud"), "two", 2.0, image)
+    for server, share in {"edge1": 0.5, "cloud": 0.75}.items():
         stack.agents[server].call("resources")             # threads started by the warm-up get theirs
-    assert_quotas = {"edge1": 0.5, "cloud": 0.75}
-    for server, share in assert_quotas.items():
         own, shared = thread_quotas(server, f"two-{server}")
         assert len(own) >= 2 and set(own) == {share} and shared == 0, (server, own, shared)
-    ratios = []
-    for round_ in range(6):
-        medians = {}
-        for server in ("edge1", "cloud"):
-            replies = busy_queries(net, ips[server], image, server, first_id=10 + 5 * round_, repeat=5)
-            assert all(r["ok"] for r in replies) and len(replies) == 10
-            medians[server] = statistics.median(r["proc_ms"] for r in replies)
-        ratios.append(medians["edge1"] / medians["cloud"])
+    ratios = busy_ratios(net, ips, image, "edge1", "cloud")
     assert statistics.median(ratios) == pytest.approx(1.5, rel=0.10), ratios
     for service, source, dest, share in (("two-edge1", "edge1", "edge2", None), ("two-cloud", "cloud", "edge1", 0.5)):
         stack.agents[source].call("migrate", service=service, dest=dest, mode="precopy-delta", phase="pre")
