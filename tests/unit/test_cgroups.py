@@ -51,3 +51,22 @@ def test_a_missing_cgroup_is_an_error_not_an_idle_container(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(CgroupError, match="no cgroup paths"):
         ContainerCgroups(tmp_path / "bad.json", tmp_path)
+
+
+@pytest.mark.parametrize("container_quota, expected", [("-1", 6666), ("20000", 6666), ("3333", 3333)])
+def test_a_threads_quota_is_its_servers_speed_and_no_more_than_its_containers(tmp_path, container_quota, expected):
+    """v1 refuses a child a larger share of a core than its parent."""
+    from testbed.containers.thread_quota import ThreadQuota
+
+    cpu = "/sys/fs/cgroup/cpu/docker/abc"
+    cgroups = layout(tmp_path, V1, {f"{cpu}/cpu.cfs_quota_us": container_quota, f"{cpu}/cpu.cfs_period_us": "10000"})
+    quota = ThreadQuota(cgroups, speed=1 / 1.5, period_us=10_000)
+    assert quota.supported and quota.quota_us() == expected
+
+
+def test_on_cgroup_v2_threads_keep_their_containers_quota_and_the_reason_is_given(tmp_path):
+    from testbed.containers.thread_quota import ThreadQuota
+
+    quota = ThreadQuota(layout(tmp_path, V2, {}), speed=0.5, period_us=10_000)
+    assert not quota.supported and "v2" in quota.reason
+    assert quota.spread() == 0 and quota.gather() == 0 and quota.threads() == {"own": 0, "shared": 0}
