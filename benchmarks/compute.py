@@ -1,7 +1,7 @@
 """Server heterogeneity: does a service's processing time follow its server's compute?
 
     .venv/bin/python benchmarks/compute.py [--apps face,detect] [--cpus 1,2] [--rounds 6] [--requests 10]
-                                           [--clients-at server|user]
+                                           [--clients-at server|user] [--set K=V ...]
 
 On the paper topology (cloud: compute 1.5; edges: 1.0, so an edge's cores are 1/1.5 of the
 cloud's) each service runs on the cloud and on edge1 at the same time with the same ``cpus``.
@@ -14,7 +14,8 @@ run at the mobile user (at ap1), as a user sends them: the cloud's tasks then co
 round trip apart, and a task that starts on an idle host runs slower (the cores wake up), which
 this shows apart.  Per round and pattern: the ratio of the median processing times, edge1 over
 cloud; the table gives its median over the rounds and its range, next to the ratio the compute
-values ask for (the paper topology's 1.5: within 10 %, 1.35-1.65).
+values ask for (the paper topology's 1.5: within 10 %, 1.35-1.65).  ``--set`` changes a
+topology setting, e.g. ``network.per_thread_quota=false`` (the container's cores alone).
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ def main():
         shutil.rmtree(run_dir, ignore_errors=True)
     report("compute", "Processing time against the server's compute (paper topology, edge1 over cloud)", rows,
            [f"compute: {compute}; an emulated server's cores are its cpus x compute / max compute host cores "
-            "(CFS bandwidth, 10 ms periods), and a service gets ceil(cpus x speed) threads; with "
-            "per_thread_quota each of its threads also gets speed x 10 ms a period (a slower clock)."])
+            "(CFS bandwidth, 10 ms periods); with per_thread_quota a service gets cpus threads, each with "
+            "speed x 10 ms a period (a slower clock), without it ceil(cpus x speed) threads."])
 
 
 if __name__ == "__main__":

@@ -339,8 +339,7 @@ class ServerContainers:
             if frozen is not None:
                 frozen.thaw()
             if not ended:               # it runs on (a pre-copy, or a checkpoint that failed)
-                self._gathered.discard(instance.container_id)
-                self.spread_threads(instance.container_id)
+                self._spread_again(instance.container_id)
 
     def _checkpoint(self, instance: Instance, target: Path, leave_running: bool, steps: Stopwatch) -> Path:
         shutil.rmtree(target, ignore_errors=True)
@@ -392,8 +391,7 @@ class ServerContainers:
             (target / ADDRESSES_FILE).write_text(addresses)
             return lazy
         except Exception:
-            self._gathered.discard(instance.container_id)       # it runs on: its threads get their quotas back
-            self.spread_threads(instance.container_id)
+            self._spread_again(instance.container_id)           # it runs on
             raise
         finally:
             if frozen is not None:
@@ -510,6 +508,12 @@ class ServerContainers:
                 quota.gather()
         if steps is not None:
             steps.lap("threads_gathered")
+
+    def _spread_again(self, container_id: str) -> None:
+        """After a checkpoint the container outlives: its threads get their quotas back."""
+        with self._quota_lock:
+            self._gathered.discard(container_id)
+        self.spread_threads(container_id)
 
     def _start_from(self, container, checkpoint: str) -> None:
         api = self.client.api
