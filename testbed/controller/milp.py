@@ -37,6 +37,7 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -66,26 +67,152 @@ class Option(NamedTuple):
         return self.service or self.user
 
 
+class OptionTable(Sequence):
+    """Options as columns, read as a list of ``Option``: a city's decision weighs thousands of
+    options, and the fast solver builds, solves and picks from arrays; an ``Option`` is made
+    only when one is read (and then kept, so that reading it again gives the same object).
+
+    ``add`` one base station's options for one service (a block over servers) until the
+    table is first read."""
+
+    def __init__(self):
+        self._names: dict[str, dict[str, int]] = {"user": {}, "station": {}, "server": {}, "service": {}}
+        self._blocks: list[tuple] = []
+        self._columns: dict[str, np.ndarray] | None = None
+        self._made: dict[int, Option] = {}
+        self._all: list[Option] | None = None
+        self._lists: dict[str, list[str]] | None = None
+        self._server_codes: dict[tuple, np.ndarray] = {}
+
+    def add(self, user: str, station: str, servers, gains, downtimes, service: str = "") -> None:
+        if self._columns is not None:
+            raise RuntimeError("an option table takes no options after it is first read")
+        servers = tuple(servers)
+        if not len(servers) == len(gains) == len(downtimes):
+            raise ValueError(f"{len(servers)} servers, {len(gains)} gains and {len(downtimes)} downtimes for "
+                             f"{service or user} at {station}: one of each per server")
+        if servers not in self._server_codes:       # a service's servers are the same at every station
+            self._server_codes[servers] = np.array([self._code("server", s) for s in servers], dtype=np.int64)
+        self._blocks.append((self._code("user", user), self._code("station", station),
+                             self._code("service", service), self._server_codes[servers],
+                             np.asarray(gains, dtype=float), np.asarray(downtimes, dtype=float)))
+
+    def _code(self, kind: str, name: str) -> int:
+        return self._names[kind].setdefault(name, len(self._names[kind]))
+
+    def names(self, kind: str) -> list[str]:
+        """The users, stations, servers or services the codes of ``column(kind)`` index."""
+        if self._lists is None:
+            self.column("gain")
+            self._lists = {k: list(codes) for k, codes in self._names.items()}
+        return self._lists[kind]
+
+    def column(self, name: str) -> np.ndarray:
+        """"user", "station", "server", "service" (codes), "gain" or "downtime", per option."""
+        if self._columns is None:
+            sizes = [len(block[3]) for block in self._blocks]
+            each = lambda at: np.repeat(np.array([b[at] for b in self._blocks], dtype=np.int64), sizes)  # noqa: E731
+            joined = lambda at, kind: (np.concatenate([b[at] for b in self._blocks]) if self._blocks  # noqa: E731
+                                       else np.zeros(0, dtype=kind))
+            self._columns = {"user": each(0), "station": each(1), "service": each(2),
+                             "server": joined(3, np.int64), "gain": joined(4, float), "downtime": joined(5, float)}
+            self._blocks = []
+        return self._columns[name]
+
+    def __len__(self) -> int:
+        return len(self.column("gain"))
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i) + (len(self) if int(i) < 0 else 0)
+        if self._all is not None:
+            return self._all[i]
+        if i not in self._made:
+            if not 0 <= i < len(self):
+                raise IndexError(i)
+            self._made[i] = self._option(i)
+        return self._made[i]
+
+    def _option(self, i: int) -> Option:
+        user, station, server, service = (self.names(kind)[self.column(kind)[i]]
+                                          for kind in ("user", "station", "server", "service"))
+        return Option(user, station, server, float(self.column("gain")[i]), float(self.column("downtime")[i]), service)
+
+    def __iter__(self):
+        if self._all is None:
+            names = [self.names(k) for k in ("user", "station", "server", "service")]
+            rows = zip(*(self.column(k).tolist() for k in ("user", "station", "server", "service", "gain", "downtime")))
+            self._all = [self._made.get(i) or Option(names[0][u], names[1][b], names[2][s], gain, downtime, names[3][k])
+                         for i, (u, b, s, k, gain, downtime) in enumerate(rows)]
+        return iter(self._all)
+
+
+class Columns(NamedTuple):
+    """A problem's options as codes: each option's value, and the index of its user (in
+    ``users``), container (``keys``), base station (``stations``) and server (``servers``)."""
+    value: np.ndarray
+    user: np.ndarray
+    key: np.ndarray
+    station: np.ndarray
+    server: np.ndarray
+    users: list[str]
+    keys: list[str]
+    stations: list[str]
+    servers: list[str]
+
+
 @dataclass
 class PlacementProblem:
     users: list[str]
-    options: list[Option]
+    options: Sequence[Option]                         # a list, or an ``OptionTable``
     demand: dict[str, tuple[float, ...]]              # service (or user) -> resources its container needs
     server_capacity: dict[str, tuple[float, ...]]     # server -> resources available
     station_capacity: dict[str, int]                   # base station -> max users
     _services: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _columns: Columns | None = field(default=None, init=False, repr=False, compare=False)
 
     def services(self) -> dict[str, list[str]]:
         """Per user, the services placed (keys of ``demand``), in the order first seen (found
         once: every step of a solve asks; a problem's options are not changed after it is made)."""
         if self._services is None:
             found: dict[str, list[str]] = {u: [] for u in self.users}
-            for option in self.options:
-                keys = found.setdefault(option.user, [])
-                if option.key not in keys:
-                    keys.append(option.key)
+            c = self.columns()
+            keys, first = np.unique(c.key, return_index=True)
+            for k in keys[np.argsort(first, kind="stable")]:
+                found.setdefault(c.users[c.user[first[np.searchsorted(keys, k)]]], []).append(c.keys[k])
             self._services = found
         return self._services
+
+    def columns(self) -> Columns:
+        """The options as ``Columns`` (made once; from an ``OptionTable`` without reading an option)."""
+        if self._columns is None:
+            self._columns = _columns_of(self.options)
+        return self._columns
+
+
+def _columns_of(options: Sequence[Option]) -> Columns:
+    if isinstance(options, OptionTable):
+        users, services = options.names("user"), options.names("service")
+        user, service = options.column("user"), options.column("service")
+        width = max(1, len(services))
+        pairs, key = np.unique(user * width + service, return_inverse=True)      # a container per (user, service)
+        key_at: dict[str, int] = {}
+        code = np.array([key_at.setdefault(services[p % width] or users[p // width], len(key_at))
+                         for p in pairs.tolist()], dtype=np.int64)
+        return Columns(options.column("gain") - options.column("downtime"), user, code[key.reshape(-1)],
+                       options.column("station"), options.column("server"), users, list(key_at),
+                       options.names("station"), options.names("server"))
+    codes: dict[str, dict[str, int]] = {"user": {}, "key": {}, "station": {}, "server": {}}
+    n = len(options)
+
+    def column(kind: str, of) -> np.ndarray:
+        return np.fromiter((codes[kind].setdefault(of(o), len(codes[kind])) for o in options), np.int64, n)
+
+    user, key = column("user", lambda o: o.user), column("key", lambda o: o.key)
+    station, server = column("station", lambda o: o.station), column("server", lambda o: o.server)
+    return Columns(np.fromiter((o.gain - o.downtime for o in options), float, n), user, key, station, server,
+                   list(codes["user"]), list(codes["key"]), list(codes["station"]), list(codes["server"]))
 
 
 @dataclass
@@ -108,6 +235,11 @@ def _groups(labels: np.ndarray) -> dict[int, np.ndarray]:
     return {int(label): order[a:b] for label, a, b in zip(present, starts, [*starts[1:], len(labels)])}
 
 
+def _recode(codes: np.ndarray, new: list[int]) -> np.ndarray:
+    """``codes`` with each code i replaced by ``new[i]``."""
+    return np.array(new, dtype=np.int64)[codes]
+
+
 def _rows(problem: PlacementProblem):
     """Constraint rows as (indices, coefficients, lower, upper), arrays built by grouping the
     options' labels (a city re-solves thousands of times); and the options of each service
@@ -115,14 +247,14 @@ def _rows(problem: PlacementProblem):
     services = problem.services()
     keys = [k for user_keys in services.values() for k in user_keys]
     key_at = {k: i for i, k in enumerate(keys)}
-    stations = sorted({o.station for o in problem.options} | set(problem.station_capacity))
+    c = problem.columns()
+    stations = sorted(set(c.stations) | set(problem.station_capacity))
     station_at = {b: i for i, b in enumerate(stations)}
     servers = list(problem.server_capacity)
     server_at = {s: i for i, s in enumerate(servers)}
-    n = len(problem.options)
-    key_of = np.fromiter((key_at[o.key] for o in problem.options), np.int64, n)
-    station_of = np.fromiter((station_at[o.station] for o in problem.options), np.int64, n)
-    server_of = np.fromiter((server_at.get(o.server, len(servers)) for o in problem.options), np.int64, n)
+    key_of = _recode(c.key, [key_at[k] for k in c.keys])
+    station_of = _recode(c.station, [station_at[b] for b in c.stations])
+    server_of = _recode(c.server, [server_at.get(s, len(servers)) for s in c.servers])
     none = np.zeros(0, dtype=np.int64)
     of_key = _groups(key_of)
     by_key = {k: of_key.get(i, none) for i, k in enumerate(keys)}
@@ -190,35 +322,44 @@ def decoupled(problem: PlacementProblem) -> dict[str, Option] | None:
     """Every user's best choice on its own, (3c) and (3e) left out, when together they respect
     both: then it is the joint optimum (the coupling constraints only take choices away), found
     without a solver.  None when they break a limit or a user has no base station offering all
-    its services.  In a city, where limits rarely bind, most decisions end here."""
-    best: dict[str, dict[str, dict[str, Option]]] = {}          # user -> station -> service -> option
-    for option in problem.options:
-        at = best.setdefault(option.user, {}).setdefault(option.station, {})
-        held = at.get(option.key)
-        if held is None or option.value > held.value:
-            at[option.key] = option
-    choice: dict[str, Option] = {}
-    used: dict[str, list[float]] = {}
-    users_at: dict[str, int] = {}
-    for user, keys in problem.services().items():
-        complete = [(sum(at[k].value for k in keys), station) for station, at in best.get(user, {}).items()
-                    if len(at) == len(keys)]
-        if not keys or not complete:
-            return None
-        station = max(complete, key=lambda pair: pair[0])[1]
-        users_at[station] = users_at.get(station, 0) + 1
-        for key in keys:
-            choice[key] = option = best[user][station][key]
-            load = used.setdefault(option.server, [0.0] * len(problem.demand[key]))
-            for d, amount in enumerate(problem.demand[key]):
-                load[d] += amount
-    if any(count > problem.station_capacity.get(station, count) for station, count in users_at.items()):
+    its services.  In a city, where limits rarely bind, most decisions end here.  (On arrays:
+    ties go to the option, and the base station, seen first.)"""
+    services, c = problem.services(), problem.columns()
+    if any(not keys for keys in services.values()):
         return None
-    for server, load in used.items():
-        capacity = problem.server_capacity.get(server)
-        if capacity is not None and any(amount > limit + 1e-9 for amount, limit in zip(load, capacity)):
+    if not services:
+        return {}
+    n, width = len(c.value), max(1, len(c.stations))
+    order = np.arange(n)
+    group = c.key * width + c.station                       # a container at a base station
+    ranked = np.lexsort((order, -c.value, group))
+    first = np.ones(n, dtype=bool)
+    first[1:] = group[ranked][1:] != group[ranked][:-1]
+    best = ranked[first]                                    # its best option
+    pair = c.user[best] * width + c.station[best]           # a user at a base station: its containers' best
+    pairs, at, count = np.unique(pair, return_inverse=True, return_counts=True)
+    total = np.bincount(at.reshape(-1), weights=c.value[best], minlength=len(pairs))
+    seen = np.full(len(pairs), n)
+    np.minimum.at(seen, at.reshape(-1), best)               # first option of the user at the station
+    wanted = np.array([len(services.get(u, ())) for u in c.users], dtype=np.int64)
+    user = pairs // width
+    complete = np.nonzero(count == wanted[user])[0]
+    if len({c.users[u] for u in user[complete].tolist()}) < len(services):
+        return None                                         # a user with no station offering all its services
+    ranked = complete[np.lexsort((seen[complete], -total[complete], user[complete]))]
+    top = ranked[np.r_[True, user[ranked][1:] != user[ranked][:-1]]]
+    chosen_pairs = set(pairs[top].tolist())
+    picked = best[np.isin(pair, list(chosen_pairs))]
+    stations_used = Counter(c.stations[b] for b in (pairs[top] % width).tolist())
+    if any(count > problem.station_capacity.get(station, count) for station, count in stations_used.items()):
+        return None
+    keys = [c.keys[k] for k in c.key[picked].tolist()]
+    demand = np.array([problem.demand[k] for k in keys], dtype=float)
+    for s in np.unique(c.server[picked]).tolist():
+        capacity = problem.server_capacity.get(c.servers[s])
+        if capacity is not None and np.any(demand[c.server[picked] == s].sum(axis=0) > np.asarray(capacity) + 1e-9):
             return None
-    return choice
+    return {key: problem.options[i] for key, i in zip(keys, picked.tolist())}
 
 
 @dataclass
@@ -245,7 +386,7 @@ def _relaxation(problem: PlacementProblem) -> _Relaxation:
         return _Relaxation("infeasible", np.zeros(n), -np.inf, np.zeros(n))
     if any(not keys for keys in problem.services().values()):
         return _Relaxation("infeasible", np.zeros(n), -np.inf, np.zeros(n))
-    h = _highs_model(np.array([o.value for o in problem.options]), rows, integer=False, time_limit=60.0)
+    h = _highs_model(problem.columns().value, rows, integer=False, time_limit=60.0)
     h.setOptionValue("presolve", "off")     # it removes little here and takes most of the time (2-3x)
     h.run()
     status = h.getModelStatus()
@@ -392,7 +533,7 @@ def _solve_model(problem: PlacementProblem, solver: str, time_limit: float,
     rows, by_key = _rows(problem)
     if not by_key or any(not len(idx) for idx in by_key.values()) or any(not k for k in problem.services().values()):
         return Solution("infeasible")
-    values = np.array([o.value for o in problem.options])
+    values = problem.columns().value
     if solver == "highs":
         initial = None
         if start is not None:

@@ -283,3 +283,42 @@ def test_solving_prints_nothing_of_its_own():
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
     assert result.stdout.splitlines() == [f"found {brute_force(random_problem(1)).status}"], result.stdout
+
+
+def as_table(problem: PlacementProblem) -> PlacementProblem:
+    """The same problem with its options in an ``OptionTable`` (as the orchestrated planner builds them)."""
+    from testbed.controller.milp import OptionTable
+
+    table = OptionTable()
+    for option in problem.options:
+        table.add(option.user, option.station, [option.server], [option.gain], [option.downtime], option.service)
+    return PlacementProblem(problem.users, table, problem.demand, problem.server_capacity, problem.station_capacity)
+
+
+def test_options_as_columns_solve_as_the_same_options_in_a_list():
+    """An ``OptionTable`` reads as the list it was built from, and every solver (and the
+    decoupled shortcut) answers the same on it: the columns change how, not what."""
+    from testbed.controller.milp import decoupled
+
+    for seed in range(30):
+        for listed in (random_problem(seed), random_joint_problem(seed)):
+            tabled = as_table(listed)
+            assert list(tabled.options) == list(listed.options) and len(tabled.options) == len(listed.options)
+            assert tabled.services() == listed.services(), seed
+            assert decoupled(tabled) == decoupled(listed), seed
+            for solver in ("fast", "highs"):
+                a, b = solve(listed, solver=solver), solve(tabled, solver=solver)
+                assert (a.status, a.objective, a.choice) == (b.status, b.objective, b.choice), (seed, solver)
+                assert all(tabled.options[tabled.options.index(o)] is o for o in b.choice.values())
+
+
+def test_an_option_table_names_a_block_of_the_wrong_length():
+    from testbed.controller.milp import OptionTable
+
+    table = OptionTable()
+    with pytest.raises(ValueError, match="2 servers, 1 gains and 2 downtimes for svc at b0"):
+        table.add("u", "b0", ["s0", "s1"], [1.0], [0.0, 0.0], "svc")
+    table.add("u", "b0", ["s0"], [1.0], [0.0], "svc")
+    assert table[0] == Option("u", "b0", "s0", 1.0, 0.0, "svc") and table[-1] is table[0]
+    with pytest.raises(RuntimeError, match="no options after it is first read"):
+        table.add("u", "b1", ["s0"], [1.0], [0.0], "svc")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from itertools import repeat
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -66,15 +65,15 @@ class OptionEstimates(Mapping):
     def __init__(self):
         self._rows: dict[tuple[str, str], tuple] = {}     # (service, station) -> what its servers share
 
-    def add(self, service: str, station: str, servers: dict[str, int], t_prime: float, changes: list[float],
-            tasks: float, downtimes: list[float], rssi: float) -> None:
+    def add(self, service: str, station: str, servers: dict[str, int], t_prime: float, changes: np.ndarray,
+            tasks: float, downtimes: np.ndarray, rssi: float) -> None:
         self._rows[(service, station)] = (servers, t_prime, changes, tasks, downtimes, rssi)
 
     def __getitem__(self, key: tuple[str, str, str]) -> OptionEstimate:
         service, station, server = key
         servers, t_prime, changes, tasks, downtimes, rssi = self._rows[(service, station)]
         at = servers[server]
-        return OptionEstimate(t_prime, changes[at], tasks, downtimes[at], rssi)
+        return OptionEstimate(t_prime, float(changes[at]), tasks, float(downtimes[at]), rssi)
 
     def __iter__(self):
         for (service, station), (servers, *_) in self._rows.items():
@@ -299,7 +298,7 @@ class OrchestratedPlanner(Planner):
         station (3d); a user with none is left out (no choice of the others can place it)."""
         rates = self.params.rates(state.rates)
         deciding = {s.name for u in due for s in state.services_of(u)}
-        options, estimates, demand = [], OptionEstimates(), {}
+        options, estimates, demand = milp.OptionTable(), OptionEstimates(), {}
         for name, (t_prime, target) in sorted(due.items()):
             user = state.users[name]
             rssi = state.predicted_rssi(user, t_prime)
@@ -320,17 +319,15 @@ class OrchestratedPlanner(Planner):
                                               self._sharing(state, name, station))
                     changes = e2e_change(service.proc_ms / 1e3, service.task_bytes, now_path, paths)
                     handover = state.handover_time_s if station != user.ap else None
-                    downtimes = downtime(migration_s, handover).tolist()
-                    options += map(milp.Option, repeat(name), repeat(station), servers, (changes * tasks).tolist(),
-                                   downtimes, repeat(service.name))
-                    estimates.add(service.name, station, at, t_prime, changes.tolist(), tasks, downtimes,
-                                  stations[station])
+                    downtimes = downtime(migration_s, handover)
+                    options.add(name, station, servers, changes * tasks, downtimes, service.name)
+                    estimates.add(service.name, station, at, t_prime, changes, tasks, downtimes, stations[station])
         capacity = self._capacities(state, deciding)
         staying = Counter(u.ap for u in state.users.values() if u.name not in due)
         here = Counter(state.users[u].ap for u in due)
         # a station already over its limit keeps the users it has (none more comes): staying stays possible
         stations = {b: max(st.max_users - staying[b], min(here[b], st.max_users)) for b, st in state.stations.items()}
-        placed = sorted({o.user for o in options})
+        placed = sorted(options.names("user"))
         return milp.PlacementProblem(placed, options, demand, capacity, stations), estimates
 
     def _servers(self, state, service, stations) -> list[str]:
