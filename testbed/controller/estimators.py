@@ -182,7 +182,10 @@ class MigrationTimeModel:
         key = (learned.__name__, servers)
         found = self._learned_now[1].get(key)
         if found is None:
-            found = self._learned_now[1][key] = np.array([learned(server) for server in servers], dtype=float)
+            each = self._learned_now[1].setdefault(learned.__name__, {})     # per server: asked of every source
+            found = self._learned_now[1][key] = np.array(
+                [each[server] if server in each else each.setdefault(server, learned(server)) for server in servers],
+                dtype=float)
         return found
 
     def estimate(self, source: str, dest: str, image_bytes: float, full_bytes: float, delta_bytes: float,
