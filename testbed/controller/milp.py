@@ -322,7 +322,7 @@ def decoupled(problem: PlacementProblem) -> dict[str, Option] | None:
     """Every user's best choice on its own, (3c) and (3e) left out, when together they respect
     both: then it is the joint optimum (the coupling constraints only take choices away), found
     without a solver.  None when they break a limit or a user has no base station offering all
-    its services.  In a city, where limits rarely bind, most decisions end here.  (On arrays:
+    its services.  Where the limits rarely bind, most decisions end here.  (On arrays:
     ties go to the option, and the base station, seen first.)"""
     services, c = problem.services(), problem.columns()
     if any(not keys for keys in services.values()):
@@ -339,8 +339,8 @@ def decoupled(problem: PlacementProblem) -> dict[str, Option] | None:
     pair = c.user[best] * width + c.station[best]           # a user at a base station: its containers' best
     pairs, at, count = np.unique(pair, return_inverse=True, return_counts=True)
     total = np.bincount(at.reshape(-1), weights=c.value[best], minlength=len(pairs))
-    seen = np.full(len(pairs), n)
-    np.minimum.at(seen, at.reshape(-1), best)               # first option of the user at the station
+    every, first_at = np.unique(c.user * width + c.station, return_index=True)
+    seen = first_at[np.searchsorted(every, pairs)]          # the user's first option at the station
     wanted = np.array([len(services.get(u, ())) for u in c.users], dtype=np.int64)
     user = pairs // width
     complete = np.nonzero(count == wanted[user])[0]

@@ -322,3 +322,39 @@ def test_an_option_table_names_a_block_of_the_wrong_length():
     assert table[0] == Option("u", "b0", "s0", 1.0, 0.0, "svc") and table[-1] is table[0]
     with pytest.raises(RuntimeError, match="no options after it is first read"):
         table.add("u", "b1", ["s0"], [1.0], [0.0], "svc")
+
+
+def each_users_best(problem: PlacementProblem) -> dict[str, Option]:
+    """``decoupled``'s choice written plainly (limits left out): per user, the base station whose
+    services' best options are worth most; ties to the option and the station seen first."""
+    best: dict[str, dict[str, dict[str, Option]]] = {}
+    for option in problem.options:
+        at = best.setdefault(option.user, {}).setdefault(option.station, {})
+        if option.key not in at or option.value > at[option.key].value:
+            at[option.key] = option
+    choice = {}
+    for user, keys in problem.services().items():
+        complete = [(sum(at[k].value for k in keys), station) for station, at in best[user].items()
+                    if len(at) == len(keys)]
+        station = max(complete, key=lambda pair: pair[0])[1]
+        choice.update({k: best[user][station][k] for k in keys})
+    return choice
+
+
+def test_decoupled_picks_as_each_users_best_written_plainly_ties_included():
+    from testbed.controller.milp import decoupled
+
+    for seed in range(60):
+        for tight in (random_problem(seed), random_joint_problem(seed)):
+            rounded = [o._replace(gain=round(o.gain), downtime=round(o.downtime)) for o in tight.options]  # ties
+            random.Random(seed).shuffle(rounded)                # first seen is not first in any block
+            problem = as_table(PlacementProblem(tight.users, rounded, tight.demand,
+                                                {s: (1e9,) * len(c) for s, c in tight.server_capacity.items()},
+                                                {b: 10**6 for b in tight.station_capacity}))
+            if all(problem.services().values()) and all(
+                    any(len({o.key for o in problem.options if o.user == u and o.station == b}) == len(keys)
+                        for b in {o.station for o in problem.options if o.user == u})
+                    for u, keys in problem.services().items()):
+                assert decoupled(problem) == each_users_best(problem), seed
+            else:
+                assert decoupled(problem) is None, seed
