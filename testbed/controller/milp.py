@@ -179,8 +179,8 @@ class PlacementProblem:
             found: dict[str, list[str]] = {u: [] for u in self.users}
             c = self.columns()
             keys, first = np.unique(c.key, return_index=True)
-            for k in keys[np.argsort(first, kind="stable")]:
-                found.setdefault(c.users[c.user[first[np.searchsorted(keys, k)]]], []).append(c.keys[k])
+            for at in np.argsort(first).tolist():
+                found.setdefault(c.users[c.user[first[at]]], []).append(c.keys[keys[at]])
             self._services = found
         return self._services
 
@@ -330,9 +330,8 @@ def decoupled(problem: PlacementProblem) -> dict[str, Option] | None:
     if not services:
         return {}
     n, width = len(c.value), max(1, len(c.stations))
-    order = np.arange(n)
     group = c.key * width + c.station                       # a container at a base station
-    ranked = np.lexsort((order, -c.value, group))
+    ranked = np.lexsort((np.arange(n), -c.value, group))
     first = np.ones(n, dtype=bool)
     first[1:] = group[ranked][1:] != group[ranked][:-1]
     best = ranked[first]                                    # its best option
@@ -348,8 +347,7 @@ def decoupled(problem: PlacementProblem) -> dict[str, Option] | None:
         return None                                         # a user with no station offering all its services
     ranked = complete[np.lexsort((seen[complete], -total[complete], user[complete]))]
     top = ranked[np.r_[True, user[ranked][1:] != user[ranked][:-1]]]
-    chosen_pairs = set(pairs[top].tolist())
-    picked = best[np.isin(pair, list(chosen_pairs))]
+    picked = best[np.isin(pair, pairs[top])]
     stations_used = Counter(c.stations[b] for b in (pairs[top] % width).tolist())
     if any(count > problem.station_capacity.get(station, count) for station, count in stations_used.items()):
         return None
